@@ -1,0 +1,38 @@
+# Two entry points: `make demo` and `make test`. Both build .venv/ from uv.lock first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.9
+UV_BOOT := .uv-boot
+UV := $(UV_BOOT)/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: demo test lint venv bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(UV_BOOT)
+	$(UV_BOOT)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+venv: $(VENV)/.synced
+
+demo: venv
+	$(VENV)/bin/cxpredict demo
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: venv
+	$(VENV)/bin/python benchmarks/features.py
+
+clean:
+	rm -rf $(VENV) $(UV_BOOT) demo-data .cxpredict mlruns mlflow.db

@@ -1,0 +1,166 @@
+"""Running the feature and label definitions on a loaded data directory.
+
+The definitions (:mod:`features.definitions`, :mod:`features.labels`) are SQL text; this module executes them
+in DuckDB and hands pandas frames to the edges (training, batch scoring, the online store).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from features import labels as label_defs
+from features.data import attribute_columns
+from features.definitions import feature_names, feature_query
+
+
+class FeatureConfig(BaseModel):
+    """How the feature table is built.
+
+    Attributes:
+        lookback_days: A non-contract customer is in the population at T when they bought in
+            ``[T - lookback_days, T)``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    lookback_days: int = Field(365, ge=1, description="activity window defining who is scored at T")
+
+
+def is_contract(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the data records cancellations (any non-null ``customers.churn_ts``)."""
+    return bool(con.execute("SELECT count(churn_ts) > 0 FROM customers").fetchall()[0][0])
+
+
+def data_end(con: duckdb.DuckDBPyConnection) -> datetime:
+    """The latest transaction time in the data."""
+    value = con.execute("SELECT max(ts) FROM transactions").fetchall()[0][0]
+    if value is None:
+        raise ValueError("transactions table is empty: nothing to compute features from")
+    return value
+
+
+def data_start(con: duckdb.DuckDBPyConnection) -> datetime:
+    """The earliest transaction time in the data."""
+    return con.execute("SELECT min(ts) FROM transactions").fetchall()[0][0]
+
+
+def default_as_of(con: duckdb.DuckDBPyConnection) -> datetime:
+    """Midnight after the last transaction: "now" for the latest features when no as-of is given."""
+    end = data_end(con)
+    return datetime(end.year, end.month, end.day) + timedelta(days=1)
+
+
+def attribute_names(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Static attribute columns of the ``customers`` table, in file order."""
+    return [name for name, _ in attribute_columns(con)]
+
+
+def build_features(
+    con: duckdb.DuckDBPyConnection, as_of: datetime, config: FeatureConfig | None = None
+) -> pd.DataFrame:
+    """The customer-level feature table at ``as_of`` (one row per customer active before it).
+
+    Args:
+        con: Connection with the canonical tables loaded (:func:`features.data.load_data_dir`).
+        as_of: Cut-off T; rows at or after T are never read.
+        config: Population settings.
+
+    Returns:
+        Frame with ``customer_id``, the registry features (float) and ``attr_*`` attribute columns.
+    """
+    config = config or FeatureConfig()
+    sql = feature_query(as_of, config.lookback_days, is_contract(con), attribute_names(con))
+    return con.execute(sql).df()
+
+
+def build_labels(
+    con: duckdb.DuckDBPyConnection,
+    as_of: datetime,
+    horizon_days: int,
+    cltv_horizon_days: int,
+    config: FeatureConfig | None = None,
+) -> pd.DataFrame:
+    """Labels of the snapshot at ``as_of`` (see :func:`features.labels.label_query`)."""
+    config = config or FeatureConfig()
+    sql = label_defs.label_query(as_of, horizon_days, cltv_horizon_days, config.lookback_days, is_contract(con))
+    return con.execute(sql).df()
+
+
+def build_snapshots(
+    con: duckdb.DuckDBPyConnection,
+    cutoffs: Sequence[datetime],
+    horizon_days: int,
+    cltv_horizon_days: int,
+    config: FeatureConfig | None = None,
+) -> pd.DataFrame:
+    """Features joined to labels at each cut-off, stacked, with a ``snapshot`` column.
+
+    Args:
+        con: Loaded data.
+        cutoffs: Snapshot times; callers keep them ``<= T - H`` so that no label reaches past T.
+        horizon_days: Churn and spend horizon H.
+        cltv_horizon_days: Horizon of the long-run value label.
+        config: Population settings.
+    """
+    frames = []
+    for cut in cutoffs:
+        feats = build_features(con, cut, config)
+        labs = build_labels(con, cut, horizon_days, cltv_horizon_days, config)
+        frame = feats.merge(labs, on="customer_id", how="inner", validate="one_to_one")
+        frame.insert(1, "snapshot", pd.Timestamp(cut))
+        frames.append(frame)
+    if not frames:
+        raise ValueError("no snapshot cut-offs given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def build_offer_outcomes(con: duckdb.DuckDBPyConnection, as_of: datetime, window_days: int) -> pd.DataFrame:
+    """Offers shown in ``[as_of, as_of + window)`` with their outcome (see :mod:`features.labels`)."""
+    return con.execute(label_defs.offer_outcome_query(as_of, window_days)).df()
+
+
+def write_frame(frame: pd.DataFrame, out: Path) -> None:
+    """Write ``frame`` to ``out`` (``.parquet`` or ``.csv``) atomically: a reader never sees half a file.
+
+    Raises:
+        ValueError: unsupported file extension.
+    """
+    out = Path(out)
+    if out.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{out}: output must end in .parquet or .csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if out.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = [
+    "FeatureConfig",
+    "attribute_names",
+    "build_features",
+    "build_labels",
+    "build_offer_outcomes",
+    "build_snapshots",
+    "data_end",
+    "data_start",
+    "default_as_of",
+    "feature_names",
+    "is_contract",
+    "write_frame",
+]
