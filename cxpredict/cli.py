@@ -36,7 +36,7 @@ def _client_errors() -> Iterator[None]:
 
     try:
         yield
-    except (UsageError, DataValidationError, RuleError, FileNotFoundError, ValueError) as exc:
+    except (UsageError, DataValidationError, RuleError, FileNotFoundError, ValueError) as exc:  # noqa: B014
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
@@ -87,6 +87,141 @@ def features_build(
         frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days))
         write_frame(frame, out)
         typer.echo(f"wrote {len(frame)} customers x {frame.shape[1] - 1} features at {t:%Y-%m-%d %H:%M} to {out}")
+
+    _run(go)
+
+
+@features_app.command("materialize")
+def features_materialize(
+    data: DataOpt,
+    as_of: AsOfOpt = None,
+    lookback_days: Annotated[int, typer.Option(help="activity window defining who is scored")] = 365,
+) -> None:
+    """Write every customer's latest features to the online store that `serve` reads."""
+
+    def go() -> None:
+        from features.materialize import materialize
+        from features.settings import load_settings
+
+        settings = load_settings()
+        n, t = materialize(data, _parse_time(as_of) if as_of else None, settings, lookback_days)
+        typer.echo(f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {settings.online_store_dir}")
+
+    _run(go)
+
+
+def _print_training(result: object) -> None:
+    for name, res in result.models.items():  # type: ignore[attr-defined]
+        if res.skipped:
+            typer.echo(f"{name}: skipped ({res.skipped})")
+            continue
+        shown = {k: v for k, v in res.metrics.items() if not k.startswith(("rows_", "base_"))}
+        figures = ", ".join(f"{k}={v:.3f}" for k, v in list(shown.items())[:6])
+        typer.echo(f"{name}: version {res.version} ({res.alias}); holdout {figures}")
+        for note in res.notes:
+            typer.echo(f"  note: {note}")
+
+
+@app.command("train")
+def train_cmd(
+    data: DataOpt,
+    as_of: AsOfOpt = None,
+    horizon_days: Annotated[int, typer.Option("--horizon-days", help="churn and spend horizon H")] = 90,
+    cltv_horizon_days: Annotated[int, typer.Option("--cltv-horizon-days", help="long-run value horizon")] = 365,
+    models: Annotated[str, typer.Option(help="comma-separated: churn,cltv,next_best_offer")] = (
+        "churn,cltv,next_best_offer"
+    ),
+    promote: Annotated[bool, typer.Option("--promote", help="make the new versions champion")] = False,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+) -> None:
+    """Train churn, CLTV and next-best-offer models; log them to MLflow and register new versions."""
+
+    def go() -> None:
+        from features.settings import load_settings
+        from training.config import TrainConfig
+        from training.train import train
+
+        try:
+            config = TrainConfig(
+                horizon_days=horizon_days,
+                cltv_horizon_days=cltv_horizon_days,
+                models=tuple(m.strip() for m in models.split(",") if m.strip()),
+                promote=promote,
+                seed=seed,
+            )
+        except Exception as exc:  # pydantic's message names the bad field
+            raise UsageError(str(exc)) from exc
+        settings = load_settings()
+        result = train(data, _parse_time(as_of) if as_of else None, config, settings)
+        typer.echo(f"MLflow run {result.run_id} (tracking {settings.tracking_uri})")
+        _print_training(result)
+
+    _run(go)
+
+
+@app.command("predict")
+def predict_cmd(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="output file (.parquet or .csv)")],
+    as_of: AsOfOpt = None,
+) -> None:
+    """Batch-score every customer active before T with the champion models."""
+
+    def go() -> None:
+        from features.pipeline import write_frame
+        from features.settings import load_settings
+        from training.predict import predict
+
+        if out.suffix not in (".parquet", ".csv"):
+            raise UsageError(f"--out {out}: must end in .parquet or .csv")
+        frame, t = predict(data, _parse_time(as_of) if as_of else None, load_settings())
+        write_frame(frame, out)
+        typer.echo(f"scored {len(frame)} customers at {t:%Y-%m-%d %H:%M} into {out}")
+
+    _run(go)
+
+
+@app.command("promote")
+def promote_cmd(
+    model: Annotated[str, typer.Argument(help="churn, cltv or next_best_offer")],
+    version: Annotated[int, typer.Argument(help="registered version number")],
+    alias: Annotated[str, typer.Option("--alias", help="alias to move")] = "champion",
+) -> None:
+    """Move a registry alias (champion/challenger) to a model version."""
+
+    def go() -> None:
+        from features.settings import load_settings
+        from training import registry
+        from training.config import MODEL_NAMES
+
+        if model not in MODEL_NAMES:
+            raise UsageError(f"unknown model {model!r}; one of {', '.join(MODEL_NAMES)}")
+        registry.promote(registry.configure(load_settings()), model, version, alias)
+        typer.echo(f"{model}@{alias} -> version {version}")
+
+    _run(go)
+
+
+@app.command("demo")
+def demo_cmd(
+    data: DataOpt = Path("demo-data"),
+    customers: Annotated[int, typer.Option("--customers", help="synthetic customers to generate")] = 5000,
+) -> None:
+    """Synthetic data, features, three trained and registered models and the online store, end to end."""
+
+    def go() -> None:
+        from features.settings import load_settings
+        from training.demo import run_demo
+
+        settings = load_settings()
+        result = run_demo(data, customers, settings)
+        typer.echo(f"data:          {result.data_dir}/ (canonical tables, {customers} synthetic customers)")
+        typer.echo(f"MLflow:        {settings.tracking_uri}  (mlflow ui --backend-store-uri {settings.tracking_uri})")
+        typer.echo(f"training run:  {result.train.run_id} at as-of {result.train.as_of:%Y-%m-%d}")
+        _print_training(result.train)
+        typer.echo(f"online store:  {result.customers_in_store} customers as of {result.store_as_of:%Y-%m-%d}")
+        typer.echo(f"API key:       {result.api_key}  (stored in {result.api_key_file})")
+        typer.echo("next:          cxpredict serve --port 3000")
 
     _run(go)
 

@@ -302,7 +302,9 @@ def _build_registry() -> tuple[Feature, ...]:
             Feature(
                 f"{kind}_last",
                 "surveys",
-                f"max_by(CASE WHEN kind = '{kind}' THEN score END, CASE WHEN kind = '{kind}' THEN ts END)",
+                # Ties in time go to the higher score, so the value never depends on scan order.
+                f"max_by(CASE WHEN kind = '{kind}' THEN score END, "
+                f"CASE WHEN kind = '{kind}' THEN epoch(ts) * 100 + score END)",
                 f"Latest {kind.upper()} score",
             ),
             Feature(
@@ -453,7 +455,13 @@ def population_query(as_of: datetime, lookback_days: int, contract: bool) -> str
     return f"SELECT DISTINCT customer_id FROM transactions WHERE amount > 0 AND ts >= {start} AND ts < {t}"
 
 
-def feature_query(as_of: datetime, lookback_days: int, contract: bool, attributes: list[str]) -> str:
+def feature_query(
+    as_of: datetime,
+    lookback_days: int,
+    contract: bool,
+    attributes: list[str],
+    numeric_attributes: frozenset[str] = frozenset(),
+) -> str:
     """The full SQL for the feature table at ``as_of``: one row per active customer.
 
     Args:
@@ -461,6 +469,7 @@ def feature_query(as_of: datetime, lookback_days: int, contract: bool, attribute
         lookback_days: Activity window that defines the population.
         contract: See :func:`population_query`.
         attributes: Static attribute columns of ``customers`` to append as ``attr_<name>``.
+        numeric_attributes: Those of ``attributes`` that are numeric: cast to DOUBLE like every feature.
 
     Returns:
         SQL text; columns ``customer_id``, every feature of :func:`registry` in order, then the attributes.
@@ -483,7 +492,10 @@ def feature_query(as_of: datetime, lookback_days: int, contract: bool, attribute
         if feat.source == "derived":
             continue
         base_cols.append(f"coalesce({feat.name}, 0) AS {feat.name}" if feat.fill_zero else feat.name)
-    attr_cols = [f'c."{a}" AS "attr_{a}"' for a in attributes]
+    attr_cols = [
+        f'CAST(c."{a}" AS DOUBLE) AS "attr_{a}"' if a in numeric_attributes else f'c."{a}" AS "attr_{a}"'
+        for a in attributes
+    ]
     ctes.append(
         "base AS (SELECT pop.customer_id, "
         + ", ".join(base_cols + attr_cols)

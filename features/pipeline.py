@@ -20,6 +20,22 @@ from features import labels as label_defs
 from features.data import attribute_columns
 from features.definitions import feature_names, feature_query
 
+_NUMERIC_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+    "BOOLEAN",
+}
+
 
 class FeatureConfig(BaseModel):
     """How the feature table is built.
@@ -77,7 +93,9 @@ def build_features(
         Frame with ``customer_id``, the registry features (float) and ``attr_*`` attribute columns.
     """
     config = config or FeatureConfig()
-    sql = feature_query(as_of, config.lookback_days, is_contract(con), attribute_names(con))
+    attrs = attribute_columns(con)
+    numeric = frozenset(name for name, kind in attrs if kind.split("(")[0] in _NUMERIC_TYPES)
+    sql = feature_query(as_of, config.lookback_days, is_contract(con), [n for n, _ in attrs], numeric)
     return con.execute(sql).df()
 
 

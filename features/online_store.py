@@ -1,0 +1,144 @@
+"""The online feature store: every customer's latest feature row, for millisecond lookups by the service.
+
+``materialize`` computes the rows with the same definitions as training (:func:`features.pipeline.build_features`)
+and writes them here. The embedded store is one SQLite file per generation, swapped in atomically, so the
+service can keep reading while a new generation is written and picks it up on its next lookup. Anything that
+implements :class:`OnlineStore` (for instance a Redis hash per customer) can replace it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+STORE_FILE = "features.sqlite"
+
+
+class OnlineStore(Protocol):
+    """What the service needs from an online store."""
+
+    def get(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's latest feature row, or None when unknown."""
+        ...
+
+    def get_many(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Rows of the known customers among ``customer_ids``."""
+        ...
+
+    def metadata(self) -> dict[str, Any]:
+        """``as_of``, ``feature_set_version``, ``columns`` and ``customers`` of the current generation."""
+        ...
+
+
+def _clean(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+        if isinstance(value, float) and math.isnan(value):
+            return None
+    return value
+
+
+def write_store(directory: Path, frame: Any, as_of: datetime, feature_set_version: str) -> Path:
+    """Write a new generation of the embedded store from a feature frame and swap it in atomically.
+
+    Args:
+        directory: Store directory (created).
+        frame: pandas frame with ``customer_id`` and feature columns.
+        as_of: The cut-off the rows were computed at.
+        feature_set_version: Version of the definitions that computed them.
+
+    Returns:
+        The store file path.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{STORE_FILE}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    columns = [c for c in frame.columns if c != "customer_id"]
+    con = sqlite3.connect(tmp)
+    try:
+        con.execute("CREATE TABLE features (customer_id TEXT PRIMARY KEY, row TEXT NOT NULL) WITHOUT ROWID")
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        ids = frame["customer_id"].astype(str).tolist()
+        records = frame[columns].to_dict("records")
+        con.executemany(
+            "INSERT INTO features VALUES (?, ?)",
+            ((cid, json.dumps({k: _clean(v) for k, v in rec.items()})) for cid, rec in zip(ids, records, strict=True)),
+        )
+        meta = {
+            "as_of": as_of.isoformat(),
+            "feature_set_version": feature_set_version,
+            "columns": columns,
+            "customers": len(ids),
+        }
+        con.executemany("INSERT INTO meta VALUES (?, ?)", ((k, json.dumps(v)) for k, v in meta.items()))
+        con.commit()
+    finally:
+        con.close()
+    target = directory / STORE_FILE
+    os.replace(tmp, target)
+    return target
+
+
+class SQLiteOnlineStore:
+    """Reader of the embedded store; reopens the file when a new generation has been swapped in."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / STORE_FILE
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._inode: int | None = None
+
+    def _con(self) -> sqlite3.Connection:
+        try:
+            inode = self.path.stat().st_ino
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"online store {self.path} not found: run `cxpredict features materialize` (or `cxpredict demo`)"
+            ) from exc
+        con = getattr(self._local, "con", None)
+        if con is None or getattr(self._local, "inode", None) != inode:
+            if con is not None:
+                con.close()
+            con = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+            self._local.con, self._local.inode = con, inode
+        return con
+
+    def get(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's latest feature row, or None when unknown."""
+        row = self._con().execute("SELECT row FROM features WHERE customer_id = ?", (customer_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def get_many(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Rows of the known customers among ``customer_ids``."""
+        ids = list(dict.fromkeys(customer_ids))
+        out: dict[str, dict[str, Any]] = {}
+        con = self._con()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for cid, row in con.execute(f"SELECT customer_id, row FROM features WHERE customer_id IN ({marks})", chunk):
+                out[cid] = json.loads(row)
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        """``as_of``, ``feature_set_version``, ``columns`` and ``customers`` of the current generation."""
+        return {k: json.loads(v) for k, v in self._con().execute("SELECT key, value FROM meta")}
+
+
+def merge_overrides(stored: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A feature row where request-supplied values replace stored ones (cold start when nothing is stored)."""
+    row = dict(stored or {})
+    row.update(overrides or {})
+    return row

@@ -1,0 +1,279 @@
+"""The scoring runtime shared by batch prediction and the online service: one way to turn features into answers.
+
+A trained model is saved as a *bundle* directory: XGBoost boosters in their native format plus a small JSON
+file (feature-set version, input columns, attribute encodings, calibration map, offer catalog). Loading a
+bundle needs only numpy, xgboost and this module — no MLflow, pandas or scikit-learn — so the service worker
+stays lean, and batch scoring and serving run the very same code (no training/serving skew).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from features.definitions import describe, feature_names, feature_set_version
+from features.eligibility import Rule, compile_rule
+
+META_FILE = "bundle.json"
+RISK_BANDS: tuple[tuple[float, str], ...] = ((0.3, "low"), (0.6, "medium"), (1.01, "high"))
+
+
+class FeatureSetMismatch(RuntimeError):  # noqa: N818 - reads better at the raise site
+    """A model was trained on a different feature set than the code computes."""
+
+
+@dataclass
+class Encoder:
+    """Maps feature rows (behavioural features and ``attr_*`` attributes) to the model's float matrix.
+
+    String attributes become the index of their category (learned at training); unknown categories and missing
+    values become NaN, which XGBoost routes down its learned default branch.
+
+    Attributes:
+        columns: Model input columns in order.
+        categories: For each string attribute, its known categories in code order.
+    """
+
+    columns: list[str]
+    categories: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._index = {c: i for i, c in enumerate(self.columns)}
+        self._codes = {col: {v: float(i) for i, v in enumerate(cats)} for col, cats in self.categories.items()}
+
+    @classmethod
+    def fit(cls, frame: Any) -> Encoder:
+        """Learn the input columns and attribute categories from a training feature frame (pandas)."""
+        attrs = [c for c in frame.columns if str(c).startswith("attr_")]
+        cats: dict[str, list[str]] = {}
+        for col in attrs:
+            if frame[col].dtype == object or str(frame[col].dtype) in ("string", "str", "category"):
+                cats[col] = sorted(str(v) for v in frame[col].dropna().unique())
+        return cls(columns=[*feature_names(), *attrs], categories=cats)
+
+    def _value(self, col: str, value: Any) -> float:
+        if value is None:
+            return math.nan
+        codes = self._codes.get(col)
+        if codes is not None:
+            return codes.get(str(value), math.nan)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return math.nan
+
+    def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Encode feature mappings (missing keys are NaN) into a float32 matrix."""
+        out = np.full((len(rows), len(self.columns)), np.nan, dtype=np.float32)
+        for i, row in enumerate(rows):
+            for col, value in row.items():
+                j = self._index.get(col)
+                if j is not None:
+                    out[i, j] = self._value(col, value)
+        return out
+
+    def encode_frame(self, frame: Any) -> np.ndarray:
+        """Encode a pandas feature frame column-wise (the fast path for batch scoring and training)."""
+        out = np.full((len(frame), len(self.columns)), np.nan, dtype=np.float32)
+        for j, col in enumerate(self.columns):
+            if col not in frame.columns:
+                continue
+            series = frame[col]
+            codes = self._codes.get(col)
+            if codes is not None:
+                out[:, j] = series.map(lambda v, c=codes: c.get(str(v), math.nan) if v is not None else math.nan)
+            else:
+                out[:, j] = np.asarray(series.astype("float64"), dtype=np.float32)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialisable form."""
+        return {"columns": self.columns, "categories": self.categories}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Encoder:
+        """Inverse of :meth:`to_json`."""
+        return cls(columns=list(data["columns"]), categories={k: list(v) for k, v in data["categories"].items()})
+
+
+def design_matrix(x: np.ndarray, n_offers: int, offer_index: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` with a one-hot block for the offer each row is scored under (index -1 = control).
+
+    The single encoding of (customer, offer) used to fit the uplift model and to score every offer at once.
+
+    Args:
+        x: Customer features, shape (n, d).
+        n_offers: Number of (non-control) offers.
+        offer_index: Offer index per row, -1 for the control arm.
+    """
+    onehot = np.zeros((x.shape[0], n_offers), dtype=np.float32)
+    rows = np.flatnonzero(offer_index >= 0)
+    onehot[rows, offer_index[rows]] = 1.0
+    return np.hstack([x.astype(np.float32, copy=False), onehot])
+
+
+def _booster(path: Path) -> xgb.Booster:
+    booster = xgb.Booster()
+    booster.load_model(str(path))
+    # One thread per prediction: the service parallelises across requests, not inside one row.
+    booster.set_param({"nthread": 1})
+    return booster
+
+
+def risk_band(probability: float) -> str:
+    """``low``/``medium``/``high`` churn risk for a calibrated probability."""
+    return next(name for bound, name in RISK_BANDS if probability < bound)
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle of one kind (``churn``, ``cltv`` or ``next_best_offer``).
+
+    Attributes:
+        kind: Which model this is.
+        meta: The bundle's JSON metadata.
+        encoder: Input encoding.
+        boosters: Named boosters (``main``; ``cltv`` for a separate long-horizon model).
+    """
+
+    kind: str
+    meta: dict[str, Any]
+    encoder: Encoder
+    boosters: dict[str, xgb.Booster]
+    rules: list[Rule] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind == "next_best_offer" and not self.rules:
+            known = set(self.encoder.columns)
+            self.rules = [compile_rule(o.get("eligible_if"), known) for o in self.meta["offers"]]
+
+    @classmethod
+    def load(cls, path: Path, check_feature_set: bool = True) -> Bundle:
+        """Load a bundle directory.
+
+        Raises:
+            FeatureSetMismatch: the bundle's feature-set version differs from the code's.
+        """
+        path = Path(path)
+        meta = json.loads((path / META_FILE).read_text())
+        if check_feature_set and meta["feature_set_version"] != feature_set_version():
+            raise FeatureSetMismatch(
+                f"model at {path} was trained on feature set {meta['feature_set_version']}, "
+                f"but this code computes {feature_set_version()}: retrain or deploy the matching code"
+            )
+        boosters = {name: _booster(path / file) for name, file in meta["boosters"].items()}
+        return cls(kind=meta["kind"], meta=meta, encoder=Encoder.from_json(meta["encoder"]), boosters=boosters)
+
+    def save(self, path: Path) -> Path:
+        """Write the bundle to ``path`` (created) and return it."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for name, booster in self.boosters.items():
+            files[name] = f"{name}.ubj"
+            booster.save_model(str(path / files[name]))
+        meta = {**self.meta, "kind": self.kind, "boosters": files, "encoder": self.encoder.to_json()}
+        meta.setdefault("feature_set_version", feature_set_version())
+        (path / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
+        return path
+
+    # --- churn -------------------------------------------------------------------------------------------
+    def churn_probability(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated churn probabilities for encoded rows."""
+        raw = self.boosters["main"].inplace_predict(x)
+        cal = self.meta.get("calibration")
+        if not cal:
+            return np.asarray(raw, dtype=np.float64)
+        return np.interp(raw, cal["x"], cal["y"])
+
+    def churn_reasons(self, x: np.ndarray, top: int = 3) -> list[list[dict[str, Any]]]:
+        """The features pushing each row's churn score up most (XGBoost SHAP contributions, log-odds)."""
+        contribs = self.boosters["main"].predict(xgb.DMatrix(x, missing=np.nan), pred_contribs=True)[:, :-1]
+        out = []
+        for i in range(x.shape[0]):
+            order = np.argsort(-contribs[i])[:top]
+            out.append(
+                [
+                    {
+                        "feature": self.encoder.columns[j],
+                        "description": describe(self.encoder.columns[j]),
+                        "value": None if math.isnan(float(x[i, j])) else float(x[i, j]),
+                        "contribution": float(contribs[i, j]),
+                    }
+                    for j in order
+                    if contribs[i, j] > 0
+                ]
+            )
+        return out
+
+    # --- cltv --------------------------------------------------------------------------------------------
+    def spend(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted spend over the horizon and value over the CLTV horizon for encoded rows."""
+        spend = np.maximum(np.asarray(self.boosters["main"].inplace_predict(x), dtype=np.float64), 0.0)
+        if "cltv" in self.boosters:
+            value = np.maximum(np.asarray(self.boosters["cltv"].inplace_predict(x), dtype=np.float64), 0.0)
+        else:
+            value = spend * float(self.meta["cltv_scale"])
+        return spend, value
+
+    # --- next best offer ---------------------------------------------------------------------------------
+    def offer_scores(self, x: np.ndarray, feature_rows: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Every offer ranked by expected incremental value for each customer (ineligible offers excluded)."""
+        offers = self.meta["offers"]
+        n_off = len(offers)
+        has_control = bool(self.meta["has_control"])
+        k = n_off + 1
+        idx = np.tile(np.arange(-1, n_off), x.shape[0])
+        pred = self.boosters["main"].inplace_predict(design_matrix(np.repeat(x, k, axis=0), n_off, idx))
+        pred = np.asarray(pred, dtype=np.float64).reshape(x.shape[0], k)
+        uplift = pred[:, 1:] - pred[:, :1] if has_control else pred[:, 1:]
+        out = []
+        for i, row in enumerate(feature_rows):
+            ranked = []
+            for j, offer in enumerate(offers):
+                if not self.rules[j](row):
+                    continue
+                ev = uplift[i, j] * float(offer["value"]) - float(offer["cost"])
+                ranked.append(
+                    {
+                        "offer_id": offer["offer_id"],
+                        "expected_value": float(ev),
+                        "uplift": float(uplift[i, j]),
+                        "p_accept": float(pred[i, j + 1]),
+                    }
+                )
+            ranked.sort(key=lambda r: -r["expected_value"])
+            out.append(ranked)
+        return out
+
+
+def score_frame(bundle: Bundle, frame: Any) -> Any:
+    """Batch-score a pandas feature frame with one bundle; returns a frame aligned with ``frame``.
+
+    Columns: ``churn_probability`` (churn); ``predicted_spend`` and ``cltv`` (cltv); ``next_best_offer`` and
+    ``next_best_offer_value`` (next_best_offer; ``None`` when no offer is eligible).
+    """
+    import pandas as pd
+
+    x = bundle.encoder.encode_frame(frame)
+    if bundle.kind == "churn":
+        return pd.DataFrame({"churn_probability": bundle.churn_probability(x)}, index=frame.index)
+    if bundle.kind == "cltv":
+        spend, value = bundle.spend(x)
+        return pd.DataFrame({"predicted_spend": spend, "cltv": value}, index=frame.index)
+    rows = frame.to_dict("records")
+    ranked = bundle.offer_scores(x, rows)
+    return pd.DataFrame(
+        {
+            "next_best_offer": [r[0]["offer_id"] if r else None for r in ranked],
+            "next_best_offer_value": [r[0]["expected_value"] if r else float("nan") for r in ranked],
+        },
+        index=frame.index,
+    )

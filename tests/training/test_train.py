@@ -1,0 +1,131 @@
+"""Training end to end on a small synthetic slice: determinism, registry round trip, honesty checks."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from cxpredict.cli import app
+from features.data import load_data_dir
+from features.pipeline import build_features
+from features.scoring import Bundle, Encoder, score_frame
+from tests.training.conftest import AS_OF, make_settings, small_config
+from training import registry
+from training.train import TrainingDataError, fit_churn, snapshot_cutoffs, train
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run1")
+    settings = make_settings(root)
+    result = train(synthetic_dir, AS_OF, small_config(), settings)
+    return settings, result
+
+
+def test_trains_registers_and_beats_chance(trained):
+    settings, result = trained
+    assert {m for m, r in result.models.items() if r.version} == {"churn", "cltv", "next_best_offer"}
+    assert all(r.alias == "champion" and r.version == 1 for r in result.models.values())
+    churn = result.models["churn"].metrics
+    assert churn["roc_auc"] > 0.7  # time holdout, not training data
+    assert result.models["cltv"].metrics["normalized_gini"] > 0.3
+    nbo = result.models["next_best_offer"].metrics
+    assert nbo["policy_value_model"] > nbo["policy_value_random"]
+    client = registry.configure(settings)
+    mv = client.get_model_version_by_alias("churn", "champion")
+    assert mv.tags["feature_set_version"]
+    runs = mlflow.search_runs(experiment_names=["cxpredict"], output_format="list")
+    parent = [r for r in runs if r.info.run_id == result.run_id][0]
+    assert parent.data.params["data_hash"] and parent.data.params["feature_set_version"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id]
+    assert {r.info.run_name for r in children} == {"churn", "cltv", "next_best_offer"}
+    assert "lift_at_10pct" in [r for r in children if r.info.run_name == "churn"][0].data.metrics
+
+
+def test_registry_model_predicts_like_in_memory(trained, synthetic_dir, tmp_path):
+    settings, _ = trained
+    client = registry.configure(settings)
+    con, _ = load_data_dir(synthetic_dir)
+    frame = build_features(con, AS_OF).head(200)
+    for name in ("churn", "cltv", "next_best_offer"):
+        bundle, version = registry.load_bundle(client, name, "champion", tmp_path / "cache")
+        direct = score_frame(bundle, frame).reset_index(drop=True)
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(frame)
+        pd.testing.assert_frame_equal(direct, pyfunc.reset_index(drop=True))
+
+
+def test_training_is_deterministic(synthetic_dir, trained, tmp_path):
+    _, first = trained
+    again = train(synthetic_dir, AS_OF, small_config(), make_settings(tmp_path))
+    for name in ("churn", "cltv", "next_best_offer"):
+        assert again.models[name].metrics == pytest.approx(first.models[name].metrics, rel=1e-9, abs=1e-12)
+
+
+def test_second_version_is_challenger_and_promote_moves_alias(synthetic_dir, tmp_path):
+    settings = make_settings(tmp_path)
+    cfg = small_config(models=("churn",))
+    train(synthetic_dir, AS_OF, cfg, settings)
+    second = train(synthetic_dir, AS_OF, cfg, settings)
+    assert second.models["churn"].alias == "challenger" and second.models["churn"].version == 2
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    assert client.get_model_version_by_alias("churn", "champion").version in (1, "1")
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "CXPREDICT_HOME": str(settings.home)}
+    res = CliRunner().invoke(app, ["promote", "churn", "2", "--alias", "champion"], env=env)
+    assert res.exit_code == 0, res.output
+    assert int(client.get_model_version_by_alias("churn", "champion").version) == 2
+    bad = CliRunner().invoke(app, ["promote", "churn", "9"], env=env)
+    assert bad.exit_code == 2 and "no version 9" in bad.output
+
+
+def test_permuted_labels_score_at_chance(synthetic_dir):
+    # No path from labels into features: with labels shuffled, the time-holdout AUC must fall to ~0.5.
+    con, _ = load_data_dir(synthetic_dir)
+    cfg = small_config()
+    from features.pipeline import build_snapshots
+
+    cuts, hold = snapshot_cutoffs(AS_OF, con.execute("SELECT min(ts) FROM transactions").fetchall()[0][0], cfg)
+    frame = build_snapshots(con, [*cuts, hold], 90, 365)
+    rng = np.random.default_rng(0)
+    train_part = frame[frame.snapshot < pd.Timestamp(hold)].copy()
+    train_part["churned"] = rng.permutation(train_part.churned.to_numpy())
+    hold_part = frame[frame.snapshot == pd.Timestamp(hold)]
+    enc = Encoder.fit(frame)
+    from training.metrics import churn_metrics
+
+    shuffled = fit_churn(train_part, cfg, enc).churn_probability(enc.encode_frame(hold_part))
+    auc = churn_metrics(hold_part.churned.to_numpy(), shuffled)["roc_auc"]
+    honest = fit_churn(frame[frame.snapshot < pd.Timestamp(hold)], cfg, enc).churn_probability(
+        enc.encode_frame(hold_part)
+    )
+    assert 0.4 < auc < 0.6
+    assert churn_metrics(hold_part.churned.to_numpy(), honest)["roc_auc"] > auc + 0.15
+
+
+def test_no_offers_skips_nbo_with_reason(synthetic_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in synthetic_dir.iterdir():
+        if f.stem not in ("offers", "offer_catalog"):
+            (data / f.name).write_bytes(f.read_bytes())
+    result = train(data, AS_OF, small_config(), make_settings(tmp_path))
+    assert result.models["next_best_offer"].skipped and "no offers" in result.models["next_best_offer"].skipped
+    assert result.models["churn"].version == 1
+
+
+def test_history_too_short_is_a_clear_error(synthetic_dir, tmp_path):
+    with pytest.raises(TrainingDataError, match="history too short"):
+        train(synthetic_dir, pd.Timestamp("2023-04-01").to_pydatetime(), small_config(), make_settings(tmp_path))
+
+
+def test_feature_set_mismatch_is_refused(trained, tmp_path):
+    settings, _ = trained
+    bundle, _ = registry.load_bundle(registry.configure(settings), "churn", "champion", tmp_path)
+    path = bundle.save(tmp_path / "b")
+    meta = (path / "bundle.json").read_text().replace(bundle.meta["feature_set_version"], "0.stale")
+    (path / "bundle.json").write_text(meta)
+    from features.scoring import FeatureSetMismatch
+
+    with pytest.raises(FeatureSetMismatch, match="0.stale"):
+        Bundle.load(path)

@@ -1,0 +1,54 @@
+"""Typed training configuration (``extra="forbid"`` so a typo in a key is an error, not a silent default)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelName = Literal["churn", "cltv", "next_best_offer"]
+MODEL_NAMES: tuple[ModelName, ...] = ("churn", "cltv", "next_best_offer")
+
+
+class XGBParams(BaseModel):
+    """Gradient-boosting settings shared by the three models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_estimators: int = Field(300, ge=1)
+    max_depth: int = Field(4, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    min_child_weight: float = Field(5.0, ge=0)
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides what ``cxpredict train`` fits.
+
+    Attributes:
+        horizon_days: Churn and spend horizon H.
+        cltv_horizon_days: Horizon of the long-run value.
+        snapshot_step_days: Spacing of the stacked training cut-offs.
+        max_snapshots: How many training cut-offs to stack at most.
+        min_history_days: History a cut-off needs before it (earlier cut-offs are skipped).
+        lookback_days: Activity window defining the scored population.
+        models: Which models to train.
+        promote: Make the new versions ``champion`` (otherwise only the first version is).
+        seed: Seed of every random choice.
+        min_customers: Fewer customers in a snapshot is an error.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizon_days: int = Field(90, ge=1)
+    cltv_horizon_days: int = Field(365, ge=1)
+    snapshot_step_days: int = Field(30, ge=1)
+    max_snapshots: int = Field(6, ge=1)
+    min_history_days: int = Field(60, ge=0)
+    lookback_days: int = Field(365, ge=1)
+    models: tuple[ModelName, ...] = MODEL_NAMES
+    promote: bool = False
+    seed: int = 0
+    min_customers: int = Field(50, ge=1)
+    xgb: XGBParams = Field(default_factory=XGBParams)

@@ -1,0 +1,47 @@
+"""``cxpredict predict``: batch scores with the registry's champion models, through the shared runtime."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from features.data import load_data_dir
+from features.pipeline import FeatureConfig, build_features, default_as_of
+from features.scoring import risk_band, score_frame
+from features.settings import Settings
+from training import registry
+from training.config import MODEL_NAMES
+
+
+def predict(
+    data_dir: Path, as_of: datetime | None, settings: Settings, alias: str = registry.CHAMPION
+) -> tuple[pd.DataFrame, datetime]:
+    """Score every customer active before ``as_of`` with each model's ``alias`` version.
+
+    Returns:
+        The prediction frame (CONTRACT §3 columns; a model without that alias leaves its columns out) and T.
+    """
+    con, _ = load_data_dir(Path(data_dir))
+    t = as_of or default_as_of(con)
+    frame = build_features(con, t, FeatureConfig())
+    client = registry.configure(settings)
+    out = frame[["customer_id"]].copy()
+    found = False
+    for name in MODEL_NAMES:
+        try:
+            bundle, version = registry.load_bundle(client, name, alias, settings.home / "models")
+        except ValueError:
+            continue
+        found = True
+        scores = score_frame(bundle, frame)
+        for col in scores.columns:
+            out[col] = scores[col].to_numpy()
+        out[f"{name}_version"] = version
+    if not found:
+        raise ValueError(f"no model has the alias '{alias}': run `cxpredict train` (or `cxpredict demo`) first")
+    if "churn_probability" in out:
+        out.insert(2, "churn_risk_band", [risk_band(p) for p in out.churn_probability])
+    out.insert(1, "as_of", pd.Timestamp(t))
+    return out, t

@@ -1,0 +1,469 @@
+"""``cxpredict train``: stacked snapshots → churn, CLTV and next-best-offer models → MLflow runs and versions.
+
+Time discipline (CONTRACT §2): for a model at as-of T, every label comes from snapshots at cut-offs
+``T' <= T - H``. The latest of them (``T - H``) is the time holdout: models are first fitted on the earlier
+snapshots and scored on it (the metrics logged), then refitted on all snapshots for the registered version.
+Within a fit, the newest snapshot calibrates the churn probabilities, so calibration is also out of time.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import mlflow
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.isotonic import IsotonicRegression
+
+from features.data import LoadReport, load_data_dir
+from features.definitions import feature_set_version
+from features.pipeline import (
+    FeatureConfig,
+    build_features,
+    build_offer_outcomes,
+    build_snapshots,
+    data_end,
+    data_start,
+)
+from features.schema import CONTROL_OFFER
+from features.scoring import Bundle, Encoder
+from features.settings import Settings
+from training import plots, registry
+from training.btyd import BTYDModel, rfm_summary
+from training.config import TrainConfig
+from training.metrics import churn_metrics, cltv_metrics, decile_table
+from training.uplift import OfferUpliftModel
+from training.uplift_metrics import ips_policy_value, qini_coefficient, qini_curve, uplift_at_k
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDataError(ValueError):
+    """The data cannot support the requested model (too short, too few customers, no churners)."""
+
+
+@dataclass
+class ModelResult:
+    """What training one model produced."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    skipped: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    """What one ``train`` call produced: the parent run and each model's outcome."""
+
+    run_id: str
+    as_of: datetime
+    models: dict[str, ModelResult]
+
+
+# --- snapshots --------------------------------------------------------------------------------------------
+def snapshot_cutoffs(as_of: datetime, start: datetime, config: TrainConfig) -> tuple[list[datetime], datetime]:
+    """Training cut-offs (oldest first) and the holdout cut-off ``T - H``.
+
+    Training cut-offs are ``T - 2H - k*step`` so that their label windows end before the holdout starts.
+
+    Raises:
+        TrainingDataError: the history before T is too short for even one training snapshot.
+    """
+    h = timedelta(days=config.horizon_days)
+    holdout = as_of - h
+    earliest = start + timedelta(days=config.min_history_days)
+    cuts = [as_of - 2 * h - timedelta(days=k * config.snapshot_step_days) for k in range(config.max_snapshots)]
+    cuts = sorted(c for c in cuts if c >= earliest)
+    if not cuts:
+        need = 2 * config.horizon_days + config.min_history_days
+        raise TrainingDataError(
+            f"history too short: training at {as_of:%Y-%m-%d} with horizon {config.horizon_days} days needs data "
+            f"from {as_of - timedelta(days=need):%Y-%m-%d} ({need} days), but it starts {start:%Y-%m-%d}"
+        )
+    return cuts, holdout
+
+
+def _xgb_params(config: TrainConfig, objective: str) -> dict[str, Any]:
+    p = config.xgb
+    params: dict[str, Any] = {
+        "objective": objective,
+        "max_depth": p.max_depth,
+        "eta": p.learning_rate,
+        "subsample": p.subsample,
+        "colsample_bytree": p.colsample_bytree,
+        "min_child_weight": p.min_child_weight,
+        "tree_method": "hist",
+        "seed": config.seed,
+        "nthread": 2,
+    }
+    if objective == "reg:tweedie":
+        params["tweedie_variance_power"] = 1.3
+    return params
+
+
+def _fit_booster(x: np.ndarray, y: np.ndarray, config: TrainConfig, objective: str) -> xgb.Booster:
+    dtrain = xgb.DMatrix(x, label=y, missing=np.nan)
+    return xgb.train(_xgb_params(config, objective), dtrain, num_boost_round=config.xgb.n_estimators)
+
+
+# --- churn ------------------------------------------------------------------------------------------------
+def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Bundle:
+    """Fit the churn booster on all but the newest snapshot of ``frame``, calibrate on the newest (isotonic)."""
+    snaps = sorted(frame.snapshot.unique())
+    cal_mask = frame.snapshot == snaps[-1]
+    fit_mask = ~cal_mask if len(snaps) > 1 else cal_mask
+    if len(snaps) == 1:
+        log.warning("only one snapshot: churn calibration is fitted on the training snapshot itself")
+    y = frame.churned.to_numpy()
+    if y[fit_mask].min() == y[fit_mask].max():
+        raise TrainingDataError("no churners (or no non-churners) in the training snapshots: cannot fit churn")
+    x = encoder.encode_frame(frame)
+    booster = _fit_booster(x[fit_mask], y[fit_mask], config, "binary:logistic")
+    raw = booster.inplace_predict(x[cal_mask])
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y[cal_mask])
+    calibration = {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+    meta = {"calibration": calibration, "horizon_days": config.horizon_days}
+    return Bundle(kind="churn", meta=meta, encoder=encoder, boosters={"main": booster})
+
+
+# --- cltv -------------------------------------------------------------------------------------------------
+def fit_cltv(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, cltv_scale: float, method: str) -> Bundle:
+    """Fit the spend-over-H booster (Tweedie); long-horizon value either by its own booster or by a scale."""
+    x = encoder.encode_frame(frame)
+    spend = _fit_booster(x, frame.spend_h.clip(lower=0).to_numpy(), config, "reg:tweedie")
+    boosters = {"main": spend}
+    if method == "model":
+        observed = frame.cltv_observed.to_numpy(dtype=bool)
+        boosters["cltv"] = _fit_booster(
+            x[observed], frame.spend_cltv.clip(lower=0).to_numpy()[observed], config, "reg:tweedie"
+        )
+    meta = {
+        "horizon_days": config.horizon_days,
+        "cltv_horizon_days": config.cltv_horizon_days,
+        "cltv_method": method,
+        "cltv_scale": cltv_scale,
+    }
+    return Bundle(kind="cltv", meta=meta, encoder=encoder, boosters=boosters)
+
+
+def btyd_scale(transactions: pd.DataFrame, as_of: datetime, config: TrainConfig) -> tuple[float, BTYDModel, Any]:
+    """Ratio of BG/NBD + Gamma-Gamma value over the CLTV horizon to value over H, fitted on data before T."""
+    summary = rfm_summary(transactions, pd.Timestamp(as_of))
+    model = BTYDModel().fit(summary)
+    short = float(np.sum(model.predict_spend(summary, config.horizon_days)))
+    long = float(np.sum(model.predict_clv(summary, config.cltv_horizon_days)))
+    return (long / short if short > 0 else config.cltv_horizon_days / config.horizon_days), model, summary
+
+
+# --- next best offer --------------------------------------------------------------------------------------
+def offer_frame(
+    con: duckdb.DuckDBPyConnection, as_of: datetime, start: datetime, config: TrainConfig, feat_cfg: FeatureConfig
+) -> pd.DataFrame:
+    """Offer outcomes joined to the customer's features at the start of each offer window before T."""
+    step = timedelta(days=config.snapshot_step_days)
+    frames = []
+    cut = as_of - step
+    while cut >= start:
+        outcomes = build_offer_outcomes(con, cut, config.snapshot_step_days)
+        if len(outcomes):
+            feats = build_features(con, cut, feat_cfg)
+            joined = outcomes.merge(feats, on="customer_id", how="inner")
+            joined.insert(1, "snapshot", pd.Timestamp(cut))
+            frames.append(joined)
+        cut -= step
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def fit_nbo(frame: pd.DataFrame, catalog: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Bundle:
+    """Fit the uplift model on offer outcomes and package it with the catalog's value, cost and rules."""
+    model = OfferUpliftModel(
+        control=CONTROL_OFFER,
+        n_estimators=config.xgb.n_estimators,
+        max_depth=config.xgb.max_depth,
+        learning_rate=config.xgb.learning_rate,
+        seed=config.seed,
+    ).fit(encoder.encode_frame(frame), frame.offer_id.astype(str).to_numpy(), frame.accepted.to_numpy())
+    cat = catalog.set_index("offer_id") if len(catalog) else pd.DataFrame()
+    offers = []
+    for offer_id in model.offers_:
+        row = cat.loc[offer_id] if offer_id in cat.index else None
+        value = row["value"] if row is not None and pd.notna(row["value"]) else None
+        if value is None:
+            accepted = frame[(frame.offer_id == offer_id) & (frame.accepted == 1)]
+            value = float(accepted.revenue.mean()) if len(accepted) and accepted.revenue.sum() > 0 else 1.0
+        cost = float(row["cost"]) if row is not None and pd.notna(row["cost"]) else 0.0
+        rule = row["eligible_if"] if row is not None and pd.notna(row["eligible_if"]) else None
+        offers.append({"offer_id": offer_id, "value": float(value), "cost": cost, "eligible_if": rule})
+    meta = {
+        "offers": offers,
+        "has_control": bool(model.has_control_),
+        "method": "uplift" if model.has_control_ else "propensity",
+    }
+    return Bundle(kind="next_best_offer", meta=meta, encoder=encoder, boosters={"main": model.booster_})
+
+
+def nbo_metrics(bundle: Bundle, frame: pd.DataFrame, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Qini, uplift@30% per offer, and off-policy (IPS) value of the learned policy vs simple policies."""
+    x = bundle.encoder.encode_frame(frame)
+    ranked = bundle.offer_scores(x, frame.to_dict("records"))
+    offers = [o["offer_id"] for o in bundle.meta["offers"]]
+    value = {o["offer_id"]: o["value"] for o in bundle.meta["offers"]}
+    cost = {o["offer_id"]: o["cost"] for o in bundle.meta["offers"]}
+    logged = frame.offer_id.astype(str).to_numpy()
+    y = frame.accepted.to_numpy(dtype=float)
+    # Reward of what was logged: value of an acceptance minus the contact cost (control costs nothing).
+    reward = np.array([y[i] * value.get(o, 0.0) - cost.get(o, 0.0) for i, o in enumerate(logged)])
+    prop = frame.propensity.fillna(frame.offer_id.map(frame.offer_id.value_counts(normalize=True))).to_numpy(float)
+    metrics: dict[str, float] = {}
+    curves: dict[str, Any] = {}
+    if bundle.meta["has_control"]:
+        uplift = {
+            o: np.array([next((r["uplift"] for r in rk if r["offer_id"] == o), np.nan) for rk in ranked])
+            for o in offers
+        }
+        for o in offers:
+            mask = np.isin(logged, [o, CONTROL_OFFER]) & ~np.isnan(uplift[o])
+            treated = logged[mask] == o
+            if treated.sum() < 10 or (~treated).sum() < 10:
+                continue
+            metrics[f"qini_{o}"] = float(qini_coefficient(uplift[o][mask], treated, y[mask]))
+            metrics[f"uplift_at_30pct_{o}"] = float(uplift_at_k(uplift[o][mask], treated, y[mask], 0.3))
+            curves[o] = qini_curve(uplift[o][mask], treated, y[mask])
+        chosen = np.array([rk[0]["offer_id"] if rk and rk[0]["expected_value"] > 0 else CONTROL_OFFER for rk in ranked])
+    else:
+        chosen = np.array([rk[0]["offer_id"] if rk else logged[i] for i, rk in enumerate(ranked)])
+    metrics["policy_value_model"] = float(ips_policy_value(chosen, logged, prop, reward))
+    arms = sorted(set(logged))
+    singles = {a: float(ips_policy_value(np.full(len(logged), a), logged, prop, reward)) for a in arms}
+    best = max(singles, key=singles.get)
+    metrics["policy_value_best_single"] = singles[best]
+    rng = np.random.default_rng(seed)
+    metrics["policy_value_random"] = float(ips_policy_value(rng.choice(arms, len(logged)), logged, prop, reward))
+    metrics["policy_value_logged"] = float(reward.mean())
+    return metrics, {"best_single_offer": best, "qini_curves": curves}
+
+
+# --- orchestration ----------------------------------------------------------------------------------------
+def _log_table(df: pd.DataFrame, name: str, out: Path) -> None:
+    path = out / name
+    df.to_csv(path)
+    mlflow.log_artifact(str(path))
+
+
+def _register(
+    client: Any, bundle: Bundle, name: str, example: pd.DataFrame, config: TrainConfig, tmp: Path
+) -> tuple[int, str]:
+    path = bundle.save(tmp / f"{name}_bundle")
+    version = registry.log_bundle(path, name, example, feature_set_version())
+    assert version is not None
+    alias = registry.assign_alias(client, name, version, config.promote)
+    return version, alias
+
+
+def _train_churn_cltv(
+    con: duckdb.DuckDBPyConnection,
+    as_of: datetime,
+    config: TrainConfig,
+    feat_cfg: FeatureConfig,
+    client: Any,
+    tmp: Path,
+    report: LoadReport,
+) -> dict[str, ModelResult]:
+    results: dict[str, ModelResult] = {}
+    start = data_start(con)
+    cuts, holdout_cut = snapshot_cutoffs(as_of, start, config)
+    frame = build_snapshots(con, [*cuts, holdout_cut], config.horizon_days, config.cltv_horizon_days, feat_cfg)
+    counts = frame.groupby("snapshot").size()
+    if counts.min() < config.min_customers:
+        raise TrainingDataError(
+            f"too few customers: {counts.min()} active at {counts.idxmin():%Y-%m-%d} (need {config.min_customers})"
+        )
+    train = frame[frame.snapshot < pd.Timestamp(holdout_cut)]
+    hold = frame[frame.snapshot == pd.Timestamp(holdout_cut)]
+    encoder = Encoder.fit(frame)
+    example = frame[encoder_input_columns(frame)].head(5)
+    common = {
+        "as_of": as_of.isoformat(),
+        "horizon_days": config.horizon_days,
+        "snapshots": ",".join(f"{c:%Y-%m-%d}" for c in cuts),
+        "holdout_snapshot": f"{holdout_cut:%Y-%m-%d}",
+        "feature_set_version": feature_set_version(),
+        "data_hash": report.data_hash,
+        "seed": config.seed,
+    }
+
+    if "churn" in config.models:
+        with mlflow.start_run(run_name="churn", nested=True):
+            mlflow.log_params({**common, **{f"xgb_{k}": v for k, v in config.xgb.model_dump().items()}})
+            mlflow.log_metrics({"rows_train": len(train), "rows_holdout": len(hold)})
+            eval_bundle = fit_churn(train, config, encoder)
+            p = eval_bundle.churn_probability(encoder.encode_frame(hold))
+            y = hold.churned.to_numpy()
+            if y.min() == y.max():
+                raise TrainingDataError("the holdout snapshot has no churners (or only churners): cannot evaluate")
+            metrics = churn_metrics(y, p)
+            mlflow.log_metrics(metrics)
+            for path in plots.churn_plots(y, p, tmp):
+                mlflow.log_artifact(str(path), "plots")
+            final = fit_churn(frame, config, encoder)
+            gains = final.boosters["main"].get_score(importance_type="total_gain")
+            mlflow.log_artifact(str(plots.importance_plot(encoder.columns, gains, tmp, "churn")), "plots")
+            version, alias = _register(client, final, "churn", example, config, tmp)
+            results["churn"] = ModelResult("churn", version, alias, metrics)
+
+    if "cltv" in config.models:
+        with mlflow.start_run(run_name="cltv", nested=True):
+            mlflow.log_params(common | {"cltv_horizon_days": config.cltv_horizon_days})
+            tx = con.execute(
+                f"SELECT customer_id, ts, amount FROM transactions WHERE ts < TIMESTAMP '{as_of:%Y-%m-%d %H:%M:%S}'"
+            ).df()
+            observed = frame.cltv_observed.astype(bool)
+            method = "model" if observed.sum() >= config.min_customers * 2 else "btyd_ratio"
+            scale, _, _ = btyd_scale(tx[tx.ts < pd.Timestamp(holdout_cut)], holdout_cut, config)
+            eval_bundle = fit_cltv(train, config, encoder, scale, method)
+            spend, _ = eval_bundle.spend(encoder.encode_frame(hold))
+            metrics = cltv_metrics(hold.spend_h.to_numpy(), spend)
+            mlflow.log_metrics(metrics)
+            deciles = decile_table(hold.spend_h.to_numpy(), spend)
+            _log_table(deciles, "cltv_deciles.csv", tmp)
+            mlflow.log_artifact(str(plots.decile_plot(deciles, tmp)), "plots")
+            scale_final, btyd, _ = btyd_scale(tx, as_of, config)
+            mlflow.log_params({"cltv_method": method, "cltv_scale": round(scale_final, 4)})
+            mlflow.log_params({f"btyd_{k}": round(float(v), 5) for k, v in btyd.bg_.params_.items()})
+            note = f"value over {config.cltv_horizon_days} days " + (
+                "from a model trained on observed windows"
+                if method == "model"
+                else f"extrapolated from the {config.horizon_days}-day spend by the BG/NBD + Gamma-Gamma ratio "
+                f"{scale_final:.2f} (history shorter than the CLTV horizon)"
+            )
+            mlflow.set_tag("cltv_method_note", note)
+            final = fit_cltv(frame, config, encoder, scale_final, method)
+            version, alias = _register(client, final, "cltv", example, config, tmp)
+            results["cltv"] = ModelResult("cltv", version, alias, metrics, notes=[note])
+    return results
+
+
+def encoder_input_columns(frame: pd.DataFrame) -> list[str]:
+    """Feature columns of a snapshot frame (drops ids, snapshot times and labels)."""
+    drop = {
+        "customer_id",
+        "snapshot",
+        "churned",
+        "spend_h",
+        "orders_h",
+        "spend_cltv",
+        "cltv_observed",
+        "offer_ts",
+        "offer_id",
+        "accepted",
+        "revenue",
+        "propensity",
+    }
+    return [c for c in frame.columns if c not in drop]
+
+
+def _train_nbo(
+    con: duckdb.DuckDBPyConnection,
+    as_of: datetime,
+    config: TrainConfig,
+    feat_cfg: FeatureConfig,
+    client: Any,
+    tmp: Path,
+    report: LoadReport,
+) -> ModelResult:
+    n_offers = con.execute("SELECT count(*) FROM offers").fetchall()[0][0]
+    if n_offers == 0:
+        return ModelResult("next_best_offer", skipped="no offers table (or it is empty): nothing to learn offers from")
+    frame = offer_frame(con, as_of, data_start(con), config, feat_cfg)
+    if len(frame) < config.min_customers:
+        return ModelResult("next_best_offer", skipped=f"only {len(frame)} offer outcomes before {as_of:%Y-%m-%d}")
+    catalog = con.execute("SELECT * FROM offer_catalog").df()
+    snaps = sorted(frame.snapshot.unique())
+    if len(snaps) >= 2:
+        hold_mask = (frame.snapshot == snaps[-1]).to_numpy()
+        split = "time"
+    else:
+        # One campaign only (Hillstrom): a seeded random split by customer is the honest holdout left.
+        rng = np.random.default_rng(config.seed)
+        hold_mask = rng.random(len(frame)) < 0.3
+        split = "random"
+    encoder = Encoder.fit(frame[encoder_input_columns(frame)])
+    with mlflow.start_run(run_name="next_best_offer", nested=True):
+        mlflow.log_params(
+            {
+                "as_of": as_of.isoformat(),
+                "holdout_split": split,
+                "offer_rows": len(frame),
+                "feature_set_version": feature_set_version(),
+                "data_hash": report.data_hash,
+                "seed": config.seed,
+            }
+        )
+        eval_bundle = fit_nbo(frame[~hold_mask], catalog, config, encoder)
+        metrics, extra = nbo_metrics(eval_bundle, frame[hold_mask].reset_index(drop=True), config.seed)
+        mlflow.log_metrics(metrics)
+        mlflow.set_tag("nbo_method", eval_bundle.meta["method"])
+        mlflow.set_tag("best_single_offer", extra["best_single_offer"])
+        if extra["qini_curves"]:
+            mlflow.log_artifact(str(plots.qini_plot(extra["qini_curves"], tmp)), "plots")
+        final = fit_nbo(frame, catalog, config, encoder)
+        example = frame[encoder_input_columns(frame)].head(5)
+        version, alias = _register(client, final, "next_best_offer", example, config, tmp)
+        notes = (
+            []
+            if final.meta["has_control"]
+            else ["offers carry no control arm: ranked by acceptance propensity x value (fallback)"]
+        )
+        return ModelResult("next_best_offer", version, alias, metrics, notes=notes)
+
+
+def train(data_dir: Path, as_of: datetime | None, config: TrainConfig, settings: Settings) -> TrainResult:
+    """Train and register the configured models on ``data_dir`` at ``as_of`` (default: end of data).
+
+    Raises:
+        TrainingDataError: the data cannot support the requested models.
+    """
+    con, report = load_data_dir(Path(data_dir))
+    end = data_end(con)
+    as_of = as_of or datetime(end.year, end.month, end.day) + timedelta(days=1)
+    feat_cfg = FeatureConfig(lookback_days=config.lookback_days)
+    client = registry.configure(settings)
+    mlflow.set_experiment("cxpredict")
+    results: dict[str, ModelResult] = {}
+    with tempfile.TemporaryDirectory() as tmpdir, mlflow.start_run(run_name=f"train {as_of:%Y-%m-%d}") as run:
+        tmp = Path(tmpdir)
+        mlflow.log_params(
+            {
+                "data_dir": str(data_dir),
+                "as_of": as_of.isoformat(),
+                "horizon_days": config.horizon_days,
+                "data_hash": report.data_hash,
+                "feature_set_version": feature_set_version(),
+                "models": ",".join(config.models),
+            }
+        )
+        for name, digest in report.file_hashes.items():
+            mlflow.set_tag(f"data.sha256.{name}", digest)
+        for table, rep in report.tables.items():
+            if rep.file:
+                mlflow.log_metrics(
+                    {f"rows_{table}": rep.rows_kept, **{f"{table}_{k}": v for k, v in rep.oddities.items()}}
+                )
+        if {"churn", "cltv"} & set(config.models):
+            results.update(_train_churn_cltv(con, as_of, config, feat_cfg, client, tmp, report))
+        if "next_best_offer" in config.models:
+            results["next_best_offer"] = res = _train_nbo(con, as_of, config, feat_cfg, client, tmp, report)
+            if res.skipped:
+                mlflow.set_tag("next_best_offer_skipped", res.skipped)
+                log.warning("next_best_offer skipped: %s", res.skipped)
+        return TrainResult(run_id=run.info.run_id, as_of=as_of, models=results)
