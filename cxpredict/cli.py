@@ -181,6 +181,28 @@ def predict_cmd(
     _run(go)
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    data: DataOpt,
+    as_of: Annotated[str, typer.Option("--as-of", help="past cut-off T; outcomes come from [T, T+H)")],
+    alias: Annotated[str, typer.Option("--alias", help="registry alias or version to evaluate")] = "champion",
+    horizon_days: Annotated[int, typer.Option("--horizon-days", help="outcome window H")] = 90,
+) -> None:
+    """Score registered churn/CLTV models on what happened after a past cut-off (logged to MLflow)."""
+
+    def go() -> None:
+        from features.settings import load_settings
+        from training.evaluate import evaluate
+
+        results = evaluate(data, _parse_time(as_of), load_settings(), alias, horizon_days)
+        for name, metrics in results.items():
+            figures = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k not in ("version", "in_sample"))
+            warn = "  (IN-SAMPLE: T is before the model's training as-of)" if metrics["in_sample"] else ""
+            typer.echo(f"{name} v{int(metrics['version'])}: {figures}{warn}")
+
+    _run(go)
+
+
 @app.command("promote")
 def promote_cmd(
     model: Annotated[str, typer.Argument(help="churn, cltv or next_best_offer")],

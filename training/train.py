@@ -261,8 +261,9 @@ def _log_table(df: pd.DataFrame, name: str, out: Path) -> None:
 
 
 def _register(
-    client: Any, bundle: Bundle, name: str, example: pd.DataFrame, config: TrainConfig, tmp: Path
+    client: Any, bundle: Bundle, name: str, example: pd.DataFrame, config: TrainConfig, tmp: Path, as_of: datetime
 ) -> tuple[int, str]:
+    bundle.meta["trained_as_of"] = as_of.isoformat()
     path = bundle.save(tmp / f"{name}_bundle")
     version = registry.log_bundle(path, name, example, feature_set_version())
     assert version is not None
@@ -318,7 +319,7 @@ def _train_churn_cltv(
             final = fit_churn(frame, config, encoder)
             gains = final.boosters["main"].get_score(importance_type="total_gain")
             mlflow.log_artifact(str(plots.importance_plot(encoder.columns, gains, tmp, "churn")), "plots")
-            version, alias = _register(client, final, "churn", example, config, tmp)
+            version, alias = _register(client, final, "churn", example, config, tmp, as_of)
             results["churn"] = ModelResult("churn", version, alias, metrics)
 
     if "cltv" in config.models:
@@ -348,7 +349,7 @@ def _train_churn_cltv(
             )
             mlflow.set_tag("cltv_method_note", note)
             final = fit_cltv(frame, config, encoder, scale_final, method)
-            version, alias = _register(client, final, "cltv", example, config, tmp)
+            version, alias = _register(client, final, "cltv", example, config, tmp, as_of)
             results["cltv"] = ModelResult("cltv", version, alias, metrics, notes=[note])
     return results
 
@@ -418,7 +419,7 @@ def _train_nbo(
             mlflow.log_artifact(str(plots.qini_plot(extra["qini_curves"], tmp)), "plots")
         final = fit_nbo(frame, catalog, config, encoder)
         example = frame[encoder_input_columns(frame)].head(5)
-        version, alias = _register(client, final, "next_best_offer", example, config, tmp)
+        version, alias = _register(client, final, "next_best_offer", example, config, tmp, as_of)
         notes = (
             []
             if final.meta["has_control"]
