@@ -32,7 +32,7 @@ lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: venv
-	$(VENV)/bin/python benchmarks/features.py
+	$(VENV)/bin/python benchmarks/feature_pipeline.py
 
 clean:
 	rm -rf $(VENV) $(UV_BOOT) demo-data .cxpredict mlruns mlflow.db

@@ -248,6 +248,26 @@ def demo_cmd(
     _run(go)
 
 
+@app.command("serve")
+def serve_cmd(
+    port: Annotated[int, typer.Option("--port", help="TCP port")] = 3000,
+    host: Annotated[str, typer.Option("--host", help="interface to bind")] = "127.0.0.1",
+) -> None:
+    """Start the BentoML service on the registry's champion models and the online store."""
+
+    def go() -> None:
+        from features.scoring import FeatureSetMismatch
+        from serving.cli_serve import serve
+        from serving.runtime import StartupError
+
+        try:
+            serve(port, host)
+        except (StartupError, FeatureSetMismatch) as exc:
+            raise UsageError(str(exc)) from exc
+
+    _run(go)
+
+
 @app.command("import")
 def import_dataset(
     name: Annotated[str, typer.Argument(help="online-retail, complete-journey, hillstrom or telco")],

@@ -400,7 +400,7 @@ lines AS (
     FROM transactions WHERE ts < {T}
 ),
 orders AS (
-    SELECT customer_id, min(ts) AS ts, sum(amount) AS amount, sum(coalesce(quantity, 1)) AS items,
+    SELECT customer_id, min(ts) AS ts, round(sum(amount), 6) AS amount, sum(coalesce(quantity, 1)) AS items,
            min(channel) AS channel, min({days_ts}) AS days_ago
     FROM transactions WHERE ts < {T}
     GROUP BY customer_id, coalesce(order_id, CAST(ts AS VARCHAR))
@@ -505,8 +505,11 @@ def feature_query(
     )
     outer = [
         "customer_id",
+        # Parallel float sums differ in the last bits between runs; rounding makes features reproducible.
         *(
-            f"CAST({f.sql} AS DOUBLE) AS {f.name}" if f.source == "derived" else f"CAST({f.name} AS DOUBLE) AS {f.name}"
+            f"round(CAST({f.sql} AS DOUBLE), 6) AS {f.name}"
+            if f.source == "derived"
+            else f"round(CAST({f.name} AS DOUBLE), 6) AS {f.name}"
             for f in feats
         ),
         *(f'"attr_{a}"' for a in attributes),

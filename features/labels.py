@@ -44,9 +44,9 @@ def label_query(as_of: datetime, horizon_days: int, cltv_horizon_days: int, look
         )
         SELECT pop.customer_id,
                CAST({churn} AS INTEGER) AS churned,
-               CAST(coalesce(f.spend_h, 0) AS DOUBLE) AS spend_h,
+               round(CAST(coalesce(f.spend_h, 0) AS DOUBLE), 6) AS spend_h,
                CAST(coalesce(f.orders_h, 0) AS INTEGER) AS orders_h,
-               CAST(coalesce(f.spend_cltv, 0) AS DOUBLE) AS spend_cltv,
+               round(CAST(coalesce(f.spend_cltv, 0) AS DOUBLE), 6) AS spend_cltv,
                (SELECT max(ts) FROM transactions) >= {c_end} - INTERVAL 1 DAY AS cltv_observed
         FROM pop
         LEFT JOIN future f USING (customer_id)

@@ -195,7 +195,7 @@ class Bundle:
 
     def churn_reasons(self, x: np.ndarray, top: int = 3) -> list[list[dict[str, Any]]]:
         """The features pushing each row's churn score up most (XGBoost SHAP contributions, log-odds)."""
-        contribs = self.boosters["main"].predict(xgb.DMatrix(x, missing=np.nan), pred_contribs=True)[:, :-1]
+        contribs = self.boosters["main"].predict(xgb.DMatrix(x, missing=np.nan, nthread=1), pred_contribs=True)[:, :-1]
         out = []
         for i in range(x.shape[0]):
             order = np.argsort(-contribs[i])[:top]

@@ -242,8 +242,13 @@ def nbo_metrics(bundle: Bundle, frame: pd.DataFrame, seed: int) -> tuple[dict[st
         chosen = np.array([rk[0]["offer_id"] if rk and rk[0]["expected_value"] > 0 else CONTROL_OFFER for rk in ranked])
     else:
         chosen = np.array([rk[0]["offer_id"] if rk else logged[i] for i, rk in enumerate(ranked)])
-    metrics["policy_value_model"] = float(ips_policy_value(chosen, logged, prop, reward))
     arms = sorted(set(logged))
+    if len(arms) < 2:
+        # With one logged arm, IPS gives zero credit to every other choice: no policy comparison is possible.
+        metrics["policy_value_evaluable"] = 0.0
+        return metrics, {"best_single_offer": arms[0] if arms else "", "qini_curves": curves}
+    metrics["policy_value_evaluable"] = 1.0
+    metrics["policy_value_model"] = float(ips_policy_value(chosen, logged, prop, reward))
     singles = {a: float(ips_policy_value(np.full(len(logged), a), logged, prop, reward)) for a in arms}
     best = max(singles, key=singles.get)
     metrics["policy_value_best_single"] = singles[best]

@@ -1,0 +1,73 @@
+"""``cxpredict serve``: resolve the champions, keep watching the registry, and run the BentoML service.
+
+The parent process (this one) talks to MLflow; the BentoML server runs as a child process whose worker reads
+only the manifest, the bundles and the online store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from features.settings import load_settings
+from serving.manifest import reload_interval, resolve_champions, watch_champions
+from serving.runtime import Runtime, StartupError
+
+log = logging.getLogger(__name__)
+
+SERVICE = "serving.service:CxPredict"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Serve the champions on ``host:port`` until interrupted (Ctrl-C stops everything cleanly).
+
+    Raises:
+        StartupError: no model, store or API key to serve with (the message says how to fix it).
+        features.scoring.FeatureSetMismatch: a champion was trained on another feature set.
+    """
+    settings = load_settings()
+    manifest = resolve_champions(settings)
+    # Fail here, with a clear message, rather than in a worker: models, store and keys must all load.
+    probe = Runtime(settings)
+    close = getattr(probe.decisions, "close", None)
+    if close is not None:
+        close()
+    del probe
+    for name, entry in manifest.items():
+        if entry.get("version") is None:
+            log.warning("%s: not served (%s)", name, entry.get("reason"))
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=watch_champions, args=(settings, reload_interval(), stop), name="cxpredict-champions", daemon=True
+    )
+    watcher.start()
+    env = {
+        **os.environ,
+        "BENTOML_DO_NOT_TRACK": "true",
+        "CXPREDICT_HOME": str(Path(settings.home).resolve()),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
+    command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port), "--host", host]
+    child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
+    try:
+        child.wait()
+    except KeyboardInterrupt:
+        # The terminal already sent SIGINT to the child too; make sure it is gone before returning.
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+    if child.returncode not in (0, -signal.SIGINT, -signal.SIGTERM, None):
+        raise StartupError(f"the BentoML server exited with code {child.returncode}")

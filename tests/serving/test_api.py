@@ -1,0 +1,341 @@
+"""The HTTP API of CONTRACT §4 against a real server: answers, errors, auth, health, feedback."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import httpx
+import pandas as pd
+import pytest
+
+from features.scoring import Bundle, score_frame
+from tests.serving.conftest import N_CUSTOMERS, Server
+
+PARTS = ("churn", "cltv", "next_best_offer")
+
+
+def _is_num(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def assert_error(response: httpx.Response, status: int | tuple[int, ...], error: str | None = None) -> dict:
+    statuses = (status,) if isinstance(status, int) else status
+    assert response.status_code in statuses, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    assert "Traceback" not in response.text
+    body = response.json()
+    assert set(body) >= {"error", "detail"}, body
+    if error is not None:
+        assert body["error"] == error, body
+    return body
+
+
+def check_answer(body: dict, customer_id: str, parts: tuple[str, ...] = PARTS) -> None:
+    assert body["customer_id"] == customer_id
+    assert isinstance(body["decision_id"], str) and len(body["decision_id"]) == 32
+    assert body["experiment"] is None
+    assert set(body["model_versions"]) == set(parts)
+    assert all(isinstance(v, int) for v in body["model_versions"].values())
+    if "churn" in parts:
+        churn = body["churn"]
+        assert 0.0 <= churn["probability"] <= 1.0
+        assert churn["risk_band"] in ("low", "medium", "high")
+        assert isinstance(churn["reasons"], list)
+        for reason in churn["reasons"]:
+            assert isinstance(reason["feature"], str) and isinstance(reason["description"], str)
+            assert reason["value"] is None or _is_num(reason["value"])
+            assert _is_num(reason["contribution"]) and reason["contribution"] > 0
+    if "cltv" in parts:
+        cltv = body["cltv"]
+        assert _is_num(cltv["predicted_spend"]) and cltv["predicted_spend"] >= 0
+        assert _is_num(cltv["value"]) and cltv["value"] >= 0
+        assert cltv["horizon_days"] == 90 and cltv["value_horizon_days"] == 365
+        assert cltv["method"] == "xgboost"
+    if "next_best_offer" in parts:
+        nbo = body["next_best_offer"]
+        if nbo["available"]:
+            assert nbo["offer_id"] in ("discount10", "loyalty")
+            assert _is_num(nbo["expected_value"])
+            assert nbo["method"] == "uplift"
+            assert nbo["ranking"][0]["offer_id"] == nbo["offer_id"]
+            values = [r["expected_value"] for r in nbo["ranking"]]
+            assert values == sorted(values, reverse=True)
+        else:
+            assert isinstance(nbo["reason"], str)
+    for part in set(PARTS) - set(parts):
+        assert part not in body
+
+
+def assert_close(a: object, b: object, path: str = "") -> None:
+    """Nested equality with a float tolerance (batch and single rows go through XGBoost separately)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9), path
+    else:
+        assert a == b, path
+
+
+def strip(body: dict) -> dict:
+    return {k: v for k, v in body.items() if k != "decision_id"}
+
+
+def test_personalize_has_every_contract_field(client: httpx.Client) -> None:
+    r = client.post("/v1/personalize", json={"customer_id": "c1", "context": {"channel": "email"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    check_answer(body, "c1")
+    assert body["as_of"].startswith("2024-04-01")
+    assert body["churn"]["available"] and body["cltv"]["available"]
+
+
+@pytest.mark.parametrize(
+    ("route", "part"), [("/v1/churn", "churn"), ("/v1/cltv", "cltv"), ("/v1/next-best-offer", "next_best_offer")]
+)
+def test_part_endpoints(client: httpx.Client, route: str, part: str) -> None:
+    r = client.post(route, json={"customer_id": "c2"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    check_answer(body, "c2", (part,))
+    full = client.post("/v1/personalize", json={"customer_id": "c2"}).json()
+    assert body[part] == full[part]
+
+
+def test_eligibility_rule_applies(client: httpx.Client, server: Server) -> None:
+    for _, row in server.customers.head(20).iterrows():
+        nbo = client.post("/v1/next-best-offer", json={"customer_id": row.customer_id}).json()["next_best_offer"]
+        offered = {r["offer_id"] for r in nbo["ranking"]}
+        assert ("loyalty" in offered) == (row.tenure_days >= 100)
+
+
+def test_batch_equals_single_answers(client: httpx.Client) -> None:
+    ids = ["c3", "c4", "nobody", "c3", "c10"]
+    r = client.post("/v1/personalize/batch", json={"customer_ids": ids})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == len(ids)
+    results = body["results"]
+    assert [x["customer_id"] for x in results] == ids
+    assert results[2]["error"] == "unknown_customer" and "features" in results[2]["detail"]
+    assert results[0]["decision_id"] != results[3]["decision_id"]
+    for cid, batch in zip(ids, results, strict=True):
+        if cid == "nobody":
+            continue
+        single = client.post("/v1/personalize", json={"customer_id": cid}).json()
+        assert_close(strip(batch), strip(single))
+
+
+def test_cold_start_with_features(client: httpx.Client) -> None:
+    features = {"recency_days": 200.0, "frequency_total": 1, "tenure_days": 300, "attr_region": "north"}
+    r = client.post("/v1/personalize", json={"customer_id": "brand-new", "features": features})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    check_answer(body, "brand-new")
+    assert body["as_of"] is None
+    assert "loyalty" in {o["offer_id"] for o in body["next_best_offer"]["ranking"]}
+
+
+def test_overrides_change_the_answer(client: httpx.Client) -> None:
+    base = client.post("/v1/churn", json={"customer_id": "c5"}).json()["churn"]["probability"]
+    changed = {
+        client.post("/v1/churn", json={"customer_id": "c5", "features": {"recency_days": v}}).json()["churn"][
+            "probability"
+        ]
+        for v in (0.0, 500.0)
+    }
+    assert changed != {base}
+    assert len(changed) == 2
+
+
+def test_unknown_customer_is_404(client: httpx.Client) -> None:
+    body = assert_error(client.post("/v1/personalize", json={"customer_id": "nobody"}), 404, "unknown_customer")
+    assert "nobody" in body["detail"] and "features" in body["detail"]
+    assert_error(client.post("/v1/churn", json={"customer_id": "nobody", "features": {}}), 404, "unknown_customer")
+
+
+def test_bad_features_are_422(client: httpx.Client) -> None:
+    body = assert_error(
+        client.post("/v1/personalize", json={"customer_id": "c1", "features": {"no_such_feature": 1}}), 422
+    )
+    assert "no_such_feature" in body["detail"]
+    assert_error(client.post("/v1/personalize", json={"customer_id": "c1", "features": {"recency_days": "x"}}), 422)
+
+
+@pytest.mark.parametrize("route", ["/v1/personalize", "/v1/churn", "/v1/personalize/batch", "/v1/feedback"])
+@pytest.mark.parametrize(
+    "auth", [None, "Bearer wrong", "test-key", "Basic dGVzdC1rZXk=", "Bearer test-key-2", "bearer"]
+)
+def test_auth_required(anon: httpx.Client, route: str, auth: str | None) -> None:
+    headers = {"Authorization": auth} if auth is not None else {}
+    r = anon.post(route, json={"customer_id": "c1"}, headers=headers)
+    body = assert_error(r, 401, "unauthorized")
+    assert "Bearer" in body["detail"]
+    assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    ("content", "route"),
+    [
+        (b"{not json", "/v1/personalize"),
+        (b"", "/v1/personalize"),
+        (b"[1, 2]", "/v1/personalize"),
+        (b'"c1"', "/v1/personalize"),
+        (b"{}", "/v1/personalize"),
+        (b'{"customer_id": 12}', "/v1/personalize"),
+        (b'{"customer_id": ""}', "/v1/personalize"),
+        (b'{"customer_id": "' + b"x" * 200 + b'"}', "/v1/personalize"),
+        (b'{"customer_id": "c1", "context": "email"}', "/v1/personalize"),
+        (b'{"customer_id": "c1", "features": [1]}', "/v1/personalize"),
+        (b'{"customer_id": "c1", "features": {"recency_days": NaN}}', "/v1/personalize"),
+        (b'{"customer_id": "c1", "extra": 1}', "/v1/personalize"),
+        (b'{"customer_ids": []}', "/v1/personalize/batch"),
+        (b'{"customer_ids": "c1"}', "/v1/personalize/batch"),
+        (b'{"customer_ids": [1, 2]}', "/v1/personalize/batch"),
+        (b'{"decision_id": "x"}', "/v1/feedback"),
+        (b'{"decision_id": "x", "outcome": "converted", "value": "lots"}', "/v1/feedback"),
+        (b"\xff\xfe", "/v1/feedback"),
+    ],
+)
+def test_bad_requests_are_4xx_json(client: httpx.Client, content: bytes, route: str) -> None:
+    r = client.post(route, content=content, headers={"Content-Type": "application/json"})
+    body = assert_error(r, (400, 422))
+    if r.status_code == 400:
+        assert body["error"] == "invalid_json"
+    else:
+        assert body["error"] in ("invalid_request", "invalid_features")
+    if body["error"] != "invalid_features":
+        assert isinstance(body["detail"], list) and all("loc" in e and "msg" in e for e in body["detail"])
+
+
+def test_every_body_is_read_as_json(client: httpx.Client) -> None:
+    body = b'{"customer_id": "c1"}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-8"):
+        r = client.post("/v1/churn", content=body, headers={"Content-Type": content_type})
+        assert r.status_code == 200, (content_type, r.text)
+    for content_type in ("application/vnd.bentoml+pickle", "multipart/form-data; boundary=x"):
+        r = client.post("/v1/churn", content=b"\x80\x04junk", headers={"Content-Type": content_type})
+        assert_error(r, 400)
+
+
+def test_batch_over_limit(client: httpx.Client) -> None:
+    r = client.post("/v1/personalize/batch", json={"customer_ids": [f"c{i}" for i in range(1001)]})
+    body = assert_error(r, 413, "batch_too_large")
+    assert "1000" in body["detail"]
+    ok = client.post("/v1/personalize/batch", json={"customer_ids": [f"c{i % N_CUSTOMERS}" for i in range(1000)]})
+    assert ok.status_code == 200 and ok.json()["count"] == 1000
+
+
+def test_body_too_large(client: httpx.Client) -> None:
+    big = json.dumps({"customer_id": "c1", "context": {"blob": "x" * 2_000_000}}).encode()
+    assert_error(client.post("/v1/personalize", content=big), 413, "payload_too_large")
+
+    def chunks():  # no Content-Length: the limit must hold while streaming too
+        for _ in range(40):
+            yield b" " * 65536
+
+    r = client.post("/v1/personalize", content=chunks(), headers={"Content-Type": "application/json"})
+    assert_error(r, 413, "payload_too_large")
+
+
+def test_unknown_route_and_method_are_json(client: httpx.Client) -> None:
+    assert_error(client.post("/v1/nope", json={}), 404, "not_found")
+    assert_error(client.get("/v1/personalize"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/metrics"])
+def test_health_and_metrics_need_no_auth(anon: httpx.Client, path: str) -> None:
+    r = anon.get(path)
+    assert r.status_code == 200, r.text
+    if path == "/metrics":
+        assert 'cxpredict_model_version{model="churn"}' in r.text
+        assert "# TYPE" in r.text
+
+
+def test_feedback(client: httpx.Client) -> None:
+    decision = client.post("/v1/personalize", json={"customer_id": "c6"}).json()["decision_id"]
+    payload = {"decision_id": decision, "outcome": "converted", "value": 12.5}
+    first = client.post("/v1/feedback", json=payload)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"decision_id": decision, "outcome": "converted", "recorded": True}
+    again = client.post("/v1/feedback", json=payload)
+    assert again.status_code == 200 and again.json() == first.json()
+    other = client.post("/v1/feedback", json={"decision_id": decision, "outcome": "clicked"})
+    assert other.status_code == 200
+    assert_error(client.post("/v1/feedback", json={**payload, "decision_id": "f" * 32}), 404, "unknown_decision")
+
+
+def test_decisions_are_logged(client: httpx.Client, server: Server) -> None:
+    from serving.decision_log import SQLiteDecisionLog
+
+    body = client.post("/v1/personalize", json={"customer_id": "c7", "context": {"channel": "sms"}}).json()
+    client.post("/v1/feedback", json={"decision_id": body["decision_id"], "outcome": "converted", "value": 3.0})
+    client.post("/v1/feedback", json={"decision_id": body["decision_id"], "outcome": "converted", "value": 9.0})
+    log = SQLiteDecisionLog(server.home / "decisions.sqlite")
+    try:
+        stored = log.get(body["decision_id"])
+    finally:
+        log.close()
+    assert stored is not None
+    assert stored["customer_id"] == "c7" and stored["context"] == {"channel": "sms"}
+    assert stored["model_versions"] == body["model_versions"]
+    assert stored["outputs"]["churn"]["probability"] == body["churn"]["probability"]
+    assert [(f["outcome"], f["value"]) for f in stored["feedback"]] == [("converted", 3.0)]
+
+
+def test_service_equals_batch_scoring(client: httpx.Client, server: Server) -> None:
+    """No training/serving skew: the API answers what ``score_frame`` computes on the same stored rows."""
+    manifest = json.loads((server.home / "serving.json").read_text())
+    ids = server.customers["customer_id"].tolist()
+    answers = client.post("/v1/personalize/batch", json={"customer_ids": ids}).json()["results"]
+    assert all(a["model_versions"] == {k: v["version"] for k, v in manifest.items()} for a in answers)
+    from features.online_store import SQLiteOnlineStore
+
+    rows = SQLiteOnlineStore(server.home / "online").get_many(ids)
+    frame = pd.DataFrame([rows[i] for i in ids])
+    expected = pd.concat([score_frame(Bundle.load(manifest[name]["path"]), frame) for name in PARTS], axis=1)
+    for answer, (_, row) in zip(answers, expected.iterrows(), strict=True):
+        assert answer["churn"]["probability"] == pytest.approx(row.churn_probability, rel=1e-6, abs=1e-9)
+        assert answer["cltv"]["predicted_spend"] == pytest.approx(row.predicted_spend, rel=1e-6, abs=1e-9)
+        assert answer["cltv"]["value"] == pytest.approx(row.cltv, rel=1e-6, abs=1e-9)
+        if row.next_best_offer is None:
+            assert answer["next_best_offer"]["available"] is False
+        else:
+            assert answer["next_best_offer"]["offer_id"] == row.next_best_offer
+            assert answer["next_best_offer"]["expected_value"] == pytest.approx(row.next_best_offer_value, rel=1e-6)
+
+
+def test_openapi_documents_the_api(anon: httpx.Client) -> None:
+    spec = anon.get("/docs.json").json()
+    for path in ("/v1/personalize", "/v1/churn", "/v1/cltv", "/v1/next-best-offer", "/v1/personalize/batch"):
+        assert path in spec["paths"]
+    schemas = json.dumps(spec["components"]["schemas"])
+    assert '"example"' in schemas
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        {"recency_days": 1e308},
+        {"recency_days": -1e308, "tenure_days": 1e39},
+        {"recency_days": True},
+        {"recency_days": None, "tenure_days": None},
+        {"attr_region": 5},
+        {"attr_region": "nowhere"},
+        {"recency_days": {"nested": 1}},
+        {"recency_days": "12"},
+    ],
+)
+def test_odd_feature_values_never_500(client: httpx.Client, features: dict) -> None:
+    for customer_id in ("c1", "cold-start"):
+        r = client.post("/v1/personalize", json={"customer_id": customer_id, "features": features})
+        assert r.status_code in (200, 400, 422), r.text
+        assert "Traceback" not in r.text
+        if r.status_code == 200:
+            check_answer(r.json(), customer_id)

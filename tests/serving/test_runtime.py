@@ -1,0 +1,138 @@
+"""The runtime, decision log and manifest without a server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from features.definitions import feature_set_version
+from features.online_store import write_store
+from features.settings import load_settings
+from serving.decision_log import SQLiteDecisionLog
+from serving.manifest import reload_interval, write_manifest
+from serving.runtime import Runtime, StartupError, UnknownCustomer
+from tests.serving.conftest import AS_OF, ROOT, build_bundles, feature_frame
+from tests.serving.conftest import write_manifest as write_test_manifest
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_bundles(tmp_path_factory.mktemp("bundles"))
+
+
+def make_home(tmp_path: Path, bundles: dict[str, Path], keys: str | None = "k1,k2") -> Path:
+    write_test_manifest(tmp_path, bundles, {"churn": 1, "cltv": 1, "next_best_offer": 1})
+    frame = feature_frame(5, seed=3)
+    frame.insert(0, "customer_id", [f"c{i}" for i in range(5)])
+    write_store(tmp_path / "online", frame, AS_OF, feature_set_version())
+    return tmp_path
+
+
+def settings_for(home: Path, keys: str | None = "k1,k2"):
+    env = {"CXPREDICT_HOME": str(home)}
+    if keys is not None:
+        env["CXPREDICT_API_KEYS"] = keys
+    return load_settings(env)
+
+
+def test_refuses_bundle_from_another_feature_set(tmp_path: Path, bundles: dict[str, Path]) -> None:
+    home = make_home(tmp_path, bundles)
+    bad = tmp_path / "bad_churn"
+    bad.mkdir()
+    for f in bundles["churn"].iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((bad / "bundle.json").read_text())
+    meta["feature_set_version"] = "0.0000000000"
+    (bad / "bundle.json").write_text(json.dumps(meta))
+    write_test_manifest(home, {**bundles, "churn": bad}, {"churn": 9, "cltv": 1, "next_best_offer": 1})
+    with pytest.raises(StartupError, match="feature set 0.0000000000.*retrain"):
+        Runtime(settings_for(home))
+
+
+def test_refuses_to_start_without_keys_models_or_store(tmp_path: Path, bundles: dict[str, Path]) -> None:
+    home = make_home(tmp_path, bundles)
+    with pytest.raises(StartupError, match="CXPREDICT_API_KEYS"):
+        Runtime(settings_for(home, keys=None))
+    (home / "api_key").write_text("demo-key\n")
+    assert Runtime(settings_for(home, keys=None)).check_key("Bearer demo-key")
+    (home / "online" / "features.sqlite").unlink()
+    with pytest.raises(StartupError, match="materialize"):
+        Runtime(settings_for(home))
+    (home / "serving.json").unlink()
+    with pytest.raises(StartupError, match="cxpredict serve"):
+        Runtime(settings_for(home))
+    write_manifest(home / "serving.json", {n: {"version": None, "path": None, "reason": "none"} for n in bundles})
+    with pytest.raises(StartupError, match="no model to serve"):
+        Runtime(settings_for(home))
+
+
+def test_keys_and_absent_model(tmp_path: Path, bundles: dict[str, Path]) -> None:
+    home = make_home(tmp_path, bundles)
+    manifest = {n: {"version": 1, "path": str(p)} for n, p in bundles.items()}
+    manifest["next_best_offer"] = {"version": None, "path": None, "reason": "model 'next_best_offer' has no alias"}
+    write_manifest(home / "serving.json", manifest)
+    rt = Runtime(settings_for(home))
+    assert rt.check_key("Bearer k1") and rt.check_key("bearer k2")
+    assert not rt.check_key("Bearer k3") and not rt.check_key("k1") and not rt.check_key(None)
+    answer = rt.personalize("c1")
+    assert answer["next_best_offer"] == {"available": False, "reason": "model 'next_best_offer' has no alias"}
+    assert answer["model_versions"] == {"churn": 1, "cltv": 1}
+    with pytest.raises(UnknownCustomer):
+        rt.personalize("zzz")
+
+
+def test_reload_swaps_models_and_survives_bad_manifest(tmp_path: Path, bundles: dict[str, Path]) -> None:
+    home = make_home(tmp_path, bundles)
+    rt = Runtime(settings_for(home))
+    old = rt.models
+    assert not rt.maybe_reload(force=True)
+    (home / "serving.json").write_text("[]")
+    assert not rt.maybe_reload(force=True) and rt.models.bundles is old.bundles and rt.reload_errors == 1
+    write_test_manifest(home, bundles, {"churn": 5, "cltv": 1, "next_best_offer": 1})
+    assert rt.maybe_reload(force=True)
+    assert rt.models.versions["churn"] == 5 and rt.personalize("c0")["model_versions"]["churn"] == 5
+
+
+def test_decision_log_feedback_is_idempotent(tmp_path: Path) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+    log.record({"decision_id": "d1", "customer_id": "c1", "model_versions": {"churn": 1}, "churn": {"p": 0.5}})
+    assert not log.record_feedback("nope", "converted", 1.0)
+    assert log.record_feedback("d1", "converted", 1.0) and log.record_feedback("d1", "converted", 2.0)
+    stored = log.get("d1")
+    assert stored is not None and [f["value"] for f in stored["feedback"]] == [1.0]
+    assert stored["outputs"]["churn"] == {"p": 0.5}
+    threads = [threading.Thread(target=log.record_feedback, args=("d1", f"o{i}", None)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(log.get("d1")["feedback"]) == 9
+    assert log.get("missing") is None
+
+
+def test_reload_interval_setting() -> None:
+    assert reload_interval({}) == 10.0
+    assert reload_interval({"CXPREDICT_RELOAD_SECONDS": "2"}) == 2.0
+    assert reload_interval({"CXPREDICT_RELOAD_SECONDS": "soon"}) == 10.0
+
+
+def test_worker_imports_neither_mlflow_nor_pandas() -> None:
+    code = (
+        "import sys, serving.service;"
+        "print(sorted(m for m in ('mlflow', 'pandas', 'sklearn') if sys.modules.get(m) is not None))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={"BENTOML_DO_NOT_TRACK": "true", "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout.strip() == "[]", out.stderr
