@@ -274,10 +274,10 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
             if key.startswith(prefix):
                 per_offer.setdefault(key[len(prefix) :], {})[col] = value
     policy = {
-        "model policy": metrics["policy_value_model"],
-        f"best single offer ({extra['best_single_offer']})": metrics["policy_value_best_single"],
-        "random offer": metrics["policy_value_random"],
-        "logged policy": metrics["policy_value_logged"],
+        "model policy": metrics.get("policy_value_model", float("nan")),
+        f"best single offer ({extra['best_single_offer']})": metrics.get("policy_value_best_single", float("nan")),
+        "random offer": metrics.get("policy_value_random", float("nan")),
+        "logged policy": metrics.get("policy_value_logged", float("nan")),
     }
     res.nbo = pd.DataFrame({"IPS policy value (per customer)": policy})
     res.nbo_info["per_offer"] = pd.DataFrame(per_offer).T if per_offer else None
@@ -342,7 +342,7 @@ def verdict(res: Result) -> list[str]:
         pv = res.nbo.iloc[:, 0]
         model = pv.iloc[0]
         others = pv.iloc[1:]
-        best = others.idxmax()
+        best = others.idxmax() if others.notna().any() else "n/a"
         word = "beats" if model > others.max() else "does NOT beat"
         if res.nbo_info.get("single_logged_arm"):
             out.append(
