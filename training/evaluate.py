@@ -37,7 +37,7 @@ def evaluate(
         build_labels(con, as_of, horizon_days, 365), on="customer_id"
     )
     client = registry.configure(settings)
-    mlflow.set_experiment("cxpredict")
+    registry.use_experiment()
     results: dict[str, dict[str, float]] = {}
     with mlflow.start_run(run_name="evaluate"):
         mlflow.log_params({"as_of": as_of.isoformat(), "alias": alias, "data_hash": report.data_hash})

@@ -45,6 +45,14 @@ def configure(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
+def use_experiment(name: str = "cxpredict") -> None:
+    """Select the experiment, unless ``mlflow run`` already chose one (it sets ``MLFLOW_RUN_ID``)."""
+    import os
+
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(name)
+
+
 def log_bundle(
     bundle_dir: Path, name: str, example: pd.DataFrame, feature_set_version: str, register: bool = True
 ) -> int | None:

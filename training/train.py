@@ -444,18 +444,19 @@ def train(data_dir: Path, as_of: datetime | None, config: TrainConfig, settings:
     as_of = as_of or datetime(end.year, end.month, end.day) + timedelta(days=1)
     feat_cfg = FeatureConfig(lookback_days=config.lookback_days)
     client = registry.configure(settings)
-    mlflow.set_experiment("cxpredict")
+    registry.use_experiment()
     results: dict[str, ModelResult] = {}
     with tempfile.TemporaryDirectory() as tmpdir, mlflow.start_run(run_name=f"train {as_of:%Y-%m-%d}") as run:
         tmp = Path(tmpdir)
+        # Prefixed keys: `mlflow run` has already logged its own entry-point parameters (as_of, data) on this run.
         mlflow.log_params(
             {
-                "data_dir": str(data_dir),
-                "as_of": as_of.isoformat(),
-                "horizon_days": config.horizon_days,
+                "train.data_dir": str(data_dir),
+                "train.as_of": as_of.isoformat(),
+                "train.horizon_days": config.horizon_days,
                 "data_hash": report.data_hash,
                 "feature_set_version": feature_set_version(),
-                "models": ",".join(config.models),
+                "train.models": ",".join(config.models),
             }
         )
         for name, digest in report.file_hashes.items():
