@@ -20,6 +20,8 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Churn, CLTV and next-best-offer predictions.")
 features_app = typer.Typer(no_args_is_help=True, help="Build feature tables and the online store.")
 app.add_typer(features_app, name="features")
+ab_app = typer.Typer(no_args_is_help=True, help="A/B tests between model versions.")
+app.add_typer(ab_app, name="ab")
 
 DataOpt = Annotated[Path, typer.Option("--data", help="data directory with the canonical tables")]
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="cut-off time T (ISO date or timestamp)")]
@@ -283,6 +285,112 @@ def import_dataset(
         for table, n in counts.items():
             typer.echo(f"{table}: {n} rows")
         typer.echo(f"wrote {out}")
+
+    _run(go)
+
+
+@ab_app.command("start")
+def ab_start(
+    name: Annotated[str, typer.Argument(help="experiment name (letters, digits, _ . -)")],
+    model: Annotated[str, typer.Option("--model", help="churn, cltv, next_best_offer or personalize")],
+    variant: Annotated[
+        list[str], typer.Option("--variant", help="ALIAS=SHARE or VERSION=SHARE; repeat; the first is the control")
+    ],
+    shadow: Annotated[
+        str | None, typer.Option("--shadow", help="alias or version scored and logged, never returned")
+    ] = None,
+    holdout: Annotated[float, typer.Option("--holdout", help="share of customers that get no offer")] = 0.0,
+    outcome: Annotated[str, typer.Option("--outcome", help="feedback outcome the report analyses")] = "converted",
+) -> None:
+    """Declare and start an experiment (the running service picks it up within seconds)."""
+
+    def go() -> None:
+        from features.settings import load_settings
+        from serving import ab
+
+        experiment, resolved = ab.start(load_settings(), name, model, variant, shadow, holdout, outcome)
+        typer.echo(f"started {experiment.name} on {experiment.model}:")
+        for arm, share in experiment.arms():
+            versions = ", ".join(f"{m} v{v}" for m, v in resolved.get(arm, {}).items()) or "champions, no offer"
+            typer.echo(f"  {arm:<12} {share:>6.1%}  ({versions})")
+        if experiment.shadow:
+            versions = ", ".join(f"{m} v{v}" for m, v in resolved[experiment.shadow].items())
+            typer.echo(f"  shadow {experiment.shadow} ({versions}): scored and logged, never returned")
+
+    _run(go)
+
+
+@ab_app.command("stop")
+def ab_stop(name: Annotated[str, typer.Argument(help="experiment name")]) -> None:
+    """Stop a running experiment (its decisions stay for the report)."""
+
+    def go() -> None:
+        from features.settings import load_settings
+        from serving import ab
+
+        experiment = ab.stop(load_settings(), name)
+        typer.echo(f"stopped {experiment.name} at {experiment.stopped_at:%Y-%m-%d %H:%M:%S} UTC")
+
+    _run(go)
+
+
+@ab_app.command("list")
+def ab_list() -> None:
+    """All experiments with their state and the decisions logged so far."""
+
+    def go() -> None:
+        from features.settings import load_settings
+        from serving import ab
+
+        rows = ab.list_experiments(load_settings())
+        if not rows:
+            typer.echo("no experiments (start one with `cxpredict ab start`)")
+            return
+        typer.echo(f"{'name':<20} {'model':<16} {'status':<8} {'decisions':>9} {'customers':>9}  variants")
+        for r in rows:
+            extra = (f", holdout={r['holdout']:g}" if r["holdout"] else "") + (
+                f", shadow={r['shadow']}" if r["shadow"] else ""
+            )
+            typer.echo(
+                f"{r['name']:<20} {r['model']:<16} {r['status']:<8} {r['decisions']:>9} {r['customers']:>9}  "
+                f"{r['variants']}{extra}"
+            )
+
+    _run(go)
+
+
+@ab_app.command("report")
+def ab_report(
+    name: Annotated[str, typer.Argument(help="experiment name")],
+    html: Annotated[
+        Path | None, typer.Option("--html", help="HTML report file (default $CXPREDICT_HOME/reports/NAME.html)")
+    ] = None,
+) -> None:
+    """The A/B result per variant, on the terminal and as an HTML report with plots."""
+
+    def go() -> None:
+        from features.settings import load_settings
+        from serving import ab
+
+        text, path = ab.report(load_settings(), name, html)
+        typer.echo(text, nl=False)
+        typer.echo(f"HTML report: {path}")
+
+    _run(go)
+
+
+@ab_app.command("ingest")
+def ab_ingest(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet: decision_id, outcome[, value][, ts]")],
+) -> None:
+    """Load feedback in bulk (all or nothing; repeats of stored feedback are skipped)."""
+
+    def go() -> None:
+        from features.settings import load_settings
+        from serving import ab
+
+        result = ab.ingest(load_settings(), file)
+        typer.echo(f"{result.inserted} feedback rows stored, {result.duplicates} already present")
 
     _run(go)
 

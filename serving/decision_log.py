@@ -1,21 +1,36 @@
 """The durable log of every decision the service made, and of the feedback sent against it (CONTRACT §5).
 
-The embedded implementation is one SQLite database in WAL mode at ``$CXPREDICT_HOME/decisions.sqlite``:
-a decision is one INSERT (committed per request), feedback is idempotent on ``(decision_id, outcome)``.
-Anything implementing :class:`DecisionLog` (a queue, a warehouse table) can replace it.
+The embedded implementation is one SQLite database in WAL mode at ``$CXPREDICT_HOME/decisions.sqlite``.
+Writes go through one writer thread per process that commits whatever has queued up in a single transaction
+(group commit): a request hands its decision over, keeps the event loop free while it waits, and its answer is
+sent only once the commit returned — so an acknowledged decision is never lost, even when the process is
+killed, while the cost of a commit is shared by every request that arrived during the previous one. WAL lets
+several worker processes (and ``cxpredict ab ingest``) write to the same file.
+
+Anything implementing :class:`DecisionLog` — a PostgreSQL table, a queue with acknowledgements — can replace
+it: the service only calls the protocol's methods.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+log = logging.getLogger(__name__)
+
 DECISIONS_FILE = "decisions.sqlite"
+#: Most operations committed in one transaction by the writer thread.
+MAX_GROUP = 512
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -27,7 +42,11 @@ CREATE TABLE IF NOT EXISTS decisions (
     variant TEXT,
     model_versions TEXT NOT NULL,
     context TEXT NOT NULL,
-    outputs TEXT NOT NULL
+    outputs TEXT NOT NULL,
+    propensity REAL,
+    offer_id TEXT,
+    shadow INTEGER NOT NULL DEFAULT 0,
+    pre_value REAL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id);
 CREATE INDEX IF NOT EXISTS decisions_experiment ON decisions (experiment, variant);
@@ -39,33 +58,119 @@ CREATE TABLE IF NOT EXISTS feedback (
     PRIMARY KEY (decision_id, outcome)
 ) WITHOUT ROWID;
 """
+#: Columns added after the first release: added in place to an older database.
+_ADDED_COLUMNS = {
+    "propensity": "REAL",
+    "offer_id": "TEXT",
+    "shadow": "INTEGER NOT NULL DEFAULT 0",
+    "pre_value": "REAL",
+}
+_COLUMNS = (
+    "decision_id",
+    "ts",
+    "customer_id",
+    "endpoint",
+    "experiment",
+    "variant",
+    "model_versions",
+    "context",
+    "outputs",
+    "propensity",
+    "offer_id",
+    "shadow",
+    "pre_value",
+)
+_INSERT = f"INSERT OR IGNORE INTO decisions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+#: Keys of a decision dict stored in their own columns rather than in ``outputs``.
+_OWN_COLUMNS = frozenset({"context", "model_versions", "experiment", "propensity", "offer_id", "shadow", "pre_value"})
 
-_COLUMNS = ("decision_id", "ts", "customer_id", "endpoint", "experiment", "variant", "model_versions", "context")
+
+class UnknownDecisions(ValueError):  # noqa: N818 - reads better at the raise site
+    """Feedback names decision ids this log never issued (``ids`` lists them, ``rows`` their positions)."""
+
+    def __init__(self, ids: Sequence[str], rows: Sequence[int]):
+        shown = ", ".join(f"row {r}: {i!r}" for r, i in list(zip(rows, ids, strict=True))[:5])
+        more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+        super().__init__(f"{len(ids)} feedback row(s) name unknown decision ids ({shown}{more}); nothing was stored")
+        self.ids = list(ids)
+        self.rows = list(rows)
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    """One outcome to store against a decision.
+
+    Attributes:
+        decision_id: The decision it belongs to.
+        outcome: What happened (``converted``, ``clicked``...).
+        value: Its value (for instance the order amount), if any.
+        ts: When it happened (epoch seconds); now when None.
+    """
+
+    decision_id: str
+    outcome: str
+    value: float | None = None
+    ts: float | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What a bulk feedback load did: rows newly stored and rows that were already there."""
+
+    inserted: int
+    duplicates: int
 
 
 class DecisionLog(Protocol):
-    """What the service needs from a decision log."""
+    """What the service (and the ``ab`` commands) need from a decision log."""
 
-    def record(self, decision: dict[str, Any]) -> None:
-        """Store one decision (keys: ``decision_id``, ``customer_id``, ``endpoint``, ``model_versions``,...)."""
+    def submit(self, decisions: Sequence[Mapping[str, Any]]) -> Future[None]:
+        """Queue decisions; the future completes once they are durable (or fails with the write error)."""
         ...
 
-    def record_many(self, decisions: Iterable[dict[str, Any]]) -> None:
-        """Store several decisions in one write."""
+    def record(self, decision: Mapping[str, Any]) -> None:
+        """Store one decision and wait until it is durable."""
+        ...
+
+    def record_many(self, decisions: Iterable[Mapping[str, Any]]) -> None:
+        """Store several decisions and wait until they are durable."""
         ...
 
     def get(self, decision_id: str) -> dict[str, Any] | None:
-        """A stored decision, or None."""
+        """A stored decision with its outputs and feedback, or None."""
         ...
 
-    def record_feedback(self, decision_id: str, outcome: str, value: float | None) -> bool:
+    def record_feedback(self, decision_id: str, outcome: str, value: float | None, ts: float | None = None) -> bool:
         """Store feedback; False when the decision id is unknown. Repeating it changes nothing."""
         ...
 
+    def ingest_feedback(self, rows: Sequence[FeedbackRow]) -> IngestResult:
+        """Store many feedback rows in one transaction, all or nothing.
 
-def _row(decision: dict[str, Any]) -> tuple[Any, ...]:
+        Raises:
+            UnknownDecisions: some rows name decision ids the log never issued (nothing is stored).
+        """
+        ...
+
+    def experiment_rows(self, experiment: str) -> list[dict[str, Any]]:
+        """Every decision of an experiment with its feedback, for the report (shadow decisions included)."""
+        ...
+
+    def close(self) -> None:
+        """Flush pending writes and release the store."""
+        ...
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _row(decision: Mapping[str, Any]) -> tuple[Any, ...]:
     experiment = decision.get("experiment") or {}
-    outputs = {k: v for k, v in decision.items() if k not in ("context", "model_versions", "experiment")}
+    outputs = {k: v for k, v in decision.items() if k not in _OWN_COLUMNS}
     return (
         decision["decision_id"],
         float(decision.get("ts") or time.time()),
@@ -76,11 +181,19 @@ def _row(decision: dict[str, Any]) -> tuple[Any, ...]:
         json.dumps(decision.get("model_versions") or {}),
         json.dumps(decision.get("context") or {}, default=str),
         json.dumps(outputs, default=str),
+        _finite(decision.get("propensity")),
+        decision.get("offer_id"),
+        1 if decision.get("shadow") else 0,
+        _finite(decision.get("pre_value")),
     )
 
 
+_Op = Callable[[sqlite3.Connection], Any]
+_STOP = object()
+
+
 class SQLiteDecisionLog:
-    """Decision log in one SQLite file (WAL, ``synchronous=NORMAL``: durable across process crashes).
+    """Decision log in one SQLite file (WAL, ``synchronous=NORMAL``: a commit survives a process crash).
 
     Args:
         path: Database file (its directory is created).
@@ -89,63 +202,202 @@ class SQLiteDecisionLog:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.executescript(_SCHEMA)
+        self._read_lock = threading.Lock()
+        self._write_con = self._connect()
+        self._write_con.executescript(_SCHEMA)
+        have = {r[1] for r in self._write_con.execute("PRAGMA table_info(decisions)").fetchall()}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in have:
+                self._write_con.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
+        self._read_con = self._connect()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.commits = 0
+        self.write_errors = 0
+        self._writer = threading.Thread(target=self._write_loop, name="cxpredict-decision-log", daemon=True)
+        self._writer.start()
 
-    def record(self, decision: dict[str, Any]) -> None:
-        """Store one decision (one INSERT, committed at once)."""
-        with self._lock:
-            self._con.execute("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _row(decision))
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA busy_timeout=30000")
+        return con
 
-    def record_many(self, decisions: Iterable[dict[str, Any]]) -> None:
-        """Store several decisions in one transaction."""
+    # --- the writer thread -------------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        con = self._write_con
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            group = [item]
+            stop = False
+            while len(group) < MAX_GROUP:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                group.append(nxt)
+            self._commit(con, group)
+            if stop:
+                return
+
+    def _commit(self, con: sqlite3.Connection, group: list[tuple[_Op, Future[Any]]]) -> None:
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            for i, (op, future) in enumerate(group):
+                # A savepoint per operation: one failing operation (a bad row) fails only its own caller.
+                con.execute(f"SAVEPOINT op{i}")
+                try:
+                    results.append((future, op(con), None))
+                    con.execute(f"RELEASE op{i}")
+                except sqlite3.Error as exc:
+                    con.execute(f"ROLLBACK TO op{i}")
+                    con.execute(f"RELEASE op{i}")
+                    results.append((future, None, exc))
+            con.execute("COMMIT")
+            self.commits += 1
+        except BaseException as exc:
+            self.write_errors += 1
+            log.exception("decision log commit failed (%d operations)", len(group))
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            for _, future in group:
+                future.set_exception(exc)
+            return
+        for future, result, error in results:
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+    def _enqueue(self, op: _Op) -> Future[Any]:
+        future: Future[Any] = Future()
+        if not self._writer.is_alive():
+            future.set_exception(RuntimeError(f"decision log {self.path} is closed"))
+            return future
+        self._queue.put((op, future))
+        return future
+
+    # --- decisions ---------------------------------------------------------------------------------------
+    def submit(self, decisions: Sequence[Mapping[str, Any]]) -> Future[None]:
+        """Queue decisions for the next group commit; the future completes once they are durable."""
         rows = [_row(d) for d in decisions]
-        with self._lock:
-            self._con.execute("BEGIN")
-            try:
-                self._con.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-            self._con.execute("COMMIT")
+        return self._enqueue(lambda con: con.executemany(_INSERT, rows) and None)
+
+    def record(self, decision: Mapping[str, Any]) -> None:
+        """Store one decision and wait until it is committed."""
+        self.submit([decision]).result()
+
+    def record_many(self, decisions: Iterable[Mapping[str, Any]]) -> None:
+        """Store several decisions (one transaction) and wait until they are committed."""
+        self.submit(list(decisions)).result()
 
     def get(self, decision_id: str) -> dict[str, Any] | None:
         """A stored decision with its outputs and feedback, or None."""
-        with self._lock:
-            row = self._con.execute(
-                f"SELECT {', '.join(_COLUMNS)}, outputs FROM decisions WHERE decision_id = ?", (decision_id,)
+        with self._read_lock:
+            row = self._read_con.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM decisions WHERE decision_id = ?", (decision_id,)
             ).fetchone()
             if row is None:
                 return None
-            feedback = self._con.execute(
+            feedback = self._read_con.execute(
                 "SELECT outcome, value, ts FROM feedback WHERE decision_id = ? ORDER BY ts", (decision_id,)
             ).fetchall()
-        out = dict(zip(_COLUMNS, row[:-1], strict=True))
-        out["model_versions"] = json.loads(out["model_versions"])
-        out["context"] = json.loads(out["context"])
-        out["outputs"] = json.loads(row[-1])
+        out = dict(zip(_COLUMNS, row, strict=True))
+        for key in ("model_versions", "context", "outputs"):
+            out[key] = json.loads(out[key])
+        out["shadow"] = bool(out["shadow"])
         out["feedback"] = [{"outcome": o, "value": v, "ts": t} for o, v, t in feedback]
         return out
 
-    def record_feedback(self, decision_id: str, outcome: str, value: float | None) -> bool:
+    # --- feedback ----------------------------------------------------------------------------------------
+    def record_feedback(self, decision_id: str, outcome: str, value: float | None, ts: float | None = None) -> bool:
         """Store feedback for a known decision; the first record of an outcome wins, repeats are no-ops.
 
         Returns:
             False when ``decision_id`` is unknown (nothing is stored).
         """
-        with self._lock:
-            known = self._con.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
-            if known is None:
+        row = (decision_id, outcome, _finite(value), float(ts if ts is not None else time.time()))
+
+        def op(con: sqlite3.Connection) -> bool:
+            if con.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone() is None:
                 return False
-            self._con.execute(
-                "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)", (decision_id, outcome, value, time.time())
-            )
-        return True
+            con.execute("INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)", row)
+            return True
+
+        return bool(self._enqueue(op).result())
+
+    def ingest_feedback(self, rows: Sequence[FeedbackRow]) -> IngestResult:
+        """Store many feedback rows in one transaction, all or nothing; repeats of stored rows are skipped.
+
+        Raises:
+            UnknownDecisions: some rows name decision ids the log never issued (nothing is stored).
+        """
+        now = time.time()
+        values = [(r.decision_id, r.outcome, _finite(r.value), float(r.ts if r.ts is not None else now)) for r in rows]
+
+        def op(con: sqlite3.Connection) -> IngestResult | UnknownDecisions:
+            con.execute("CREATE TEMP TABLE IF NOT EXISTS ingest_ids (pos INTEGER PRIMARY KEY, decision_id TEXT)")
+            con.execute("DELETE FROM ingest_ids")
+            con.executemany("INSERT INTO ingest_ids VALUES (?, ?)", ((i, v[0]) for i, v in enumerate(values)))
+            unknown = con.execute(
+                "SELECT pos, decision_id FROM ingest_ids i WHERE NOT EXISTS "
+                "(SELECT 1 FROM decisions d WHERE d.decision_id = i.decision_id) ORDER BY pos"
+            ).fetchall()
+            con.execute("DELETE FROM ingest_ids")
+            if unknown:
+                return UnknownDecisions([u[1] for u in unknown], [u[0] for u in unknown])
+            before = con.total_changes
+            con.executemany("INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)", values)
+            inserted = con.total_changes - before
+            return IngestResult(inserted=inserted, duplicates=len(values) - inserted)
+
+        result = self._enqueue(op).result()
+        if isinstance(result, UnknownDecisions):
+            raise result
+        return result
+
+    # --- reading for the report --------------------------------------------------------------------------
+    def experiment_rows(self, experiment: str) -> list[dict[str, Any]]:
+        """Every decision of an experiment (shadow included) with its feedback as a list of dicts."""
+        with self._read_lock:
+            decisions = self._read_con.execute(
+                "SELECT decision_id, ts, customer_id, variant, propensity, offer_id, shadow, pre_value "
+                "FROM decisions WHERE experiment = ? ORDER BY ts",
+                (experiment,),
+            ).fetchall()
+            feedback = self._read_con.execute(
+                "SELECT f.decision_id, f.outcome, f.value, f.ts FROM feedback f JOIN decisions d "
+                "ON d.decision_id = f.decision_id WHERE d.experiment = ?",
+                (experiment,),
+            ).fetchall()
+        by_decision: dict[str, list[dict[str, Any]]] = {}
+        for decision_id, outcome, value, ts in feedback:
+            by_decision.setdefault(decision_id, []).append({"outcome": outcome, "value": value, "ts": ts})
+        keys = ("decision_id", "ts", "customer_id", "variant", "propensity", "offer_id", "shadow", "pre_value")
+        out = []
+        for row in decisions:
+            item = dict(zip(keys, row, strict=True))
+            item["shadow"] = bool(item["shadow"])
+            item["feedback"] = by_decision.get(item["decision_id"], [])
+            out.append(item)
+        return out
+
+    def count(self) -> int:
+        """Number of stored decisions."""
+        with self._read_lock:
+            return int(self._read_con.execute("SELECT count(*) FROM decisions").fetchall()[0][0])
 
     def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._con.close()
+        """Commit what is queued, stop the writer thread and close the connections."""
+        if self._writer.is_alive():
+            self._queue.put(_STOP)
+            self._writer.join()
+        with self._read_lock:
+            self._read_con.close()
+        self._write_con.close()

@@ -13,10 +13,12 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from features.settings import Settings
+from serving.experiments import ExperimentError, experiments_path, load_experiments
 from serving.runtime import MANIFEST_FILE, MODELS
 
 log = logging.getLogger(__name__)
@@ -51,10 +53,74 @@ def _fetch(client: Any, name: str, version: int, target: Path) -> Path:
     return path.resolve()
 
 
+def _known_paths(previous: dict[str, Any] | None) -> dict[tuple[str, int], str]:
+    """(model, version) -> bundle path for everything the previous manifest had downloaded."""
+    if not previous:
+        return {}
+    entries = [{**(previous.get(name) or {}), "model": name} for name in MODELS]
+    for experiment in previous.get("experiments") or []:
+        for arm in [*(experiment.get("arms") or []), experiment.get("shadow") or {}]:
+            entries += list((arm.get("models") or {}).values())
+    return {
+        (e["model"], int(e["version"])): e["path"]
+        for e in entries
+        if e.get("version") and e.get("path") and Path(e["path"]).exists()
+    }
+
+
+def _bundle_entry(client: Any, cache: Path, name: str, ref: str, known: dict[tuple[str, int], str]) -> dict[str, Any]:
+    from training import registry
+
+    version = registry.resolve(client, name, ref)
+    path = known.get((name, version))
+    if path is None:
+        path = str(_fetch(client, name, version, cache / name / str(version)))
+        known[(name, version)] = path
+    return {"model": name, "version": version, "path": path}
+
+
+def _resolve_experiments(
+    settings: Settings, client: Any, cache: Path, known: dict[tuple[str, int], str]
+) -> list[dict[str, Any]]:
+    """The running experiments with every arm's bundles resolved and downloaded.
+
+    An experiment whose variants do not resolve (a missing alias, a bundle on another feature set) is listed with
+    an ``error`` and no arms; the service then answers with the champions and says so in its log.
+    """
+    try:
+        declared = load_experiments(experiments_path(settings.home))
+    except ExperimentError as exc:
+        log.error("ignoring experiments: %s", exc)
+        return []
+    out: list[dict[str, Any]] = []
+    for experiment in declared.running():
+        entry: dict[str, Any] = {
+            "name": experiment.name,
+            "model": experiment.model,
+            "holdout": experiment.holdout,
+            "outcome": experiment.outcome,
+            "arms": [],
+            "shadow": None,
+        }
+        try:
+            for variant in experiment.variants:
+                models = {m: _bundle_entry(client, cache, m, variant.ref, known) for m in experiment.models}
+                entry["arms"].append({"name": variant.ref, "share": variant.share, "models": models})
+            if experiment.shadow:
+                models = {m: _bundle_entry(client, cache, m, experiment.shadow, known) for m in experiment.models}
+                entry["shadow"] = {"name": experiment.shadow, "models": models}
+        except Exception as exc:
+            log.error("experiment %r not served: %s", experiment.name, exc)
+            entry = {"name": experiment.name, "model": experiment.model, "error": str(exc)}
+        out.append(entry)
+    return out
+
+
 def _resolve(settings: Settings, client: Any, previous: dict[str, Any] | None) -> dict[str, Any]:
     from training import registry
 
     cache = Path(settings.home) / "models"
+    known = _known_paths(previous)
     manifest: dict[str, Any] = {}
     for name in MODELS:
         try:
@@ -62,11 +128,9 @@ def _resolve(settings: Settings, client: Any, previous: dict[str, Any] | None) -
         except ValueError as exc:
             manifest[name] = {"version": None, "path": None, "reason": str(exc)}
             continue
-        old = (previous or {}).get(name) or {}
-        if old.get("version") == version and old.get("path") and Path(old["path"]).exists():
-            manifest[name] = old
-            continue
-        manifest[name] = {"version": version, "path": str(_fetch(client, name, version, cache / name / str(version)))}
+        entry = _bundle_entry(client, cache, name, str(version), known)
+        manifest[name] = {"version": entry["version"], "path": entry["path"]}
+    manifest["experiments"] = _resolve_experiments(settings, client, cache, known)
     return manifest
 
 
@@ -97,23 +161,41 @@ def reload_interval(environ: dict[str, str] | None = None) -> float:
         return DEFAULT_RELOAD_SECONDS
 
 
-def watch_champions(settings: Settings, interval_s: float, stop_event: threading.Event) -> None:
-    """Re-resolve the champions every ``interval_s`` seconds until ``stop_event`` is set.
+def _file_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    The manifest is rewritten only when a version changed. A failing check (registry down, a new champion on
-    another feature set) is logged and the service keeps its current models.
+
+def watch_champions(settings: Settings, interval_s: float, stop_event: threading.Event) -> None:
+    """Re-resolve champions and experiments every ``interval_s`` seconds until ``stop_event`` is set.
+
+    ``experiments.yaml`` is also checked every second, so ``cxpredict ab start/stop`` (or an edit) takes effect
+    at once rather than at the next registry check. The manifest is rewritten only when something changed. A
+    failing check (registry down, a new champion on another feature set) is logged and the service keeps its
+    current models.
     """
     from training import registry
 
     path = manifest_path(settings)
+    declared = experiments_path(settings.home)
     client = registry.configure(settings)
-    while not stop_event.wait(interval_s):
+    seen = _file_key(declared)
+    due = time.monotonic() + interval_s
+    while not stop_event.wait(min(1.0, interval_s)):
+        key = _file_key(declared)
+        if time.monotonic() < due and key == seen:
+            continue
+        seen, due = key, time.monotonic() + interval_s
         try:
             current = json.loads(path.read_text()) if path.exists() else {}
             manifest = _resolve(settings, client, current)
-            versions = {k: (v or {}).get("version") for k, v in manifest.items()}
-            if versions != {k: (current.get(k) or {}).get("version") for k in MODELS}:
+            if json.dumps(manifest, sort_keys=True) != json.dumps(current, sort_keys=True):
                 write_manifest(path, manifest)
-                log.info("champions changed: %s", versions)
+                versions = {k: (manifest.get(k) or {}).get("version") for k in MODELS}
+                running = [e["name"] for e in manifest["experiments"] if "error" not in e]
+                log.info("serving manifest changed: champions %s, experiments %s", versions, running)
         except Exception as exc:
             log.error("champion check failed, keeping the current models: %s", exc)

@@ -15,10 +15,12 @@ import json
 import logging
 import math
 import os
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +29,21 @@ import numpy as np
 
 from features.definitions import feature_set_version
 from features.online_store import STORE_FILE, SQLiteOnlineStore, merge_overrides
+from features.schema import CONTROL_OFFER
 from features.scoring import Bundle, Encoder, FeatureSetMismatch, risk_band
 from features.settings import Settings
 from serving.decision_log import DECISIONS_FILE, DecisionLog, SQLiteDecisionLog
+from serving.experiments import HOLDOUT, assign
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "serving.json"
 MODELS: tuple[str, ...] = ("churn", "cltv", "next_best_offer")
 RELOAD_CHECK_SECONDS = 1.0
+#: Stored feature logged with every decision as the pre-period covariate of the A/B report (CUPED).
+PRE_VALUE_FEATURE = "monetary_365d"
+#: Requests whose shadow scoring may wait; beyond that the shadow skips them (counted in the metrics).
+SHADOW_BACKLOG = 10_000
 #: Largest magnitude a feature value may have: models read float32.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -77,7 +85,7 @@ class InvalidFeatures(ServingError):  # noqa: N818
 
 @dataclass(frozen=True)
 class Models:
-    """One consistent generation of loaded champions (swapped as a whole).
+    """One consistent set of loaded bundles: the champions, or one arm of an experiment.
 
     Attributes:
         bundles: Loaded bundles by model name (absent models are missing).
@@ -88,6 +96,7 @@ class Models:
         numeric: Known numeric input columns (for validating overrides).
         categorical: Known string attribute columns.
         key: The manifest file identity the generation was loaded from.
+        experiments: Running experiments (only on the champions' generation).
     """
 
     bundles: dict[str, Bundle]
@@ -98,6 +107,32 @@ class Models:
     numeric: frozenset[str]
     categorical: frozenset[str]
     key: tuple[int, int, int] | None = None
+    experiments: tuple[LiveExperiment, ...] = ()
+
+
+@dataclass(frozen=True)
+class LiveExperiment:
+    """A running experiment as the worker routes it.
+
+    Attributes:
+        name: Experiment name (salts the assignment hash).
+        target: ``churn``, ``cltv``, ``next_best_offer`` or ``personalize``.
+        parts: The models the variants swap.
+        arms: ``(arm, share)`` in assignment order (holdout first when it has a share).
+        arm_models: The full model set each arm answers with (the holdout answers with the champions).
+        shadow: The shadow variant's name and model set, if one is declared.
+    """
+
+    name: str
+    target: str
+    parts: tuple[str, ...]
+    arms: tuple[tuple[str, float], ...]
+    arm_models: dict[str, Models]
+    shadow: tuple[str, Models] | None = None
+
+    def covers(self, parts: Sequence[str]) -> bool:
+        """Whether a request for ``parts`` is part of this experiment."""
+        return any(p in self.parts for p in parts)
 
 
 @dataclass
@@ -135,41 +170,27 @@ def _file_key(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def load_models(manifest_path: Path) -> Models:
-    """Load every bundle the manifest names.
+def _load_bundle(name: str, entry: Mapping[str, Any], base: Path, cache: dict[Path, Bundle]) -> Bundle:
+    path = Path(entry["path"])
+    if not path.is_absolute():
+        path = base / path
+    if path in cache:
+        return cache[path]
+    try:
+        bundle = Bundle.load(path)
+    except FeatureSetMismatch as exc:
+        raise StartupError(f"cannot serve '{name}' version {entry.get('version')}: {exc}") from exc
+    except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
+        raise StartupError(f"cannot load '{name}' bundle at {path}: {exc!r}") from exc
+    if bundle.kind != name:
+        raise StartupError(f"bundle at {path} is a '{bundle.kind}' model, but the manifest lists it as '{name}'")
+    cache[path] = bundle
+    return bundle
 
-    Raises:
-        StartupError: a bundle is missing, of the wrong kind or trained on another feature set, or no model at all
-            is available.
-    """
-    manifest_path = Path(manifest_path)
-    key = _file_key(manifest_path)
-    manifest = read_manifest(manifest_path)
-    bundles: dict[str, Bundle] = {}
-    versions: dict[str, int] = {}
-    absent: dict[str, str] = {}
-    for name in MODELS:
-        entry = manifest.get(name) or {}
-        if not entry.get("path"):
-            absent[name] = entry.get("reason") or f"no '{name}' model has the champion alias"
-            continue
-        path = Path(entry["path"])
-        if not path.is_absolute():
-            path = manifest_path.parent / path
-        try:
-            bundle = Bundle.load(path)
-        except FeatureSetMismatch as exc:
-            raise StartupError(f"cannot serve '{name}' version {entry.get('version')}: {exc}") from exc
-        except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
-            raise StartupError(f"cannot load '{name}' bundle at {path}: {exc!r}") from exc
-        if bundle.kind != name:
-            raise StartupError(f"bundle at {path} is a '{bundle.kind}' model, but the manifest lists it as '{name}'")
-        bundles[name] = bundle
-        versions[name] = int(entry.get("version") or 0)
-    if not bundles:
-        raise StartupError(
-            f"no model to serve: {manifest_path} names no champion; train first (`cxpredict train` or `cxpredict demo`)"
-        )
+
+def _assemble(
+    bundles: dict[str, Bundle], versions: dict[str, int], absent: dict[str, str], key: tuple[int, int, int] | None
+) -> Models:
     encoders: list[Encoder] = []
     signatures: list[str] = []
     encoder_of: dict[str, int] = {}
@@ -182,6 +203,79 @@ def load_models(manifest_path: Path) -> Models:
     categorical = frozenset(c for enc in encoders for c in enc.categories)
     numeric = frozenset(c for enc in encoders for c in enc.columns if c not in categorical)
     return Models(bundles, versions, absent, encoders, encoder_of, numeric, categorical, key)
+
+
+def _arm_models(champions: Models, entries: Mapping[str, Any], base: Path, cache: dict[Path, Bundle]) -> Models:
+    """The champions with the experiment's models replaced by one arm's versions."""
+    bundles, versions, absent = dict(champions.bundles), dict(champions.versions), dict(champions.absent)
+    for name, entry in entries.items():
+        if name not in MODELS:
+            raise StartupError(f"experiment arm names unknown model {name!r}")
+        bundles[name] = _load_bundle(name, entry, base, cache)
+        versions[name] = int(entry.get("version") or 0)
+        absent.pop(name, None)
+    return _assemble(bundles, versions, absent, champions.key)
+
+
+def _load_experiments(
+    manifest: Mapping[str, Any], champions: Models, base: Path, cache: dict[Path, Bundle]
+) -> tuple[LiveExperiment, ...]:
+    live = []
+    for entry in manifest.get("experiments") or []:
+        if entry.get("error"):
+            log.error("experiment %r is not routed: %s", entry.get("name"), entry["error"])
+            continue
+        arms: list[tuple[str, float]] = []
+        arm_models: dict[str, Models] = {}
+        holdout = float(entry.get("holdout") or 0.0)
+        if holdout > 0:
+            arms.append((HOLDOUT, holdout))
+            arm_models[HOLDOUT] = champions
+        for arm in entry.get("arms") or []:
+            arms.append((str(arm["name"]), float(arm["share"])))
+            arm_models[str(arm["name"])] = _arm_models(champions, arm["models"], base, cache)
+        shadow = entry.get("shadow")
+        live.append(
+            LiveExperiment(
+                name=str(entry["name"]),
+                target=str(entry["model"]),
+                parts=tuple(MODELS) if entry["model"] == "personalize" else (str(entry["model"]),),
+                arms=tuple(arms),
+                arm_models=arm_models,
+                shadow=(str(shadow["name"]), _arm_models(champions, shadow["models"], base, cache)) if shadow else None,
+            )
+        )
+    return tuple(live)
+
+
+def load_models(manifest_path: Path) -> Models:
+    """Load every bundle the manifest names: the champions and the arms of running experiments.
+
+    Raises:
+        StartupError: a bundle is missing, of the wrong kind or trained on another feature set, or no model at all
+            is available.
+    """
+    manifest_path = Path(manifest_path)
+    key = _file_key(manifest_path)
+    manifest = read_manifest(manifest_path)
+    cache: dict[Path, Bundle] = {}
+    bundles: dict[str, Bundle] = {}
+    versions: dict[str, int] = {}
+    absent: dict[str, str] = {}
+    for name in MODELS:
+        entry = manifest.get(name) or {}
+        if not entry.get("path"):
+            absent[name] = entry.get("reason") or f"no '{name}' model has the champion alias"
+            continue
+        bundles[name] = _load_bundle(name, entry, manifest_path.parent, cache)
+        versions[name] = int(entry.get("version") or 0)
+    if not bundles:
+        raise StartupError(
+            f"no model to serve: {manifest_path} names no champion; train first (`cxpredict train` or `cxpredict demo`)"
+        )
+    champions = _assemble(bundles, versions, absent, key)
+    experiments = _load_experiments(manifest, champions, manifest_path.parent, cache)
+    return dataclasses.replace(champions, experiments=experiments)
 
 
 def load_api_keys(settings: Settings) -> tuple[str, ...]:
@@ -207,6 +301,67 @@ def load_api_keys(settings: Settings) -> tuple[str, ...]:
 def _float(value: Any) -> float | None:
     value = float(value)
     return None if math.isnan(value) or math.isinf(value) else value
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Where one request goes: no experiment, or an experiment's arm and the share it was drawn with."""
+
+    experiment: LiveExperiment | None
+    arm: str | None
+    share: float
+
+    @property
+    def key(self) -> tuple[str | None, str | None]:
+        return (self.experiment.name if self.experiment else None, self.arm)
+
+    @property
+    def holdout(self) -> bool:
+        return self.arm == HOLDOUT
+
+    def models(self, champions: Models) -> Models:
+        if self.experiment is None or self.arm is None:
+            return champions
+        return self.experiment.arm_models.get(self.arm, champions)
+
+    def info(self) -> dict[str, Any] | None:
+        if self.experiment is None:
+            return None
+        return {"name": self.experiment.name, "variant": self.arm, "holdout": self.holdout}
+
+
+def _record(
+    answer: Mapping[str, Any],
+    row: Mapping[str, Any],
+    route: _Route,
+    endpoint: str,
+    context: Mapping[str, Any],
+    ts: float,
+) -> dict[str, Any]:
+    """The decision-log record of one answer: the answer plus routing, propensity, offer shown and covariate."""
+    offer = answer.get("next_best_offer")
+    if offer is None:
+        shown = None
+    elif offer.get("holdout") or not offer.get("available"):
+        shown = CONTROL_OFFER
+    else:
+        shown = offer.get("offer_id")
+    return {
+        **answer,
+        "endpoint": endpoint,
+        "context": dict(context),
+        "ts": ts,
+        # The served policy is deterministic given the arm, so the probability of this decision is the arm's share.
+        "propensity": route.share,
+        "offer_id": shown,
+        "pre_value": row.get(PRE_VALUE_FEATURE),
+    }
+
+
+def _done_future() -> Future[None]:
+    future: Future[None] = Future()
+    future.set_result(None)
+    return future
 
 
 class Runtime:
@@ -235,6 +390,12 @@ class Runtime:
         self.decisions: DecisionLog = decision_log or SQLiteDecisionLog(Path(settings.home) / DECISIONS_FILE)
         self.reloads = 0
         self.reload_errors = 0
+        self.shadow_scored = 0
+        self.shadow_dropped = 0
+        self.shadow_errors = 0
+        self._shadow_queue: queue.Queue[Any] = queue.Queue(maxsize=SHADOW_BACKLOG)
+        self._shadow_lock = threading.Lock()
+        self._shadow_thread: threading.Thread | None = None
         self._last_check = time.monotonic()
         self._reload_lock = threading.Lock()
 
@@ -392,27 +553,145 @@ class Runtime:
                     }
         return out
 
-    def _answer(
-        self, models: Models, customer_id: str, scored: dict[str, Any], parts: Sequence[str], as_of: str | None
-    ) -> dict[str, Any]:
-        return {
-            "customer_id": customer_id,
-            **scored,
-            "model_versions": {p: models.versions[p] for p in parts if p in models.versions},
-            "decision_id": uuid.uuid4().hex,
-            "as_of": as_of,
-            "experiment": None,
-        }
+    def _route(self, models: Models, customer_id: str, parts: Sequence[str]) -> _Route:
+        for experiment in models.experiments:
+            if experiment.covers(parts):
+                arm, share = assign(experiment.name, customer_id, experiment.arms)
+                return _Route(experiment, arm, share)
+        return _Route(None, None, 1.0)
 
-    def personalize(
+    def _decide(
+        self,
+        models: Models,
+        items: Sequence[tuple[str, dict[str, Any], str | None]],
+        parts: Sequence[str],
+        endpoint: str,
+        context: Mapping[str, Any],
+    ) -> tuple[list[dict[str, Any]], Future[None]]:
+        """Route, score and log ``(customer_id, feature row, as_of)`` items; answers in input order.
+
+        Returns:
+            The answers and a future that completes once their decisions are durable in the log.
+        """
+        routes = [self._route(models, cid, parts) for cid, _, _ in items]
+        groups: dict[tuple[str | None, str | None], list[int]] = {}
+        for i, route in enumerate(routes):
+            groups.setdefault(route.key, []).append(i)
+        scored: list[dict[str, Any]] = [{} for _ in items]
+        for indices in groups.values():
+            route = routes[indices[0]]
+            arm_models = route.models(models)
+            # The holdout gets no offer, so its offer model is not even run.
+            arm_parts = [p for p in parts if not (route.holdout and p == "next_best_offer")]
+            for i, out in zip(indices, self._score(arm_models, [items[i][1] for i in indices], arm_parts), strict=True):
+                scored[i] = out
+        now = time.time()
+        answers: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
+        for (cid, row, as_of), route, out in zip(items, routes, scored, strict=True):
+            if route.holdout and "next_best_offer" in parts:
+                out["next_best_offer"] = {
+                    "available": False,
+                    "holdout": True,
+                    "reason": f"in the holdout of experiment {route.experiment.name!r}: show no offer",  # type: ignore[union-attr]
+                }
+            arm_models = route.models(models)
+            answer = {
+                "customer_id": cid,
+                **{p: out[p] for p in parts},
+                "model_versions": {p: arm_models.versions[p] for p in parts if p in arm_models.versions},
+                "decision_id": uuid.uuid4().hex,
+                "as_of": as_of,
+                "experiment": route.info(),
+            }
+            answers.append(answer)
+            records.append(_record(answer, row, route, endpoint, context, now))
+        ack = self.decisions.submit(records)
+        self._queue_shadow(models, items, routes, answers, parts, endpoint, context)
+        return answers, ack
+
+    def _queue_shadow(
+        self,
+        models: Models,
+        items: Sequence[tuple[str, dict[str, Any], str | None]],
+        routes: Sequence[_Route],
+        answers: Sequence[dict[str, Any]],
+        parts: Sequence[str],
+        endpoint: str,
+        context: Mapping[str, Any],
+    ) -> None:
+        jobs = [
+            (items[i], answers[i]["decision_id"], route)
+            for i, route in enumerate(routes)
+            if route.experiment is not None and route.experiment.shadow is not None
+        ]
+        if not jobs:
+            return
+        try:
+            self._shadow_queue.put_nowait((jobs, tuple(parts), endpoint, dict(context)))
+        except queue.Full:
+            # The shadow must never slow the served traffic down: when it falls behind, it skips and says so.
+            self.shadow_dropped += len(jobs)
+            return
+        self._ensure_shadow_worker()
+
+    def _ensure_shadow_worker(self) -> None:
+        with self._shadow_lock:
+            if self._shadow_thread is None or not self._shadow_thread.is_alive():
+                self._shadow_thread = threading.Thread(target=self._shadow_loop, name="cxpredict-shadow", daemon=True)
+                self._shadow_thread.start()
+
+    def _shadow_loop(self) -> None:
+        while True:
+            jobs, parts, endpoint, context = self._shadow_queue.get()
+            try:
+                self._score_shadow(jobs, parts, endpoint, context)
+            except Exception:
+                self.shadow_errors += len(jobs)
+                log.exception("shadow scoring failed")
+            finally:
+                self._shadow_queue.task_done()
+
+    def _score_shadow(
+        self, jobs: Sequence[tuple[Any, str, _Route]], parts: Sequence[str], endpoint: str, context: Mapping[str, Any]
+    ) -> None:
+        experiment = jobs[0][2].experiment
+        assert experiment is not None and experiment.shadow is not None
+        name, shadow_models = experiment.shadow
+        rows = [job[0][1] for job in jobs]
+        outs = self._score(shadow_models, rows, parts)
+        now = time.time()
+        records = []
+        for ((cid, row, as_of), served_id, _), out in zip(jobs, outs, strict=True):
+            answer = {
+                "customer_id": cid,
+                **out,
+                "model_versions": {p: shadow_models.versions[p] for p in parts if p in shadow_models.versions},
+                "decision_id": uuid.uuid4().hex,
+                "as_of": as_of,
+                "experiment": {"name": experiment.name, "variant": name, "holdout": False},
+                "served_decision_id": served_id,
+            }
+            shadow_route = _Route(experiment, name, 0.0)
+            records.append({**_record(answer, row, shadow_route, endpoint, context, now), "shadow": True})
+        self.decisions.submit(records).result()
+        self.shadow_scored += len(records)
+
+    def wait_for_shadow(self) -> None:
+        """Block until every queued shadow scoring is logged (tests and shutdown)."""
+        self._shadow_queue.join()
+
+    def decide_one(
         self,
         customer_id: str,
         context: Mapping[str, Any] | None = None,
         overrides: Mapping[str, Any] | None = None,
         parts: Sequence[str] = MODELS,
         endpoint: str = "personalize",
-    ) -> dict[str, Any]:
-        """Answer for one customer: the stored row merged with ``overrides``, scored by the requested models.
+    ) -> tuple[dict[str, Any], Future[None]]:
+        """Answer for one customer without waiting for the log: the answer and its durability future.
+
+        The caller must not send the answer before the future completed (see :meth:`personalize`).
 
         Raises:
             UnknownCustomer: the id is not stored and no ``overrides`` were given.
@@ -428,23 +707,47 @@ class Runtime:
                 "to score it anyway (cold start)"
             )
         row = merge_overrides(stored, overrides)
-        scored = self._score(models, [row], parts)[0]
-        answer = self._answer(models, customer_id, scored, parts, self._store.as_of if stored is not None else None)
-        self.decisions.record({**answer, "endpoint": endpoint, "context": dict(context or {}), "ts": time.time()})
+        as_of = self._store.as_of if stored is not None else None
+        answers, ack = self._decide(models, [(customer_id, row, as_of)], parts, endpoint, context or {})
+        return answers[0], ack
+
+    def personalize(
+        self,
+        customer_id: str,
+        context: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        parts: Sequence[str] = MODELS,
+        endpoint: str = "personalize",
+    ) -> dict[str, Any]:
+        """Answer for one customer (the stored row merged with ``overrides``), returned once it is logged.
+
+        Raises:
+            UnknownCustomer: the id is not stored and no ``overrides`` were given.
+            InvalidFeatures: ``overrides`` names unknown features or has wrong value types.
+        """
+        answer, ack = self.decide_one(customer_id, context, overrides, parts, endpoint)
+        ack.result()
         return answer
 
-    def personalize_many(self, customer_ids: Sequence[str], parts: Sequence[str] = MODELS) -> list[dict[str, Any]]:
-        """Answers for known customers in request order; unknown ids get an ``unknown_customer`` entry."""
+    def decide_many(
+        self, customer_ids: Sequence[str], parts: Sequence[str] = MODELS
+    ) -> tuple[list[dict[str, Any]], Future[None]]:
+        """Answers for known customers in request order (unknown ids get an ``unknown_customer`` entry).
+
+        Returns:
+            The answers and a future that completes once their decisions are durable.
+        """
         models = self.models
         stored = self.store.get_many(customer_ids)
-        known = [cid for cid in customer_ids if cid in stored]
-        scored = iter(self._score(models, [stored[cid] for cid in known], parts)) if known else iter(())
         as_of = self._store.as_of
+        items = [(cid, stored[cid], as_of) for cid in customer_ids if cid in stored]
+        answers, ack = self._decide(models, items, parts, "personalize/batch", {}) if items else ([], _done_future())
+        known = iter(answers)
         results: list[dict[str, Any]] = []
-        decisions: list[dict[str, Any]] = []
-        now = time.time()
         for cid in customer_ids:
-            if cid not in stored:
+            if cid in stored:
+                results.append(next(known))
+            else:
                 results.append(
                     {
                         "customer_id": cid,
@@ -453,12 +756,12 @@ class Runtime:
                         "POST /v1/personalize and its `features`",
                     }
                 )
-                continue
-            answer = self._answer(models, cid, next(scored), parts, as_of)
-            results.append(answer)
-            decisions.append({**answer, "endpoint": "personalize/batch", "context": {}, "ts": now})
-        if decisions:
-            self.decisions.record_many(decisions)
+        return results, ack
+
+    def personalize_many(self, customer_ids: Sequence[str], parts: Sequence[str] = MODELS) -> list[dict[str, Any]]:
+        """Answers for known customers in request order, returned once logged."""
+        results, ack = self.decide_many(customer_ids, parts)
+        ack.result()
         return results
 
     def feedback(self, decision_id: str, outcome: str, value: float | None) -> bool:
@@ -493,6 +796,15 @@ class Runtime:
             "# HELP cxpredict_model_reload_errors_total Manifests that failed to load.",
             "# TYPE cxpredict_model_reload_errors_total counter",
             f"cxpredict_model_reload_errors_total {self.reload_errors}",
+            "# HELP cxpredict_shadow_decisions_total Shadow-variant decisions scored and logged.",
+            "# TYPE cxpredict_shadow_decisions_total counter",
+            f"cxpredict_shadow_decisions_total {self.shadow_scored}",
+            "# HELP cxpredict_shadow_skipped_total Requests the shadow variant skipped (backlog full) or failed on.",
+            "# TYPE cxpredict_shadow_skipped_total counter",
+            f"cxpredict_shadow_skipped_total {self.shadow_dropped + self.shadow_errors}",
+            "# HELP cxpredict_experiments_running Experiments routing traffic.",
+            "# TYPE cxpredict_experiments_running gauge",
+            f"cxpredict_experiments_running {len(self.models.experiments)}",
             "# HELP cxpredict_online_store_customers Customers in the current online store generation.",
             "# TYPE cxpredict_online_store_customers gauge",
             f"cxpredict_online_store_customers {self._store.meta.get('customers') or 0}",

@@ -117,6 +117,15 @@ class NextBestOfferPart(BaseModel):
     ranking: list[OfferScore] = Field(default_factory=list)
     method: str | None = Field(default=None, description="uplift, or propensity when offers had no control arm")
     reason: str | None = None
+    holdout: bool = Field(default=False, description="the customer is in an experiment's holdout: show no offer")
+
+
+class ExperimentInfo(BaseModel):
+    """The experiment this answer belongs to and the customer's arm in it."""
+
+    name: str
+    variant: str = Field(description="the arm: a registry alias or version, or `holdout`")
+    holdout: bool = False
 
 
 class PersonalizeResponse(BaseModel):
@@ -158,7 +167,7 @@ class PersonalizeResponse(BaseModel):
                 "model_versions": {"churn": 3, "cltv": 2, "next_best_offer": 1},
                 "decision_id": "3f0c2a0b9d1e4f7a8b6c5d4e3f2a1b0c",
                 "as_of": "2024-04-01T00:00:00",
-                "experiment": None,
+                "experiment": {"name": "nbo-v4", "variant": "challenger", "holdout": False},
             }
         }
     )
@@ -170,7 +179,7 @@ class PersonalizeResponse(BaseModel):
     model_versions: dict[str, int]
     decision_id: str
     as_of: str | None = Field(description="cut-off of the stored features (null for a pure cold start)")
-    experiment: dict[str, Any] | None = None
+    experiment: ExperimentInfo | None = Field(default=None, description="set while an experiment covers the request")
 
 
 class BatchItemError(BaseModel):

@@ -21,6 +21,7 @@ series through the ``__metrics__`` hook.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -28,6 +29,7 @@ import os
 import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import Future
 from typing import Any
 
 # xgboost imports scikit-learn when it is installed, and scikit-learn imports pandas: about 1 s and tens of MB
@@ -87,6 +89,16 @@ async def _send_error(send: Send, status: int, error: str, detail: Any, headers:
     raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _after_logging(logged: Future[None], response: Response) -> Response:
+    """``response`` once its decisions are durable; a 503 if the log failed (the answer was never acknowledged)."""
+    try:
+        await asyncio.wrap_future(logged)
+    except Exception as exc:
+        log.error("decision log write failed: %r", exc)
+        return error_response(503, "decision_log_unavailable", "the decision could not be logged; retry the request")
+    return response
 
 
 class ApiGuard:
@@ -256,6 +268,9 @@ class CxPredict:
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self._stop.set()
+        close = getattr(self.runtime.decisions, "close", None)
+        if close is not None:
+            close()
 
     def __is_ready__(self) -> bool:
         """Ready once the runtime holds at least one model (always, after a successful start)."""
@@ -265,34 +280,34 @@ class CxPredict:
         """Append the service's own series to BentoML's Prometheus text."""
         return content + self.runtime.prometheus()
 
-    def _one(self, request: PersonalizeRequest, parts: tuple[str, ...], endpoint: str) -> Response:
+    async def _one(self, request: PersonalizeRequest, parts: tuple[str, ...], endpoint: str) -> Response:
         try:
-            answer = self.runtime.personalize(
+            answer, logged = self.runtime.decide_one(
                 request.customer_id, request.context, request.features, parts=parts, endpoint=endpoint
             )
         except ServingError as exc:
             return error_response(exc.status, exc.error, exc.detail)
-        return json_response(answer)
+        return await _after_logging(logged, json_response(answer))
 
     @bentoml.api(route="/v1/personalize", output_spec=PersonalizeResponse)
     async def personalize(self, request: PersonalizeRequest, /) -> Response:
         """Churn risk, value and next best offer for one customer, in one call."""
-        return self._one(request, MODELS, "personalize")
+        return await self._one(request, MODELS, "personalize")
 
     @bentoml.api(route="/v1/churn", output_spec=PersonalizeResponse)
     async def churn(self, request: PersonalizeRequest, /) -> Response:
         """Churn probability, risk band and reasons for one customer."""
-        return self._one(request, ("churn",), "churn")
+        return await self._one(request, ("churn",), "churn")
 
     @bentoml.api(route="/v1/cltv", output_spec=PersonalizeResponse)
     async def cltv(self, request: PersonalizeRequest, /) -> Response:
         """Predicted spend over the horizon and value over the CLTV horizon for one customer."""
-        return self._one(request, ("cltv",), "cltv")
+        return await self._one(request, ("cltv",), "cltv")
 
     @bentoml.api(route="/v1/next-best-offer", output_spec=PersonalizeResponse)
     async def next_best_offer(self, request: PersonalizeRequest, /) -> Response:
         """The eligible offer with the highest expected incremental value, with the full ranking."""
-        return self._one(request, ("next_best_offer",), "next_best_offer")
+        return await self._one(request, ("next_best_offer",), "next_best_offer")
 
     @bentoml.api(route="/v1/personalize/batch", output_spec=BatchResponse)
     async def personalize_batch(self, request: BatchRequest, /) -> Response:
@@ -303,13 +318,15 @@ class CxPredict:
                 "batch_too_large",
                 f"{len(request.customer_ids)} customer_ids sent; at most {MAX_BATCH} per call — split the batch",
             )
-        results = self.runtime.personalize_many(request.customer_ids)
-        return json_response({"results": results, "count": len(results)})
+        results, logged = self.runtime.decide_many(request.customer_ids)
+        return await _after_logging(logged, json_response({"results": results, "count": len(results)}))
 
     @bentoml.api(route="/v1/feedback", output_spec=FeedbackResponse)
     async def feedback(self, request: FeedbackRequest, /) -> Response:
         """Record what happened after a decision; sending the same outcome again changes nothing."""
-        if not self.runtime.feedback(request.decision_id, request.outcome, request.value):
+        # The log's writer thread does the (short) write; waiting for it off the event loop keeps other requests going.
+        recorded = await asyncio.to_thread(self.runtime.feedback, request.decision_id, request.outcome, request.value)
+        if not recorded:
             return error_response(
                 404, "unknown_decision", f"decision_id {request.decision_id!r} was not issued by this service"
             )

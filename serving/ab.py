@@ -1,0 +1,344 @@
+"""What the ``cxpredict ab`` commands do: declare experiments, load feedback in bulk, and build the report.
+
+The commands run beside the service (they share ``$CXPREDICT_HOME``): ``start``/``stop`` rewrite
+``experiments.yaml``, which ``cxpredict serve`` picks up within a second; ``ingest`` writes feedback into the
+same decision log the service writes to; ``report`` reads it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from features.settings import Settings
+from serving.decision_log import DECISIONS_FILE, FeedbackRow, IngestResult, SQLiteDecisionLog, UnknownDecisions
+from serving.experiments import (
+    TARGET_MODELS,
+    Experiment,
+    ExperimentError,
+    experiments_path,
+    load_experiments,
+    parse_variant,
+    start_experiment,
+    stop_experiment,
+)
+
+INGEST_COLUMNS = ("decision_id", "outcome")
+INGEST_OPTIONAL = ("value", "ts")
+
+
+def decision_log(settings: Settings) -> SQLiteDecisionLog:
+    """The decision log under ``$CXPREDICT_HOME`` (created empty when the service never ran)."""
+    return SQLiteDecisionLog(Path(settings.home) / DECISIONS_FILE)
+
+
+def check_variants_exist(settings: Settings, models: Sequence[str], refs: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Resolve every variant in the registry for every model it swaps.
+
+    Returns:
+        ``{ref: {model: version}}``.
+
+    Raises:
+        ExperimentError: a ref does not resolve for one of the models.
+    """
+    from training import registry
+
+    client = registry.configure(settings)
+    resolved: dict[str, dict[str, int]] = {}
+    for ref in refs:
+        resolved[ref] = {}
+        for model in models:
+            try:
+                version = registry.resolve(client, model, ref)
+                client.get_model_version(model, str(version))
+            except Exception as exc:
+                raise ExperimentError(
+                    f"variant {ref!r}: model '{model}' has no alias or version {ref!r} in the registry "
+                    f"({settings.tracking_uri})"
+                ) from exc
+            resolved[ref][model] = version
+    return resolved
+
+
+def start(
+    settings: Settings,
+    name: str,
+    model: str,
+    variant_specs: Sequence[str],
+    shadow: str | None = None,
+    holdout: float = 0.0,
+    outcome: str = "converted",
+) -> tuple[Experiment, dict[str, dict[str, int]]]:
+    """Validate, check against the registry, and write a running experiment.
+
+    Returns:
+        The experiment and the versions its variants resolve to now.
+
+    Raises:
+        ExperimentError: a malformed spec, shares that do not sum to one, a variant missing from the registry, or
+            a clash with another running experiment.
+    """
+    if not variant_specs:
+        raise ExperimentError("give at least one --variant ALIAS=SHARE (the first is the report's control)")
+    variants = [parse_variant(spec) for spec in variant_specs]
+    path = experiments_path(settings.home)
+    if model not in TARGET_MODELS:
+        raise ExperimentError(f"--model {model!r}: choose one of {', '.join(TARGET_MODELS)}")
+    # Validate the declaration before touching the registry, so a typo in the shares is reported first.
+    try:
+        Experiment(name=name, model=model, variants=variants, shadow=shadow, holdout=holdout, outcome=outcome)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ExperimentError(exc.errors(include_url=False)[0]["msg"]) from exc
+    models = TARGET_MODELS[model]
+    refs = [v.ref for v in variants] + ([shadow] if shadow else [])
+    resolved = check_variants_exist(settings, models, refs)
+    experiment = start_experiment(path, name, model, variants, shadow=shadow, holdout=holdout, outcome=outcome)
+    return experiment, resolved
+
+
+def stop(settings: Settings, name: str) -> Experiment:
+    """Stop a running experiment."""
+    return stop_experiment(experiments_path(settings.home), name)
+
+
+def list_experiments(settings: Settings) -> list[dict[str, Any]]:
+    """Every declared experiment with its state and the decisions logged for it so far."""
+    declared = load_experiments(experiments_path(settings.home))
+    counts: dict[str, tuple[int, int]] = {}
+    db = Path(settings.home) / DECISIONS_FILE
+    if db.exists() and declared.experiments:
+        log = decision_log(settings)
+        try:
+            for experiment in declared.experiments:
+                rows = log.experiment_rows(experiment.name)
+                served = [r for r in rows if not r["shadow"]]
+                counts[experiment.name] = (len(served), len({r["customer_id"] for r in served}))
+        finally:
+            log.close()
+    out = []
+    for e in declared.experiments:
+        decisions, customers = counts.get(e.name, (0, 0))
+        out.append(
+            {
+                "name": e.name,
+                "model": e.model,
+                "status": e.status,
+                "variants": ", ".join(f"{v.ref}={v.share:g}" for v in e.variants),
+                "holdout": e.holdout,
+                "shadow": e.shadow,
+                "started_at": e.started_at.isoformat() if e.started_at else None,
+                "stopped_at": e.stopped_at.isoformat() if e.stopped_at else None,
+                "decisions": decisions,
+                "customers": customers,
+            }
+        )
+    return out
+
+
+# --- bulk feedback ---------------------------------------------------------------------------------------
+def read_feedback_file(path: Path) -> list[FeedbackRow]:
+    """Read and validate a feedback file (CSV or Parquet): ``decision_id, outcome[, value][, ts]``.
+
+    ``ts`` may be epoch seconds or an ISO timestamp (UTC when no zone is given).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: an unreadable file, a missing column or bad values (the message names the file, column and rows).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"feedback file {path} not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix in (".csv", ".txt"):
+            frame = pd.read_csv(path, dtype={"decision_id": str, "outcome": str}, keep_default_na=False, na_values=[""])
+        else:
+            raise ValueError(f"{path}: unsupported format {suffix!r}; use .csv or .parquet")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
+        raise ValueError(f"{path}: cannot read it as {suffix.lstrip('.')}: {exc}") from exc
+    missing = [c for c in INGEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected decision_id, outcome[, value][, ts]")
+    extra = [c for c in frame.columns if c not in (*INGEST_COLUMNS, *INGEST_OPTIONAL)]
+    if extra:
+        raise ValueError(f"{path}: unexpected column(s) {extra}; expected decision_id, outcome[, value][, ts]")
+    if frame.empty:
+        raise ValueError(f"{path}: no rows")
+
+    def rows_where(mask: pd.Series) -> str:
+        bad = [int(i) + 1 for i in frame.index[mask.to_numpy()][:5]]
+        more = f" and {int(mask.sum()) - 5} more" if int(mask.sum()) > 5 else ""
+        return f"row(s) {bad}{more}"
+
+    for column in INGEST_COLUMNS:
+        text = frame[column].astype("string").str.strip()
+        empty = text.isna() | (text == "")
+        if empty.any():
+            raise ValueError(f"{path}: column {column!r} is empty in {rows_where(empty)} (rows counted from 1)")
+        frame[column] = text
+    too_long = (frame["decision_id"].str.len() > 64) | (frame["outcome"].str.len() > 64)
+    if too_long.any():
+        raise ValueError(f"{path}: decision_id or outcome over 64 characters in {rows_where(too_long)}")
+    values: list[float | None] = [None] * len(frame)
+    if "value" in frame.columns:
+        numeric = pd.to_numeric(frame["value"], errors="coerce")
+        bad = numeric.isna() & frame["value"].notna() | numeric.abs().eq(math.inf)
+        if bad.any():
+            raise ValueError(f"{path}: column 'value' is not a finite number in {rows_where(bad)}")
+        values = [None if pd.isna(v) else float(v) for v in numeric]
+    stamps: list[float | None] = [None] * len(frame)
+    if "ts" in frame.columns:
+        stamps = _parse_ts(frame["ts"], path, rows_where)
+    # Within one file the first record of a (decision, outcome) wins, as for repeated POSTs.
+    first = ~frame.duplicated(["decision_id", "outcome"], keep="first").to_numpy()
+    return [
+        FeedbackRow(decision_id=d, outcome=o, value=v, ts=t)
+        for d, o, v, t, keep in zip(frame["decision_id"], frame["outcome"], values, stamps, first, strict=True)
+        if keep
+    ]
+
+
+def _parse_ts(column: pd.Series, path: Path, rows_where: Any) -> list[float | None]:
+    numeric = pd.to_numeric(column, errors="coerce")
+    if numeric.notna().all():
+        return [float(v) for v in numeric]
+    parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
+    bad = parsed.isna() & column.notna()
+    if bad.any():
+        raise ValueError(f"{path}: column 'ts' is not a timestamp in {rows_where(bad)}")
+    return [None if pd.isna(t) else t.timestamp() for t in parsed]
+
+
+def ingest(settings: Settings, path: Path) -> IngestResult:
+    """Load a feedback file into the decision log, all or nothing.
+
+    Raises:
+        ValueError: the file is invalid, or names decision ids the log does not hold (nothing is stored).
+    """
+    rows = read_feedback_file(path)
+    log = decision_log(settings)
+    try:
+        return log.ingest_feedback(rows)
+    except UnknownDecisions as exc:
+        shown = ", ".join(repr(i) for i in exc.ids[:5]) + (f" and {len(exc.ids) - 5} more" if len(exc.ids) > 5 else "")
+        raise ValueError(
+            f"{path}: {len(exc.ids)} row(s) name decision ids this service never issued ({shown}); nothing was stored"
+        ) from None
+    finally:
+        log.close()
+
+
+# --- the report ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReportData:
+    """What the report is computed from.
+
+    Attributes:
+        experiment: The declaration.
+        units: One row per customer (see :func:`units_frame`).
+        shadow_decisions: Decisions the shadow variant logged.
+        switched: Customers logged under more than one arm (should be 0; assignment is deterministic).
+    """
+
+    experiment: Experiment
+    units: pd.DataFrame
+    shadow_decisions: int
+    switched: int
+
+
+def units_frame(rows: Sequence[dict[str, Any]], outcome: str) -> tuple[pd.DataFrame, int]:
+    """One row per customer from served decisions and their feedback.
+
+    Columns: ``customer_id, variant, first_ts, decisions, converted, value, pre_value``. A customer's arm is the
+    one of their first decision; ``converted`` is whether any of their decisions got ``outcome`` feedback, and
+    ``value`` the sum of its values.
+
+    Returns:
+        The frame and the number of customers seen under more than one arm.
+    """
+    units: dict[str, dict[str, Any]] = {}
+    arms: dict[str, set[str]] = {}
+    for row in rows:
+        if row["shadow"]:
+            continue
+        cid = row["customer_id"]
+        unit = units.get(cid)
+        if unit is None:
+            unit = units[cid] = {
+                "customer_id": cid,
+                "variant": row["variant"],
+                "first_ts": float(row["ts"]),
+                "decisions": 0,
+                "converted": 0,
+                "value": 0.0,
+                "pre_value": math.nan if row["pre_value"] is None else float(row["pre_value"]),
+            }
+        arms.setdefault(cid, set()).add(row["variant"])
+        unit["decisions"] += 1
+        for fb in row["feedback"]:
+            if fb["outcome"] == outcome:
+                unit["converted"] = 1
+                unit["value"] += float(fb["value"] or 0.0)
+    columns = ["customer_id", "variant", "first_ts", "decisions", "converted", "value", "pre_value"]
+    frame = pd.DataFrame(list(units.values()), columns=columns)
+    frame = frame.astype(
+        {"customer_id": str, "variant": str, "first_ts": float, "decisions": int, "converted": int, "value": float}
+    )
+    frame["pre_value"] = frame["pre_value"].astype(float)
+    return frame, sum(1 for s in arms.values() if len(s) > 1)
+
+
+def report_data(settings: Settings, name: str) -> ReportData:
+    """Gather an experiment's decisions and feedback.
+
+    Raises:
+        ExperimentError: no such experiment.
+    """
+    experiment = load_experiments(experiments_path(settings.home)).get(name)
+    db = Path(settings.home) / DECISIONS_FILE
+    rows: list[dict[str, Any]] = []
+    if db.exists():
+        log = decision_log(settings)
+        try:
+            rows = log.experiment_rows(name)
+        finally:
+            log.close()
+    units, switched = units_frame(rows, experiment.outcome)
+    return ReportData(experiment, units, sum(1 for r in rows if r["shadow"]), switched)
+
+
+def report(settings: Settings, name: str, html: Path | None = None) -> tuple[str, Path]:
+    """The experiment's result as terminal text, and the HTML report written to ``html``.
+
+    ``html`` defaults to ``$CXPREDICT_HOME/reports/<name>.html``.
+
+    Raises:
+        ExperimentError: no such experiment.
+        ValueError: nothing logged yet.
+    """
+    from serving.ab_report import format_text, write_html
+    from serving.ab_stats import analyze
+
+    data = report_data(settings, name)
+    experiment = data.experiment
+    if data.units.empty:
+        raise ValueError(f"experiment {name!r} has no logged decisions yet: send traffic through `cxpredict serve`")
+    result = analyze(data.units, dict(experiment.arms()), control=experiment.variants[0].ref)
+    text = format_text(result, name)
+    notes = [f"outcome analysed: {experiment.outcome!r}; control: {experiment.variants[0].ref!r}"]
+    if experiment.shadow:
+        notes.append(f"shadow variant {experiment.shadow!r}: {data.shadow_decisions} decisions scored and logged")
+    if data.switched:
+        notes.append(f"WARNING: {data.switched} customers were logged under more than one arm")
+    text = text.rstrip("\n") + "\n" + "\n".join(notes) + "\n"
+    target = Path(html) if html else Path(settings.home) / "reports" / f"{name}.html"
+    write_html(result, data.units, target, name)
+    return text, target
