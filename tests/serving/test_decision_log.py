@@ -1,0 +1,133 @@
+"""The decision log: group commit, feedback (single and bulk), schema upgrade, and the feedback file reader."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.settings import load_settings
+from serving import ab
+from serving.decision_log import FeedbackRow, SQLiteDecisionLog, UnknownDecisions
+
+
+def decision(i: int, **extra) -> dict:
+    return {"decision_id": f"d{i}", "customer_id": f"c{i % 7}", "model_versions": {"churn": 1}, **extra}
+
+
+def test_concurrent_submissions_are_all_committed_in_groups(tmp_path: Path) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+    futures = []
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        for j in range(250):
+            f = log.submit([decision(k * 1000 + j, experiment={"name": "e", "variant": "a"}, propensity=0.5)])
+            with lock:
+                futures.append(f)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for f in futures:
+        f.result(timeout=30)
+    assert log.count() == 2000
+    # Group commit: far fewer transactions than decisions.
+    assert log.commits < 2000
+    row = log.get("d1005")
+    assert row["variant"] == "a" and row["propensity"] == 0.5 and row["shadow"] is False
+    log.close()
+    # Another process (a fresh connection) sees everything that was acknowledged.
+    with sqlite3.connect(tmp_path / "d.sqlite") as con:
+        assert con.execute("SELECT count(*) FROM decisions").fetchall()[0][0] == 2000
+
+
+def test_feedback_is_idempotent_and_bulk_ingest_all_or_nothing(tmp_path: Path) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+    log.record_many([decision(i) for i in range(5)])
+    assert log.record_feedback("d0", "converted", 10.0)
+    assert log.record_feedback("d0", "converted", 99.0)  # a repeat is accepted and changes nothing
+    assert not log.record_feedback("nope", "converted", 1.0)
+    with pytest.raises(UnknownDecisions, match=r"row 1: 'x1'") as err:
+        log.ingest_feedback([FeedbackRow("d1", "converted", 5.0), FeedbackRow("x1", "converted", 1.0)])
+    assert err.value.ids == ["x1"]
+    assert log.get("d1")["feedback"] == []  # nothing from the failed batch was stored
+    result = log.ingest_feedback(
+        [FeedbackRow("d0", "converted", 1.0), FeedbackRow("d1", "converted", 5.0, ts=1_700_000_000.0)]
+    )
+    assert (result.inserted, result.duplicates) == (1, 1)
+    assert log.get("d0")["feedback"][0]["value"] == 10.0
+    assert log.get("d1")["feedback"] == [{"outcome": "converted", "value": 5.0, "ts": 1_700_000_000.0}]
+    log.close()
+
+
+def test_old_database_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "d.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute(
+            "CREATE TABLE decisions (decision_id TEXT PRIMARY KEY, ts REAL NOT NULL, customer_id TEXT NOT NULL, "
+            "endpoint TEXT NOT NULL, experiment TEXT, variant TEXT, model_versions TEXT NOT NULL, "
+            "context TEXT NOT NULL, outputs TEXT NOT NULL) WITHOUT ROWID"
+        )
+        con.execute("INSERT INTO decisions VALUES ('old', 1.0, 'c', 'personalize', NULL, NULL, '{}', '{}', '{}')")
+    log = SQLiteDecisionLog(path)
+    log.record(decision(1, offer_id="discount10", pre_value=12.5))
+    assert log.get("old")["offer_id"] is None
+    assert log.get("d1")["offer_id"] == "discount10" and log.get("d1")["pre_value"] == 12.5
+    log.close()
+
+
+def test_closed_log_refuses_writes(tmp_path: Path) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+    log.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        log.record(decision(1))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("decision_id,value\nd1,3\n", r"missing column\(s\) \['outcome'\]"),
+        ("decision_id,outcome,value\nd1,converted,abc\n", r"'value' is not a finite number in row\(s\) \[1\]"),
+        ("decision_id,outcome,ts\nd1,converted,yesterday-ish\n", r"'ts' is not a timestamp in row\(s\) \[1\]"),
+        ("decision_id,outcome\nd1,converted\n,converted\n", r"'decision_id' is empty in row\(s\) \[2\]"),
+        ("decision_id,outcome,colour\nd1,converted,red\n", "unexpected column"),
+        ("decision_id,outcome\n", "no rows"),
+    ],
+)
+def test_feedback_file_errors_name_file_column_and_row(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "fb.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as err:
+        ab.read_feedback_file(path)
+    assert "fb.csv" in str(err.value)
+
+
+def test_ingest_reads_csv_and_parquet_and_refuses_unknown_ids(tmp_path: Path) -> None:
+    settings = load_settings({"CXPREDICT_HOME": str(tmp_path / "home")})
+    log = ab.decision_log(settings)
+    log.record_many([decision(i) for i in range(3)])
+    log.close()
+    csv = tmp_path / "fb.csv"
+    csv.write_text(
+        "decision_id,outcome,value,ts\nd0,converted,12.5,2026-01-02T03:04:05Z\nd0,converted,1,\nd1,clicked,,\n"
+    )
+    assert ab.ingest(settings, csv) == ab.IngestResult(inserted=2, duplicates=0)
+    pq = tmp_path / "fb.parquet"
+    pd.DataFrame({"decision_id": ["d2", "d0"], "outcome": ["converted", "converted"], "value": [3.0, 4.0]}).to_parquet(
+        pq
+    )
+    assert ab.ingest(settings, pq) == ab.IngestResult(inserted=1, duplicates=1)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("decision_id,outcome\nd1,converted\nghost,converted\n")
+    with pytest.raises(ValueError, match=r"bad.csv: 1 row\(s\) name decision ids .*'ghost'.*nothing was stored"):
+        ab.ingest(settings, bad)
+    log = ab.decision_log(settings)
+    assert [f["outcome"] for f in log.get("d1")["feedback"]] == ["clicked"]
+    assert log.get("d0")["feedback"][0]["ts"] == pd.Timestamp("2026-01-02T03:04:05Z").timestamp()
+    log.close()
