@@ -101,14 +101,8 @@ class Server:
     log: Path
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("cxhome")
-    paths = build_bundles(home / "models" / "v1")
-    write_manifest(home, paths, {"churn": 1, "cltv": 1, "next_best_offer": 1})
-    customers = feature_frame(N_CUSTOMERS, seed=7)
-    customers.insert(0, "customer_id", [f"c{i}" for i in range(N_CUSTOMERS)])
-    write_store(home / "online", customers, AS_OF, feature_set_version())
+def launch(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """Start ``bentoml serve`` on ``home`` (own process group) and wait until it is ready."""
     port = free_port()
     env = {
         **os.environ,
@@ -117,7 +111,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "BENTOML_DO_NOT_TRACK": "true",
         "BENTOML_HOME": str(home / "bentoml"),
     }
-    log = home / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(ROOT / ".venv/bin/bentoml"), "serve", "serving.service:CxPredict", "--port", str(port)],
@@ -129,26 +122,52 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop(proc)
+            pytest.fail(f"server not ready after 60 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server started by :func:`launch` (SIGTERM, then SIGKILL)."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after 60 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def make_home(home: Path, n_customers: int = N_CUSTOMERS) -> pd.DataFrame:
+    """Bundles v1, manifest and online store under ``home``; returns the stored customers."""
+    paths = build_bundles(home / "models" / "v1")
+    write_manifest(home, paths, {"churn": 1, "cltv": 1, "next_best_offer": 1})
+    customers = feature_frame(n_customers, seed=7)
+    customers.insert(0, "customer_id", [f"c{i}" for i in range(n_customers)])
+    write_store(home / "online", customers, AS_OF, feature_set_version())
+    return customers
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("cxhome")
+    customers = make_home(home)
+    log = home / "server.log"
+    proc, url = launch(home, log)
+    try:
         yield Server(url=url, home=home, customers=customers, log=log)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture(scope="session")
