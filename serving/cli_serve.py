@@ -16,7 +16,7 @@ from pathlib import Path
 
 from features.settings import load_settings
 from serving.manifest import reload_interval, resolve_champions, watch_champions
-from serving.runtime import Runtime, StartupError
+from serving.runtime import MODELS, Runtime, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,13 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
     if close is not None:
         close()
     del probe
-    for name, entry in manifest.items():
+    for name in MODELS:
+        entry = manifest.get(name) or {}
         if entry.get("version") is None:
             log.warning("%s: not served (%s)", name, entry.get("reason"))
+    for experiment in manifest.get("experiments") or []:
+        if experiment.get("error"):
+            log.warning("experiment %s: not routed (%s)", experiment["name"], experiment["error"])
     stop = threading.Event()
     watcher = threading.Thread(
         target=watch_champions, args=(settings, reload_interval(), stop), name="cxpredict-champions", daemon=True

@@ -25,6 +25,8 @@ def test_resolve_and_watch_champions(tmp_path: Path, monkeypatch: pytest.MonkeyP
         {"CXPREDICT_HOME": str(tmp_path / "home"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     )
     client = registry.configure(settings)
+    # MLflow keeps the active experiment per process: select ours in this database, as `train` does.
+    registry.use_experiment()
     bundles = build_bundles(tmp_path / "b1")
     example = feature_frame(3)
     with mlflow.start_run():
