@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import xgboost as xgb
 
@@ -136,16 +137,28 @@ def launch(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
         time.sleep(0.2)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Stop a server started by :func:`launch` (SIGTERM, then SIGKILL)."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (BentoML's workers run in their own session, outside its group)."""
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server started by :func:`launch` (SIGTERM, then SIGKILL), workers included."""
+    tree = process_tree(proc.pid)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    for p in alive:
+        p.kill()
 
 
 def make_home(home: Path, n_customers: int = N_CUSTOMERS) -> pd.DataFrame:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 
-from tests.serving.conftest import API_KEY, launch, make_home, stop
+from tests.serving.conftest import API_KEY, launch, make_home, process_tree, stop
 
 
 def test_acknowledged_decisions_survive_sigkill_under_load(tmp_path: Path) -> None:
@@ -39,8 +38,13 @@ def test_acknowledged_decisions_survive_sigkill_under_load(tmp_path: Path) -> No
         for t in threads:
             t.start()
         time.sleep(3.0)
-        os.killpg(proc.pid, signal.SIGKILL)  # mid-load: requests are in flight
+        tree = process_tree(proc.pid)
+        assert len(tree) >= 2, "expected the BentoML arbiter and its worker"
+        # Mid-load, with requests in flight: the worker (which owns the decision log) and the arbiter die at once.
+        for p in reversed(tree):
+            p.kill()
         proc.wait(timeout=10)
+        psutil.wait_procs(tree, timeout=10)
     finally:
         halt.set()
         for t in threads:
