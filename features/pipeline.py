@@ -162,6 +162,8 @@ def write_frame(frame: pd.DataFrame, out: Path) -> None:
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
+        # mkstemp makes the file private (0600); an output table is meant to be read by the team's other tools.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

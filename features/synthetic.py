@@ -469,6 +469,7 @@ def write_dataset(tables: dict[str, pd.DataFrame], out: Path) -> None:
         os.close(fd)
         try:
             frame.to_parquet(tmp, index=False)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; data tables are shared
             os.replace(tmp, out / f"{name}.parquet")
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
