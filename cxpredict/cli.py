@@ -254,6 +254,7 @@ def demo_cmd(
 def serve_cmd(
     port: Annotated[int, typer.Option("--port", help="TCP port")] = 3000,
     host: Annotated[str, typer.Option("--host", help="interface to bind")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="worker processes (one per core)")] = 1,
 ) -> None:
     """Start the BentoML service on the registry's champion models and the online store."""
 
@@ -263,7 +264,7 @@ def serve_cmd(
         from serving.runtime import StartupError
 
         try:
-            serve(port, host)
+            serve(port, host, workers)
         except (StartupError, FeatureSetMismatch) as exc:
             raise UsageError(str(exc)) from exc
 

@@ -24,8 +24,14 @@ SERVICE = "serving.service:CxPredict"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def serve(port: int, host: str = "127.0.0.1") -> None:
+def serve(port: int, host: str = "127.0.0.1", workers: int = 1) -> None:
     """Serve the champions on ``host:port`` until interrupted (Ctrl-C stops everything cleanly).
+
+    Args:
+        port: TCP port.
+        host: Interface to bind.
+        workers: BentoML worker processes. Each holds its own models and decision-log writer (WAL lets them share
+            the file); the ``cxpredict_*`` series on ``/metrics`` are per worker.
 
     Raises:
         StartupError: no model, store or API key to serve with (the message says how to fix it).
@@ -57,6 +63,9 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
         "CXPREDICT_HOME": str(Path(settings.home).resolve()),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
+        "BENTOML_CONFIG_OPTIONS": " ".join(
+            o for o in (os.environ.get("BENTOML_CONFIG_OPTIONS", ""), f"services.cxpredict.workers={workers}") if o
+        ),
     }
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port), "--host", host]
     child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)

@@ -241,6 +241,9 @@ class _JsonErrors:
     name="cxpredict",
     traffic={"timeout": 10, "concurrency": 64},
     logging={"access": {"enabled": False}},
+    # Per-request OpenTelemetry spans cost about a quarter of the framework's time per request (measured in
+    # benchmarks/serving.py); /v1 answers are traced in the decision log instead.
+    tracing={"excluded_urls": ["/v1/"]},
     workers=1,
 )
 class CxPredict:
