@@ -131,3 +131,29 @@ def test_ingest_reads_csv_and_parquet_and_refuses_unknown_ids(tmp_path: Path) ->
     assert [f["outcome"] for f in log.get("d1")["feedback"]] == ["clicked"]
     assert log.get("d0")["feedback"][0]["ts"] == pd.Timestamp("2026-01-02T03:04:05Z").timestamp()
     log.close()
+
+
+def _write_from_another_process(path: str, start: int, n: int) -> None:
+    log = SQLiteDecisionLog(Path(path))
+    futures = [log.submit([decision(start + i)]) for i in range(n)]
+    for f in futures:
+        f.result(timeout=60)
+    log.close()
+
+
+def test_several_processes_write_the_same_log(tmp_path: Path) -> None:
+    """Like `cxpredict serve --workers N`: every worker process has its own writer on the one WAL file."""
+    import multiprocessing
+
+    path = tmp_path / "d.sqlite"
+    SQLiteDecisionLog(path).close()  # create the schema first, as the service's probe does
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_from_another_process, args=(str(path), k * 10_000, 400)) for k in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    log = SQLiteDecisionLog(path)
+    assert log.count() == 1200
+    log.close()
