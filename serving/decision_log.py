@@ -13,6 +13,7 @@ it: the service only calls the protocol's methods.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 DECISIONS_FILE = "decisions.sqlite"
 #: Most operations committed in one transaction by the writer thread.
 MAX_GROUP = 512
+#: Background (shadow) records per transaction.
+BACKGROUND_CHUNK = 16
+#: Seconds between WAL checkpoints (run off the writer thread).
+CHECKPOINT_SECONDS = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -124,8 +129,11 @@ class IngestResult:
 class DecisionLog(Protocol):
     """What the service (and the ``ab`` commands) need from a decision log."""
 
-    def submit(self, decisions: Sequence[Mapping[str, Any]]) -> Future[None]:
-        """Queue decisions; the future completes once they are durable (or fails with the write error)."""
+    def submit(self, decisions: Sequence[Mapping[str, Any]], background: bool = False) -> Future[None]:
+        """Queue decisions; the future completes once they are durable (or fails with the write error).
+
+        ``background`` records (shadow scores) must never delay the acknowledgement of served ones.
+        """
         ...
 
     def record(self, decision: Mapping[str, Any]) -> None:
@@ -210,11 +218,21 @@ class SQLiteDecisionLog:
             if column not in have:
                 self._write_con.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
         self._read_con = self._connect()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Served decisions (priority 0) always go before background records (1); the stop marker goes last (2).
+        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._seq = itertools.count()
         self.commits = 0
         self.write_errors = 0
+        # Checkpoints (copying the WAL back into the database) stalled a commit for 20-30 ms every few hundred
+        # rows; a separate thread runs them instead, so the writer — and the requests waiting on it — never does.
+        self._write_con.execute("PRAGMA wal_autocheckpoint=0")
+        self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="cxpredict-decision-log", daemon=True)
         self._writer.start()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="cxpredict-wal-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -223,27 +241,38 @@ class SQLiteDecisionLog:
         con.execute("PRAGMA busy_timeout=30000")
         return con
 
+    def _checkpoint_loop(self) -> None:
+        con = self._connect()
+        try:
+            while not self._stop.wait(CHECKPOINT_SECONDS):
+                try:
+                    # PASSIVE never waits for or blocks the writer; what it cannot copy now is copied next time.
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    log.warning("decision log checkpoint failed: %s", exc)
+        finally:
+            con.close()
+
     # --- the writer thread -------------------------------------------------------------------------------
     def _write_loop(self) -> None:
         con = self._write_con
         while True:
-            item = self._queue.get()
+            priority, _, item = self._queue.get()
             if item is _STOP:
                 return
             group = [item]
-            stop = False
-            while len(group) < MAX_GROUP:
+            # Background records go one operation per transaction, so a served decision never waits behind many.
+            limit = MAX_GROUP if priority == 0 else 1
+            while len(group) < limit:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
-                    stop = True
+                if nxt[0] != priority:
+                    self._queue.put(nxt)
                     break
-                group.append(nxt)
+                group.append(nxt[2])
             self._commit(con, group)
-            if stop:
-                return
 
     def _commit(self, con: sqlite3.Connection, group: list[tuple[_Op, Future[Any]]]) -> None:
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
@@ -275,19 +304,29 @@ class SQLiteDecisionLog:
             else:
                 future.set_exception(error)
 
-    def _enqueue(self, op: _Op) -> Future[Any]:
+    def _enqueue(self, op: _Op, priority: int = 0) -> Future[Any]:
         future: Future[Any] = Future()
         if not self._writer.is_alive():
             future.set_exception(RuntimeError(f"decision log {self.path} is closed"))
             return future
-        self._queue.put((op, future))
+        self._queue.put((priority, next(self._seq), (op, future)))
         return future
 
     # --- decisions ---------------------------------------------------------------------------------------
-    def submit(self, decisions: Sequence[Mapping[str, Any]]) -> Future[None]:
-        """Queue decisions for the next group commit; the future completes once they are durable."""
+    def submit(self, decisions: Sequence[Mapping[str, Any]], background: bool = False) -> Future[None]:
+        """Queue decisions for the next group commit; the future completes once they are durable.
+
+        Args:
+            decisions: The records.
+            background: Records nobody waits for (shadow scores): written in small transactions, only while no
+                served decision is waiting.
+        """
         rows = [_row(d) for d in decisions]
-        return self._enqueue(lambda con: con.executemany(_INSERT, rows) and None)
+        if not background:
+            return self._enqueue(lambda con: con.executemany(_INSERT, rows) and None)
+        chunks = [rows[i : i + BACKGROUND_CHUNK] for i in range(0, len(rows), BACKGROUND_CHUNK)] or [[]]
+        futures = [self._enqueue(lambda con, c=chunk: con.executemany(_INSERT, c) and None, 1) for chunk in chunks]
+        return futures[-1]
 
     def record(self, decision: Mapping[str, Any]) -> None:
         """Store one decision and wait until it is committed."""
@@ -396,8 +435,10 @@ class SQLiteDecisionLog:
     def close(self) -> None:
         """Commit what is queued, stop the writer thread and close the connections."""
         if self._writer.is_alive():
-            self._queue.put(_STOP)
+            self._queue.put((2, next(self._seq), _STOP))
             self._writer.join()
+        self._stop.set()
+        self._checkpointer.join()
         with self._read_lock:
             self._read_con.close()
         self._write_con.close()

@@ -696,7 +696,7 @@ class Runtime:
                     "served_decision_id": served_id,
                 }
                 records.append({**_record(answer, row, shadow_route, endpoint, context, now), "shadow": True})
-        self.decisions.submit(records).result()
+        self.decisions.submit(records, background=True).result()
         self.shadow_scored += len(records)
 
     def wait_for_shadow(self) -> None:

@@ -157,3 +157,17 @@ def test_several_processes_write_the_same_log(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(path)
     assert log.count() == 1200
     log.close()
+
+
+def test_served_decisions_jump_the_queue_of_background_records(tmp_path: Path) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+    order: list[str] = []
+    background = log.submit([decision(i, shadow=True) for i in range(2000)], background=True)
+    background.add_done_callback(lambda _: order.append("background"))
+    served = log.submit([decision(99_999)])
+    served.add_done_callback(lambda _: order.append("served"))
+    served.result(timeout=30)
+    background.result(timeout=60)
+    assert order == ["served", "background"]
+    assert log.count() == 2001
+    log.close()
