@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_mlflow_run_features_entry_point(tmp_path: Path) -> None:
     write_dataset(generate(SyntheticConfig(n_customers=200, seed=4)), tmp_path / "data")
     out = tmp_path / "f.parquet"
+    # Other tests in this process may have left MLflow variables behind (an experiment id of another database).
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env = {
-        **os.environ,
+        **inherited,
         "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "MLFLOW_DISABLE_TELEMETRY": "true",
