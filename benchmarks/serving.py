@@ -516,8 +516,8 @@ The servers run one after the other, never at the same time.
 {table(report["results"], report["verdict"]["by_configuration"], report["verdict"]["shadow_cost"])}
 
 Server CPU ms/req: user + system CPU time of all the server's processes during the measured run, divided by the
-requests answered. The CPU speed of this shared machine varies between runs (the same build has measured from 4
-to 9 ms of CPU per personalize request within an hour), so compare the two targets within one run, not across
+requests answered. The CPU speed of this shared machine varies between runs (runs of this command on the same
+day differed by up to 1.8x in server CPU per request), so compare the two targets within one run, not across
 runs.
 
 Targets (serving issue): personalize at least {RATIO_TARGET:g}x the bare service's requests/s, p99 under

@@ -19,7 +19,7 @@ from typing import Any
 
 from features.settings import Settings
 from serving.experiments import ExperimentError, experiments_path, load_experiments
-from serving.runtime import MANIFEST_FILE, MODELS
+from serving.runtime import MANIFEST_FILE, MODELS, file_key
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +161,6 @@ def reload_interval(environ: dict[str, str] | None = None) -> float:
         return DEFAULT_RELOAD_SECONDS
 
 
-def _file_key(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
 def watch_champions(settings: Settings, interval_s: float, stop_event: threading.Event) -> None:
     """Re-resolve champions and experiments every ``interval_s`` seconds until ``stop_event`` is set.
 
@@ -182,10 +174,10 @@ def watch_champions(settings: Settings, interval_s: float, stop_event: threading
     path = manifest_path(settings)
     declared = experiments_path(settings.home)
     client = registry.configure(settings)
-    seen = _file_key(declared)
+    seen = file_key(declared)
     due = time.monotonic() + interval_s
     while not stop_event.wait(min(1.0, interval_s)):
-        key = _file_key(declared)
+        key = file_key(declared)
         if time.monotonic() < due and key == seen:
             continue
         seen, due = key, time.monotonic() + interval_s

@@ -119,7 +119,6 @@ class LiveExperiment:
 
     Attributes:
         name: Experiment name (salts the assignment hash).
-        target: ``churn``, ``cltv``, ``next_best_offer`` or ``personalize``.
         parts: The models the variants swap.
         arms: ``(arm, share)`` in assignment order (holdout first when it has a share).
         arm_models: The full model set each arm answers with (the holdout answers with the champions).
@@ -127,7 +126,6 @@ class LiveExperiment:
     """
 
     name: str
-    target: str
     parts: tuple[str, ...]
     arms: tuple[tuple[str, float], ...]
     arm_models: dict[str, Models]
@@ -165,7 +163,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-def _file_key(path: Path) -> tuple[int, int, int] | None:
+def file_key(path: Path) -> tuple[int, int, int] | None:
+    """Identity of a file version (inode, mtime, size), or None when it does not exist."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -241,7 +240,6 @@ def _load_experiments(
         live.append(
             LiveExperiment(
                 name=str(entry["name"]),
-                target=str(entry["model"]),
                 parts=tuple(MODELS) if entry["model"] == "personalize" else (str(entry["model"]),),
                 arms=tuple(arms),
                 arm_models=arm_models,
@@ -259,7 +257,7 @@ def load_models(manifest_path: Path) -> Models:
             is available.
     """
     manifest_path = Path(manifest_path)
-    key = _file_key(manifest_path)
+    key = file_key(manifest_path)
     manifest = read_manifest(manifest_path)
     cache: dict[Path, Bundle] = {}
     bundles: dict[str, Bundle] = {}
@@ -404,7 +402,7 @@ class Runtime:
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def _refresh_store(self, strict: bool = False) -> None:
-        key = _file_key(self._store_path)
+        key = file_key(self._store_path)
         if key is None:
             if strict:
                 raise StartupError(
@@ -444,7 +442,7 @@ class Runtime:
                 self._refresh_store()
             except Exception:  # a half-written store must not stop the service
                 log.exception("could not read the online store metadata")
-            key = _file_key(self.manifest_path)
+            key = file_key(self.manifest_path)
             if key is None or key == self.models.key:
                 return False
             try:

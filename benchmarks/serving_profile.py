@@ -1,0 +1,101 @@
+"""Where one ``/v1/personalize`` answer spends its time inside the worker (no HTTP), on the demo models.
+
+Usage: python benchmarks/serving_profile.py [--customers 3000] [--calls 500] [--rounds 5]
+
+In a temporary directory: ``cxpredict demo``, the serving manifest, then a :class:`serving.runtime.Runtime` as the
+worker builds it. Each step is timed over ``--calls`` calls and the best of ``--rounds`` rounds is printed in
+milliseconds per call, next to XGBoost's public API for the same predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# This folder holds a `serving.py`: the repository must come first so `serving` is the package.
+sys.path.insert(0, str(REPO))
+
+
+def best_ms(fn: Callable[[], object], calls: int, rounds: int) -> float:
+    """Best of ``rounds`` mean times of ``calls`` calls, in milliseconds."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return 1000.0 * best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="cxpredict-profile-"))
+    try:
+        env = {
+            **os.environ,
+            "CXPREDICT_HOME": str(tmp / "home"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+            "CXPREDICT_API_KEYS": "profile-key",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+        demo = [sys.executable, "-m", "cxpredict.cli", "demo", "--data", str(tmp / "data")]
+        subprocess.run([*demo, "--customers", str(args.customers)], cwd=tmp, env=env, check=True, capture_output=True)
+        os.environ.update(env)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+        import numpy as np
+        import xgboost as xgb
+
+        from features.settings import load_settings
+        from serving.manifest import resolve_champions
+        from serving.runtime import MODELS, Runtime
+
+        settings = load_settings()
+        resolve_champions(settings)
+        rt = Runtime(settings)
+        cid = next(iter(rt.store.get_many([f"c{i:06d}" for i in range(1, 50)])))
+        row = rt.store.get(cid)
+        models = rt.models
+        churn, cltv, nbo = (models.bundles[m] for m in MODELS)
+        x = churn.encoder.encode_rows([row])
+        main_booster = churn.boosters["main"]
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("online store lookup", lambda: rt.store.get(cid)),
+            ("encode one row", lambda: churn.encoder.encode_rows([row])),
+            ("churn probability", lambda: churn.churn_probability(x)),
+            ("  same, XGBoost public API", lambda: main_booster.inplace_predict(x)),
+            ("churn reasons (SHAP)", lambda: churn.churn_reasons(x)),
+            (
+                "  same contributions, public API",
+                lambda: main_booster.predict(xgb.DMatrix(x, missing=np.nan, nthread=1), pred_contribs=True),
+            ),
+            ("cltv spend and value", lambda: cltv.spend(x)),
+            ("offer ranking", lambda: nbo.offer_scores(x, [row])),
+            ("all three models (Runtime._score)", lambda: rt._score(models, [row], MODELS)),
+            ("decide_one (+ route, record, queue)", lambda: rt.decide_one(cid)),
+            ("personalize (+ wait for the commit)", lambda: rt.personalize(cid)),
+        ]
+        print(f"{args.customers} demo customers, customer {cid}; best of {args.rounds} x {args.calls} calls")
+        print("| step | ms per call |\n|---|---:|")
+        for name, fn in steps:
+            print(f"| {name} | {best_ms(fn, args.calls, args.rounds):.3f} |", flush=True)
+        rt.decisions.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
