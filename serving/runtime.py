@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -304,6 +304,19 @@ def _float(value: Any) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
+class Item(NamedTuple):
+    """One customer to answer.
+
+    Fields: its id, the feature row to score, the store's as-of (``None`` for a cold start) and the caller's
+    context (logged with the decision).
+    """
+
+    customer_id: str
+    row: dict[str, Any]
+    as_of: str | None
+    context: Mapping[str, Any]
+
+
 @dataclass(frozen=True)
 class _Route:
     """Where one request goes: no experiment, or an experiment's arm and the share it was drawn with."""
@@ -562,19 +575,14 @@ class Runtime:
         return _Route(None, None, 1.0)
 
     def _decide(
-        self,
-        models: Models,
-        items: Sequence[tuple[str, dict[str, Any], str | None]],
-        parts: Sequence[str],
-        endpoint: str,
-        context: Mapping[str, Any],
+        self, models: Models, items: Sequence[Item], parts: Sequence[str], endpoint: str
     ) -> tuple[list[dict[str, Any]], Future[None]]:
-        """Route, score and log ``(customer_id, feature row, as_of)`` items; answers in input order.
+        """Route, score and log items; answers in input order.
 
         Returns:
             The answers and a future that completes once their decisions are durable in the log.
         """
-        routes = [self._route(models, cid, parts) for cid, _, _ in items]
+        routes = [self._route(models, item.customer_id, parts) for item in items]
         groups: dict[tuple[str | None, str | None], list[int]] = {}
         for i, route in enumerate(routes):
             groups.setdefault(route.key, []).append(i)
@@ -584,12 +592,13 @@ class Runtime:
             arm_models = route.models(models)
             # The holdout gets no offer, so its offer model is not even run.
             arm_parts = [p for p in parts if not (route.holdout and p == "next_best_offer")]
-            for i, out in zip(indices, self._score(arm_models, [items[i][1] for i in indices], arm_parts), strict=True):
+            outs = self._score(arm_models, [items[i].row for i in indices], arm_parts)
+            for i, out in zip(indices, outs, strict=True):
                 scored[i] = out
         now = time.time()
         answers: list[dict[str, Any]] = []
         records: list[dict[str, Any]] = []
-        for (cid, row, as_of), route, out in zip(items, routes, scored, strict=True):
+        for (cid, row, as_of, context), route, out in zip(items, routes, scored, strict=True):
             if route.holdout and "next_best_offer" in parts:
                 out["next_best_offer"] = {
                     "available": False,
@@ -608,18 +617,16 @@ class Runtime:
             answers.append(answer)
             records.append(_record(answer, row, route, endpoint, context, now))
         ack = self.decisions.submit(records)
-        self._queue_shadow(models, items, routes, answers, parts, endpoint, context)
+        self._queue_shadow(items, routes, answers, parts, endpoint)
         return answers, ack
 
     def _queue_shadow(
         self,
-        models: Models,
-        items: Sequence[tuple[str, dict[str, Any], str | None]],
+        items: Sequence[Item],
         routes: Sequence[_Route],
         answers: Sequence[dict[str, Any]],
         parts: Sequence[str],
         endpoint: str,
-        context: Mapping[str, Any],
     ) -> None:
         jobs = [
             (items[i], answers[i]["decision_id"], route)
@@ -629,7 +636,7 @@ class Runtime:
         if not jobs:
             return
         try:
-            self._shadow_queue.put_nowait((jobs, tuple(parts), endpoint, dict(context)))
+            self._shadow_queue.put_nowait((jobs, tuple(parts), endpoint))
         except queue.Full:
             # The shadow must never slow the served traffic down: when it falls behind, it skips and says so.
             self.shadow_dropped += len(jobs)
@@ -667,23 +674,23 @@ class Runtime:
                 for _ in batch:
                     self._shadow_queue.task_done()
 
-    def _score_shadow(self, batch: Sequence[tuple[Any, tuple[str, ...], str, dict[str, Any]]]) -> None:
+    def _score_shadow(self, batch: Sequence[tuple[Any, tuple[str, ...], str]]) -> None:
         """Score and log queued shadow work, one model call per (shadow model set, parts)."""
-        groups: dict[tuple[int, tuple[str, ...]], list[tuple[Any, str, _Route, str, dict[str, Any]]]] = {}
-        for jobs, parts, endpoint, context in batch:
+        groups: dict[tuple[int, tuple[str, ...]], list[tuple[Item, str, _Route, str]]] = {}
+        for jobs, parts, endpoint in batch:
             for item, served_id, route in jobs:
                 key = (id(route.experiment.shadow[1]), parts)  # type: ignore[union-attr]
-                groups.setdefault(key, []).append((item, served_id, route, endpoint, context))
+                groups.setdefault(key, []).append((item, served_id, route, endpoint))
         now = time.time()
         records = []
         for (_, parts), entries in groups.items():
             experiment = entries[0][2].experiment
             assert experiment is not None and experiment.shadow is not None
             name, shadow_models = experiment.shadow
-            outs = self._score(shadow_models, [entry[0][1] for entry in entries], parts)
+            outs = self._score(shadow_models, [entry[0].row for entry in entries], parts)
             shadow_route = _Route(experiment, name, 0.0)
             versions = {p: shadow_models.versions[p] for p in parts if p in shadow_models.versions}
-            for ((cid, row, as_of), served_id, _, endpoint, context), out in zip(entries, outs, strict=True):
+            for ((cid, row, as_of, context), served_id, _, endpoint), out in zip(entries, outs, strict=True):
                 answer = {
                     "customer_id": cid,
                     **out,
@@ -701,6 +708,45 @@ class Runtime:
         """Block until every queued shadow scoring is logged (tests and shutdown)."""
         self._shadow_queue.join()
 
+    def prepare(
+        self,
+        customer_id: str,
+        context: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Item:
+        """Look up one customer and merge ``overrides`` into its row: the :class:`Item` :meth:`decide` answers.
+
+        Raises:
+            UnknownCustomer: the id is not stored and no ``overrides`` were given.
+            InvalidFeatures: ``overrides`` names unknown features or has wrong value types.
+        """
+        if overrides:
+            self._validate(self.models, overrides)
+        stored = self.store.get(customer_id)
+        if stored is None and not overrides:
+            raise UnknownCustomer(
+                f"customer_id {customer_id!r} is unknown to the online store; send its `features` in the request "
+                "to score it anyway (cold start)"
+            )
+        row = merge_overrides(stored, overrides)
+        return Item(customer_id, row, self._store.as_of if stored is not None else None, dict(context or {}))
+
+    def decide(
+        self, items: Sequence[Item], parts: Sequence[str] = MODELS, endpoint: str = "personalize"
+    ) -> tuple[list[dict[str, Any]], Future[None]]:
+        """Answers for prepared items in input order, without waiting for the log.
+
+        Scoring many items together costs little more than one (one model call per model and arm), so the service
+        hands over every request that reached it at the same time. Each answer depends only on its own item.
+
+        Returns:
+            The answers and a future that completes once all their decisions are durable; the caller must not send
+            an answer before that.
+        """
+        if not items:
+            return [], _done_future()
+        return self._decide(self.models, items, parts, endpoint)
+
     def decide_one(
         self,
         customer_id: str,
@@ -717,18 +763,7 @@ class Runtime:
             UnknownCustomer: the id is not stored and no ``overrides`` were given.
             InvalidFeatures: ``overrides`` names unknown features or has wrong value types.
         """
-        models = self.models
-        if overrides:
-            self._validate(models, overrides)
-        stored = self.store.get(customer_id)
-        if stored is None and not overrides:
-            raise UnknownCustomer(
-                f"customer_id {customer_id!r} is unknown to the online store; send its `features` in the request "
-                "to score it anyway (cold start)"
-            )
-        row = merge_overrides(stored, overrides)
-        as_of = self._store.as_of if stored is not None else None
-        answers, ack = self._decide(models, [(customer_id, row, as_of)], parts, endpoint, context or {})
+        answers, ack = self.decide([self.prepare(customer_id, context, overrides)], parts, endpoint)
         return answers[0], ack
 
     def personalize(
@@ -760,8 +795,8 @@ class Runtime:
         models = self.models
         stored = self.store.get_many(customer_ids)
         as_of = self._store.as_of
-        items = [(cid, stored[cid], as_of) for cid in customer_ids if cid in stored]
-        answers, ack = self._decide(models, items, parts, "personalize/batch", {}) if items else ([], _done_future())
+        items = [Item(cid, stored[cid], as_of, {}) for cid in customer_ids if cid in stored]
+        answers, ack = self._decide(models, items, parts, "personalize/batch") if items else ([], _done_future())
         known = iter(answers)
         results: list[dict[str, Any]] = []
         for cid in customer_ids:

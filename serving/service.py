@@ -22,6 +22,7 @@ series through the ``__metrics__`` hook.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -45,7 +46,8 @@ import bentoml  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from features.settings import load_settings  # noqa: E402
-from serving.runtime import MODELS, Runtime, ServingError  # noqa: E402
+from serving.coalesce import Coalescer  # noqa: E402
+from serving.runtime import MODELS, Item, Runtime, ServingError  # noqa: E402
 from serving.schemas import (  # noqa: E402
     MAX_BATCH,
     BatchRequest,
@@ -61,6 +63,13 @@ log = logging.getLogger("cxpredict.serving")
 #: Largest request body accepted on ``/v1`` (bytes); 1,000 ids of 128 characters fit comfortably.
 MAX_BODY_BYTES = 1_048_576
 RELOAD_POLL_SECONDS = 1.0
+#: The single-customer endpoints and the models each one answers with.
+_SINGLE_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "personalize": MODELS,
+    "churn": ("churn",),
+    "cltv": ("cltv",),
+    "next_best_offer": ("next_best_offer",),
+}
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -99,6 +108,18 @@ async def _after_logging(logged: Future[None], response: Response) -> Response:
         log.error("decision log write failed: %r", exc)
         return error_response(503, "decision_log_unavailable", "the decision could not be logged; retry the request")
     return response
+
+
+def _coalescer_metrics(coalescers: dict[str, Coalescer[Any, Any]]) -> str:
+    lines = [
+        "# HELP cxpredict_coalesced_requests_total Single-customer requests answered, by endpoint.",
+        "# TYPE cxpredict_coalesced_requests_total counter",
+        *(f'cxpredict_coalesced_requests_total{{endpoint="{e}"}} {c.items}' for e, c in coalescers.items()),
+        "# HELP cxpredict_coalesced_calls_total Scoring calls that answered them (requests / calls = mean batch).",
+        "# TYPE cxpredict_coalesced_calls_total counter",
+        *(f'cxpredict_coalesced_calls_total{{endpoint="{e}"}} {c.calls}' for e, c in coalescers.items()),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 class ApiGuard:
@@ -253,6 +274,10 @@ class CxPredict:
         global _runtime
         self.runtime = Runtime(load_settings())
         _runtime = self.runtime
+        self._coalescers = {
+            endpoint: Coalescer(functools.partial(self._decide, parts=parts, endpoint=endpoint))
+            for endpoint, parts in _SINGLE_ENDPOINTS.items()
+        }
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="cxpredict-reload", daemon=True)
         self._watcher.start()
@@ -281,36 +306,42 @@ class CxPredict:
 
     def __metrics__(self, content: str) -> str:
         """Append the service's own series to BentoML's Prometheus text."""
-        return content + self.runtime.prometheus()
+        return content + self.runtime.prometheus() + _coalescer_metrics(self._coalescers)
 
-    async def _one(self, request: PersonalizeRequest, parts: tuple[str, ...], endpoint: str) -> Response:
+    def _decide(
+        self, items: list[Item], parts: tuple[str, ...], endpoint: str
+    ) -> list[tuple[dict[str, Any], Future[None]]]:
+        answers, logged = self.runtime.decide(items, parts, endpoint)
+        return [(answer, logged) for answer in answers]
+
+    async def _one(self, request: PersonalizeRequest, endpoint: str) -> Response:
         try:
-            answer, logged = self.runtime.decide_one(
-                request.customer_id, request.context, request.features, parts=parts, endpoint=endpoint
-            )
+            item = self.runtime.prepare(request.customer_id, request.context, request.features)
         except ServingError as exc:
             return error_response(exc.status, exc.error, exc.detail)
+        # Requests that arrived together are scored in one model call per model (see serving.coalesce).
+        answer, logged = await self._coalescers[endpoint].submit(item)
         return await _after_logging(logged, json_response(answer))
 
     @bentoml.api(route="/v1/personalize", output_spec=PersonalizeResponse)
     async def personalize(self, request: PersonalizeRequest, /) -> Response:
         """Churn risk, value and next best offer for one customer, in one call."""
-        return await self._one(request, MODELS, "personalize")
+        return await self._one(request, "personalize")
 
     @bentoml.api(route="/v1/churn", output_spec=PersonalizeResponse)
     async def churn(self, request: PersonalizeRequest, /) -> Response:
         """Churn probability, risk band and reasons for one customer."""
-        return await self._one(request, ("churn",), "churn")
+        return await self._one(request, "churn")
 
     @bentoml.api(route="/v1/cltv", output_spec=PersonalizeResponse)
     async def cltv(self, request: PersonalizeRequest, /) -> Response:
         """Predicted spend over the horizon and value over the CLTV horizon for one customer."""
-        return await self._one(request, ("cltv",), "cltv")
+        return await self._one(request, "cltv")
 
     @bentoml.api(route="/v1/next-best-offer", output_spec=PersonalizeResponse)
     async def next_best_offer(self, request: PersonalizeRequest, /) -> Response:
         """The eligible offer with the highest expected incremental value, with the full ranking."""
-        return await self._one(request, ("next_best_offer",), "next_best_offer")
+        return await self._one(request, "next_best_offer")
 
     @bentoml.api(route="/v1/personalize/batch", output_spec=BatchResponse)
     async def personalize_batch(self, request: BatchRequest, /) -> Response:

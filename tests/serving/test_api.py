@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import threading
 
 import httpx
 import pandas as pd
 import pytest
 
 from features.scoring import Bundle, score_frame
-from tests.serving.conftest import N_CUSTOMERS, Server
+from tests.serving.conftest import API_KEY, N_CUSTOMERS, Server
 
 PARTS = ("churn", "cltv", "next_best_offer")
 
@@ -130,6 +132,65 @@ def test_batch_equals_single_answers(client: httpx.Client) -> None:
             continue
         single = client.post("/v1/personalize", json={"customer_id": cid}).json()
         assert_close(strip(batch), strip(single))
+
+
+def _coalesced(anon: httpx.Client) -> tuple[int, int]:
+    """(requests, scoring calls) of ``/v1/personalize`` so far, from the service's metrics."""
+    text = anon.get("/metrics").text
+    requests = re.search(r'cxpredict_coalesced_requests_total\{endpoint="personalize"\} (\d+)', text)
+    calls = re.search(r'cxpredict_coalesced_calls_total\{endpoint="personalize"\} (\d+)', text)
+    assert requests and calls, text[-2000:]
+    return int(requests.group(1)), int(calls.group(1))
+
+
+def test_concurrent_requests_each_get_their_own_answer(
+    client: httpx.Client, anon: httpx.Client, server: Server
+) -> None:
+    """Requests that arrive together are scored together; each still gets (and logs) exactly its own answer."""
+    from serving.decision_log import SQLiteDecisionLog
+
+    bodies = [{"customer_id": f"c{i % 12}", "context": {"channel": f"ch{i}"}} for i in range(16)] + [
+        {"customer_id": "c3", "features": {"recency_days": 900.0}, "context": {"channel": "override"}},
+        {"customer_id": "newcomer", "features": {"recency_days": 5.0, "tenure_days": 40}},
+        {"customer_id": "nobody"},
+    ]
+    expected = [client.post("/v1/personalize", json=b) for b in bodies]
+    before = _coalesced(anon)
+    got: list[httpx.Response | None] = [None] * len(bodies)
+
+    def fire(i: int, start: threading.Barrier) -> None:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10) as c:
+            c.get("/livez")  # connect before the barrier, so that the requests really arrive together
+            start.wait()
+            got[i] = c.post("/v1/personalize", json=bodies[i])
+
+    for _ in range(5):  # until one round was actually scored together (nearly always the first)
+        start = threading.Barrier(len(bodies))
+        threads = [threading.Thread(target=fire, args=(i, start)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for body, want, response in zip(bodies, expected, got, strict=True):
+            assert response is not None and response.status_code == want.status_code, body
+            if want.status_code != 200:
+                assert response.json()["error"] == want.json()["error"] == "unknown_customer"
+                continue
+            assert strip(response.json()) == strip(want.json()), body
+        requests, calls = (a - b for a, b in zip(_coalesced(anon), before, strict=True))
+        if calls < requests:
+            break
+    assert calls < requests, f"no two of {requests} concurrent requests were scored in one call"
+    log = SQLiteDecisionLog(server.home / "decisions.sqlite")
+    try:
+        for body, response in zip(bodies, got, strict=True):
+            if response is not None and response.status_code == 200:
+                stored = log.get(response.json()["decision_id"])
+                assert stored is not None
+                assert stored["customer_id"] == body["customer_id"]
+                assert stored["context"] == body.get("context", {})
+    finally:
+        log.close()
 
 
 def test_cold_start_with_features(client: httpx.Client) -> None:

@@ -136,3 +136,33 @@ def test_worker_imports_neither_mlflow_nor_pandas() -> None:
         env={"BENTOML_DO_NOT_TRACK": "true", "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_items_decided_together_equal_items_decided_alone(tmp_path: Path, bundles: dict[str, Path]) -> None:
+    """What the service's coalescing relies on: an answer depends on its own item only, and so does its record."""
+    home = make_home(tmp_path, bundles)
+    rt = Runtime(settings_for(home))
+    try:
+        items = [
+            rt.prepare("c1", {"channel": "email"}),
+            rt.prepare("c2", {"channel": "sms"}, {"recency_days": 400.0}),
+            rt.prepare("new-one", {"channel": "web"}, {"recency_days": 3.0, "tenure_days": 500}),
+            rt.prepare("c1", {"channel": "app"}),
+        ]
+        assert items[2].as_of is None and items[0].as_of is not None
+        together, ack = rt.decide(items)
+        ack.result(timeout=10)
+        alone = [rt.decide([item])[0][0] for item in items]
+        for a, b in zip(together, alone, strict=True):
+            assert {k: v for k, v in a.items() if k != "decision_id"} == {
+                k: v for k, v in b.items() if k != "decision_id"
+            }
+        assert len({a["decision_id"] for a in together}) == len(items)
+        for item, answer in zip(items, together, strict=True):
+            stored = rt.decisions.get(answer["decision_id"])
+            assert stored is not None
+            assert (stored["customer_id"], stored["context"]) == (item.customer_id, dict(item.context))
+        with pytest.raises(UnknownCustomer):
+            rt.prepare("nobody", {"channel": "email"})
+    finally:
+        rt.decisions.close()
