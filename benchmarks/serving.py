@@ -504,14 +504,16 @@ The servers run one after the other, never at the same time.
 - **personalize**: `POST /v1/personalize` of `cxpredict serve` (three models, online-store lookup, churn
   reasons, offer ranking, one decision-log row per request). hey sends one fixed body,
   `{{"customer_id": "{cfg["customer_id"]}", "context": {{"channel": "email"}}}}`: every request reads and scores
-  the same store row (the service caches no answers, so this only keeps that row's pages warm).
+  the same store row (the service caches no answers, so this only keeps that row's pages warm). Concurrent
+  requests are scored together (`serving/coalesce.py`); each one still gets its own answer and decision row.
 - **personalize+shadow**: the same service while an experiment on `personalize` runs with a shadow variant:
   every request is also scored by the shadow's three models on a background thread and logged a second time.
 - **personalize-2w**: `cxpredict serve --workers 2` (no experiment): two worker processes on the two cores.
 - **bare**: `benchmarks/bare_service.py`, a one-model BentoML service as BentoML's docs write it: default
   `@bentoml.service` settings, a sync `@bentoml.api` taking a pydantic body `{{"features": [...]}}` (the same
   customer's encoded row), the churn bundle's `main` booster with `inplace_predict`, the raw probability out; no
-  auth, lookup, calibration, reasons or logging.
+  auth, lookup, calibration, reasons or logging. It runs in the project's environment, which has uvloop and
+  httptools: BentoML's uvicorn picks them for both servers.
 
 {table(report["results"], report["verdict"]["by_configuration"], report["verdict"]["shadow_cost"])}
 
