@@ -99,7 +99,7 @@ def main() -> int:
             ("cltv spend and value", lambda: cltv.spend(x)),
             ("offer ranking", lambda: nbo.offer_scores(x, [row])),
             ("all three models (Runtime._score)", lambda: rt._score(models, [row], MODELS)),
-            ("decide_one (+ route, record, queue)", lambda: rt.decide_one(cid)),
+            ("prepare + decide (+ route, record, queue)", lambda: rt.decide([rt.prepare(cid)])),
             ("personalize (+ wait for the commit)", lambda: rt.personalize(cid)),
         ]
         together = [rt.prepare(c) for c in rt.store.get_many([f"c{i:06d}" for i in range(1, 200)])][:8]

@@ -747,25 +747,6 @@ class Runtime:
             return [], _done_future()
         return self._decide(self.models, items, parts, endpoint)
 
-    def decide_one(
-        self,
-        customer_id: str,
-        context: Mapping[str, Any] | None = None,
-        overrides: Mapping[str, Any] | None = None,
-        parts: Sequence[str] = MODELS,
-        endpoint: str = "personalize",
-    ) -> tuple[dict[str, Any], Future[None]]:
-        """Answer for one customer without waiting for the log: the answer and its durability future.
-
-        The caller must not send the answer before the future completed (see :meth:`personalize`).
-
-        Raises:
-            UnknownCustomer: the id is not stored and no ``overrides`` were given.
-            InvalidFeatures: ``overrides`` names unknown features or has wrong value types.
-        """
-        answers, ack = self.decide([self.prepare(customer_id, context, overrides)], parts, endpoint)
-        return answers[0], ack
-
     def personalize(
         self,
         customer_id: str,
@@ -780,9 +761,9 @@ class Runtime:
             UnknownCustomer: the id is not stored and no ``overrides`` were given.
             InvalidFeatures: ``overrides`` names unknown features or has wrong value types.
         """
-        answer, ack = self.decide_one(customer_id, context, overrides, parts, endpoint)
+        answers, ack = self.decide([self.prepare(customer_id, context, overrides)], parts, endpoint)
         ack.result()
-        return answer
+        return answers[0]
 
     def decide_many(
         self, customer_ids: Sequence[str], parts: Sequence[str] = MODELS
@@ -792,11 +773,10 @@ class Runtime:
         Returns:
             The answers and a future that completes once their decisions are durable.
         """
-        models = self.models
         stored = self.store.get_many(customer_ids)
         as_of = self._store.as_of
         items = [Item(cid, stored[cid], as_of, {}) for cid in customer_ids if cid in stored]
-        answers, ack = self._decide(models, items, parts, "personalize/batch") if items else ([], _done_future())
+        answers, ack = self.decide(items, parts, "personalize/batch")
         known = iter(answers)
         results: list[dict[str, Any]] = []
         for cid in customer_ids:

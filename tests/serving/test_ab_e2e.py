@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -30,7 +29,7 @@ from features.synthetic import SyntheticConfig, generate, write_dataset
 from serving import ab
 from serving.ab_stats import analyze
 from serving.experiments import HOLDOUT, assign
-from tests.serving.conftest import ROOT, free_port
+from tests.serving.conftest import ROOT, free_port, stop
 from training.config import TrainConfig, XGBParams
 from training.predict import predict
 from training.train import train
@@ -88,12 +87,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=20) as client:
             yield {"root": root, "env": env, "settings": settings, "data": data, "client": client, "log": log}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 def cli(world: dict, *args: str) -> str:
