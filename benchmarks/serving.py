@@ -504,8 +504,9 @@ The servers run one after the other, never at the same time.
 - **personalize**: `POST /v1/personalize` of `cxpredict serve` (three models, online-store lookup, churn
   reasons, offer ranking, one decision-log row per request). hey sends one fixed body,
   `{{"customer_id": "{cfg["customer_id"]}", "context": {{"channel": "email"}}}}`: every request reads and scores
-  the same store row (the service caches no answers, so this only keeps that row's pages warm). Concurrent
-  requests are scored together (`serving/coalesce.py`); each one still gets its own answer and decision row.
+  the same store row (the service caches no answers, so this only keeps that row's pages warm). Scoring runs
+  on one thread beside the event loop; requests that arrive while it is busy are scored together as its next
+  batch (`serving/coalesce.py`); each one still gets its own answer and decision row.
 - **personalize+shadow**: the same service while an experiment on `personalize` runs with a shadow variant:
   every request is also scored by the shadow's three models on a background thread and logged a second time.
 - **personalize-2w**: `cxpredict serve --workers 2` (no experiment): two worker processes on the two cores.

@@ -1,18 +1,22 @@
-"""Answer together the requests that reach the event loop together.
+"""Answer together the requests that reach the worker while it is busy.
 
-Under load, several requests arrive while the worker is busy with an earlier one. Scoring them one by one costs one
+Under load, several requests arrive while the worker is scoring earlier ones. Scoring them one by one costs one
 round of model calls each; scoring them together costs one round for all of them (an XGBoost call on eight rows
 takes about as long as on one), and the models' memory is walked once while it is still in the CPU's cache.
 
-:class:`Coalescer` collects the items submitted during one pass of the event loop and hands them to one call of
-its handler on the next pass. A lone request waits for nothing but that one pass (microseconds), so a quiet
-service answers as fast as without it. Nothing here knows about models: the handler does the work.
+:class:`Coalescer` hands the items submitted during one pass of the event loop to one call of its handler on the
+next pass. Given an executor, the call runs there (XGBoost releases the GIL, so the event loop keeps reading,
+validating and answering HTTP on the other core meanwhile), and whatever is submitted while a call runs is handed
+over as one batch the moment it returns: the busier the service, the larger the batches. A lone request waits
+for nothing but one loop pass and, with an executor, one thread hand-off. Nothing here knows about models: the
+handler does the work.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -21,54 +25,100 @@ R = TypeVar("R")
 #: Most items handed to the handler at once: bounds one call's time (and so everybody's wait in it).
 MAX_BATCH = 64
 
+_Batch = list[tuple[T, "asyncio.Future[R]"]]
+
 
 class Coalescer(Generic[T, R]):
-    """Batch the items submitted during one event-loop pass into one ``handle`` call.
+    """Batch the items submitted while the handler is busy (or during one event-loop pass) into one call.
 
     Args:
         handle: Called with the items in submission order; returns one result per item, in the same order. If it
             raises, every item of that call gets the exception.
-        max_batch: Items per call at most; a full batch is closed and the next item starts a new one.
+        max_batch: Items per call at most; the rest wait for the next call.
+        executor: Where ``handle`` runs. ``None`` runs it on the event loop (one call per loop pass); an executor
+            runs one call at a time there, and items submitted meanwhile form the next call.
     """
 
-    def __init__(self, handle: Callable[[list[T]], Sequence[R]], max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        handle: Callable[[list[T]], Sequence[R]],
+        max_batch: int = MAX_BATCH,
+        executor: Executor | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.handle = handle
         self.max_batch = max_batch
-        self._open: list[tuple[T, asyncio.Future[R]]] | None = None
+        self.executor = executor
+        self._pending: _Batch[T, R] = []
+        #: A dispatch is scheduled on the loop or a call is running: new items just join ``_pending``.
+        self._busy = False
         #: Handler calls made and items handled, for the service's metrics (items / calls = mean batch size).
         self.calls = 0
         self.items = 0
 
     async def submit(self, item: T) -> R:
-        """The handler's result for ``item``, computed together with whatever else arrived in this pass."""
+        """The handler's result for ``item``, computed together with whatever else is waiting."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        batch = self._open
-        if batch is None:
-            batch = self._open = []
-            loop.call_soon(self._run, batch)
-        batch.append((item, future))
-        if len(batch) >= self.max_batch:
-            self._open = None
+        self._pending.append((item, future))
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._dispatch, loop)
         return await future
 
-    def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        if self._open is batch:
-            self._open = None
+    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A request cancelled while waiting (client gone, timeout) is not scored at all.
+        pending = [entry for entry in self._pending if not entry[1].done()]
+        batch, self._pending = pending[: self.max_batch], pending[self.max_batch :]
+        if not batch:
+            self._busy = False
+            return
         self.calls += 1
         self.items += len(batch)
-        try:
-            results = self.handle([item for item, _ in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"handler returned {len(results)} results for {len(batch)} items")
-        except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+        items = [item for item, _ in batch]
+        if self.executor is None:
+            self._deliver(batch, *self._call(items))
+            self._next(loop)
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            # A request cancelled meanwhile (client gone, timeout) simply does not take its result.
-            if not future.done():
-                future.set_result(result)
+        try:
+            running = loop.run_in_executor(self.executor, self._call, items)
+        except RuntimeError as exc:  # the executor is shut down (the worker is stopping)
+            self._deliver(batch, None, exc)
+            self._next(loop)
+            return
+
+        def done(task: asyncio.Future[tuple[Sequence[R] | None, BaseException | None]]) -> None:
+            if task.cancelled():  # the executor was shut down under it
+                self._deliver(batch, None, RuntimeError("the scoring thread stopped"))
+            else:
+                self._deliver(batch, *task.result())
+            self._next(loop)
+
+        running.add_done_callback(done)
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._pending:
+            loop.call_soon(self._dispatch, loop)
+        else:
+            self._busy = False
+
+    def _call(self, items: list[T]) -> tuple[Sequence[R] | None, BaseException | None]:
+        try:
+            results = self.handle(items)
+            if len(results) != len(items):
+                raise RuntimeError(f"handler returned {len(results)} results for {len(items)} items")
+        except Exception as exc:
+            return None, exc
+        return results, None
+
+    @staticmethod
+    def _deliver(batch: _Batch[T, R], results: Sequence[R] | None, error: BaseException | None) -> None:
+        for i, (_, future) in enumerate(batch):
+            # A request cancelled meanwhile simply does not take its result.
+            if future.done():
+                continue
+            if results is None:
+                future.set_exception(error or RuntimeError("handler failed"))
+            else:
+                future.set_result(results[i])

@@ -11,11 +11,20 @@ MODEL_NAMES: tuple[ModelName, ...] = ("churn", "cltv", "next_best_offer")
 
 
 class XGBParams(BaseModel):
-    """Gradient-boosting settings shared by the three models."""
+    """Gradient-boosting settings shared by the three models.
+
+    Attributes:
+        n_estimators: Trees at most.
+        early_stopping_rounds: Churn and CLTV stop adding trees once this many in a row have not improved the loss
+            on the newest training snapshot (later in time than the rest); ``None`` always fits ``n_estimators``.
+            The next-best-offer model always fits ``n_estimators``: its loss is dominated by the baseline
+            acceptance, and stopping on it would cut the trees that carry the (small) uplift.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     n_estimators: int = Field(300, ge=1)
+    early_stopping_rounds: int | None = Field(30, ge=1)
     max_depth: int = Field(4, ge=1)
     learning_rate: float = Field(0.05, gt=0)
     subsample: float = Field(0.8, gt=0, le=1)

@@ -111,14 +111,53 @@ def _xgb_params(config: TrainConfig, objective: str) -> dict[str, Any]:
     return params
 
 
-def _fit_booster(x: np.ndarray, y: np.ndarray, config: TrainConfig, objective: str) -> xgb.Booster:
-    dtrain = xgb.DMatrix(x, label=y, missing=np.nan)
-    return xgb.train(_xgb_params(config, objective), dtrain, num_boost_round=config.xgb.n_estimators)
+def _fit_booster(
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    objective: str,
+    valid: np.ndarray | None = None,
+    refit: bool = True,
+) -> xgb.Booster:
+    """Fit one booster; with early stopping, the number of trees is chosen on the ``valid`` rows.
+
+    Args:
+        x: Encoded rows.
+        y: Labels.
+        config: Training settings (``config.xgb.early_stopping_rounds`` turns the choice on).
+        objective: XGBoost objective.
+        valid: Boolean mask of the rows that choose the number of trees (the newest snapshot, so the choice is made
+            on later data than the trees are fitted on). ``None``, or a mask of no or all rows, fits
+            ``n_estimators`` trees on every row.
+        refit: After choosing, refit that many trees on every row (``True``), or return the booster fitted without
+            the ``valid`` rows, cut to that many trees (``False``: the caller uses those rows for something else,
+            such as calibration).
+    """
+    params = _xgb_params(config, objective)
+    rounds = config.xgb.n_estimators
+    if config.xgb.early_stopping_rounds is not None and valid is not None and 0 < int(valid.sum()) < len(valid):
+        dfit = xgb.DMatrix(x[~valid], label=y[~valid], missing=np.nan)
+        dvalid = xgb.DMatrix(x[valid], label=y[valid], missing=np.nan)
+        chosen = xgb.train(
+            params,
+            dfit,
+            num_boost_round=rounds,
+            evals=[(dvalid, "valid")],
+            early_stopping_rounds=config.xgb.early_stopping_rounds,
+            verbose_eval=False,
+        )
+        rounds = chosen.best_iteration + 1
+        if not refit:
+            return chosen[:rounds]
+    return xgb.train(params, xgb.DMatrix(x, label=y, missing=np.nan), num_boost_round=rounds)
 
 
 # --- churn ------------------------------------------------------------------------------------------------
 def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Bundle:
-    """Fit the churn booster on all but the newest snapshot of ``frame``, calibrate on the newest (isotonic)."""
+    """Fit the churn booster on all but the newest snapshot of ``frame``, calibrate on the newest (isotonic).
+
+    The newest snapshot also chooses the number of trees (early stopping), one number and not the fit itself.
+    """
     snaps = sorted(frame.snapshot.unique())
     cal_mask = frame.snapshot == snaps[-1]
     fit_mask = ~cal_mask if len(snaps) > 1 else cal_mask
@@ -128,7 +167,11 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Bun
     if y[fit_mask].min() == y[fit_mask].max():
         raise TrainingDataError("no churners (or no non-churners) in the training snapshots: cannot fit churn")
     x = encoder.encode_frame(frame)
-    booster = _fit_booster(x[fit_mask], y[fit_mask], config, "binary:logistic")
+    if len(snaps) > 1:
+        # Fitted without the newest snapshot, which chooses the number of trees and then calibrates.
+        booster = _fit_booster(x, y, config, "binary:logistic", valid=cal_mask.to_numpy(), refit=False)
+    else:
+        booster = _fit_booster(x, y, config, "binary:logistic")
     raw = booster.inplace_predict(x[cal_mask])
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y[cal_mask])
     calibration = {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
@@ -140,12 +183,18 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Bun
 def fit_cltv(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, cltv_scale: float, method: str) -> Bundle:
     """Fit the spend-over-H booster (Tweedie); long-horizon value either by its own booster or by a scale."""
     x = encoder.encode_frame(frame)
-    spend = _fit_booster(x, frame.spend_h.clip(lower=0).to_numpy(), config, "reg:tweedie")
+    newest = (frame.snapshot == frame.snapshot.max()).to_numpy()
+    spend = _fit_booster(x, frame.spend_h.clip(lower=0).to_numpy(), config, "reg:tweedie", valid=newest)
     boosters = {"main": spend}
     if method == "model":
         observed = frame.cltv_observed.to_numpy(dtype=bool)
+        long_frame = frame[observed]
         boosters["cltv"] = _fit_booster(
-            x[observed], frame.spend_cltv.clip(lower=0).to_numpy()[observed], config, "reg:tweedie"
+            x[observed],
+            long_frame.spend_cltv.clip(lower=0).to_numpy(),
+            config,
+            "reg:tweedie",
+            valid=(long_frame.snapshot == long_frame.snapshot.max()).to_numpy(),
         )
     meta = {
         "horizon_days": config.horizon_days,
@@ -322,6 +371,7 @@ def _train_churn_cltv(
             for path in plots.churn_plots(y, p, tmp):
                 mlflow.log_artifact(str(path), "plots")
             final = fit_churn(frame, config, encoder)
+            _log_trees(final)
             gains = final.boosters["main"].get_score(importance_type="total_gain")
             mlflow.log_artifact(str(plots.importance_plot(encoder.columns, gains, tmp, "churn")), "plots")
             version, alias = _register(client, final, "churn", example, config, tmp, as_of)
@@ -354,9 +404,15 @@ def _train_churn_cltv(
             )
             mlflow.set_tag("cltv_method_note", note)
             final = fit_cltv(frame, config, encoder, scale_final, method)
+            _log_trees(final)
             version, alias = _register(client, final, "cltv", example, config, tmp, as_of)
             results["cltv"] = ModelResult("cltv", version, alias, metrics, notes=[note])
     return results
+
+
+def _log_trees(bundle: Bundle) -> None:
+    """Log how many trees each of the registered model's boosters kept (early stopping chooses it)."""
+    mlflow.log_metrics({f"trees_{name}": booster.num_boosted_rounds() for name, booster in bundle.boosters.items()})
 
 
 def encoder_input_columns(frame: pd.DataFrame) -> list[str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -83,21 +86,104 @@ def test_a_handler_returning_the_wrong_count_is_an_error() -> None:
     assert all(isinstance(e, RuntimeError) and "2 results for 3 items" in str(e) for e in out)
 
 
-def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
+def test_a_caller_cancelled_while_waiting_is_not_handled_and_does_not_disturb_the_others() -> None:
     handler = Recorder()
     coalescer = Coalescer(handler)
 
     async def main() -> list[object]:
         tasks = [asyncio.ensure_future(coalescer.submit(i)) for i in range(3)]
-        await asyncio.sleep(0)  # every task is now waiting in the open batch
+        await asyncio.sleep(0)  # every task is now waiting for the next pass
         tasks[1].cancel()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     out = asyncio.run(main())
     assert out[0] == 0 and out[2] == 20 and isinstance(out[1], asyncio.CancelledError)
-    assert handler.calls == [[0, 1, 2]]
+    assert handler.calls == [[0, 2]]
 
 
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Coalescer(Recorder(), max_batch=0)
+
+
+class SlowRecorder(Recorder):
+    """A handler that takes ``seconds`` per call and records the thread it ran on."""
+
+    def __init__(self, seconds: float, fail_on: int | None = None) -> None:
+        super().__init__(fail_on)
+        self.seconds = seconds
+        self.threads: set[str] = set()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.seconds)
+        return super().__call__(items)
+
+
+def test_with_an_executor_items_submitted_while_a_call_runs_form_the_next_call() -> None:
+    handler = SlowRecorder(0.05)
+    with ThreadPoolExecutor(1, thread_name_prefix="scorer") as pool:
+        coalescer = Coalescer(handler, executor=pool)
+
+        async def main() -> list[int]:
+            first = asyncio.ensure_future(coalescer.submit(0))
+            await asyncio.sleep(0.01)  # the first call is running in the pool now
+            rest = await asyncio.gather(*(coalescer.submit(i) for i in range(1, 6)))
+            return [await first, *rest]
+
+        out = asyncio.run(main())
+    assert out == [0, 10, 20, 30, 40, 50]
+    assert handler.calls == [[0], [1, 2, 3, 4, 5]]
+    assert handler.threads and all(name.startswith("scorer") for name in handler.threads)
+    assert (coalescer.calls, coalescer.items) == (2, 6)
+
+
+def test_with_an_executor_the_event_loop_keeps_running_during_a_call() -> None:
+    handler = SlowRecorder(0.2)
+    with ThreadPoolExecutor(1) as pool:
+        coalescer = Coalescer(handler, executor=pool)
+
+        async def main() -> int:
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            ticker = asyncio.ensure_future(tick())
+            await coalescer.submit(1)
+            ticker.cancel()
+            return ticks
+
+        # On the loop, a 0.2 s call would let no tick happen; in the pool, the ticker runs throughout.
+        assert asyncio.run(main()) >= 5
+
+
+def test_with_an_executor_failures_and_full_batches_behave_as_on_the_loop() -> None:
+    handler = SlowRecorder(0.0, fail_on=3)
+    with ThreadPoolExecutor(1) as pool:
+        coalescer = Coalescer(handler, max_batch=3, executor=pool)
+
+        async def main() -> list[object]:
+            return await asyncio.gather(*(coalescer.submit(i) for i in range(7)), return_exceptions=True)
+
+        out = asyncio.run(main())
+    assert handler.calls == [[0, 1, 2], [3, 4, 5], [6]]
+    assert out[:3] == [0, 10, 20] and out[6] == 60
+    assert all(isinstance(e, ValueError) and "cannot handle 3" in str(e) for e in out[3:6])
+
+
+def test_a_stopped_executor_fails_the_waiting_items_instead_of_hanging() -> None:
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    coalescer = Coalescer(Recorder(), executor=pool)
+
+    async def main() -> list[object]:
+        return await asyncio.wait_for(
+            asyncio.gather(*(coalescer.submit(i) for i in range(2)), return_exceptions=True), timeout=5
+        )
+
+    out = asyncio.run(main())
+    assert all(isinstance(e, RuntimeError) for e in out)

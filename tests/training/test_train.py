@@ -4,6 +4,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -13,7 +14,7 @@ from features.pipeline import build_features
 from features.scoring import Bundle, Encoder, score_frame
 from tests.training.conftest import AS_OF, make_settings, small_config
 from training import registry
-from training.train import TrainingDataError, fit_churn, snapshot_cutoffs, train
+from training.train import TrainingDataError, _xgb_params, fit_churn, fit_cltv, snapshot_cutoffs, train
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,11 @@ def test_trains_registers_and_beats_chance(trained):
     assert parent.data.params["data_hash"] and parent.data.params["feature_set_version"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id]
     assert {r.info.run_name for r in children} == {"churn", "cltv", "next_best_offer"}
-    assert "lift_at_10pct" in [r for r in children if r.info.run_name == "churn"][0].data.metrics
+    churn_run = [r for r in children if r.info.run_name == "churn"][0]
+    assert "lift_at_10pct" in churn_run.data.metrics
+    # Early stopping chose the number of trees, and the run says how many the registered model has.
+    assert 1 <= churn_run.data.metrics["trees_main"] <= small_config().xgb.n_estimators
+    assert "trees_main" in [r for r in children if r.info.run_name == "cltv"][0].data.metrics
 
 
 def test_registry_model_predicts_like_in_memory(trained, synthetic_dir, tmp_path):
@@ -101,6 +106,46 @@ def test_permuted_labels_score_at_chance(synthetic_dir):
     )
     assert 0.4 < auc < 0.6
     assert churn_metrics(hold_part.churned.to_numpy(), honest)["roc_auc"] > auc + 0.15
+
+
+def _training_snapshots(synthetic_dir, cfg):
+    from features.pipeline import build_snapshots
+
+    con, _ = load_data_dir(synthetic_dir)
+    cuts, hold = snapshot_cutoffs(AS_OF, con.execute("SELECT min(ts) FROM transactions").fetchall()[0][0], cfg)
+    frame = build_snapshots(con, [*cuts, hold], 90, 365)
+    return frame[frame.snapshot < pd.Timestamp(hold)].reset_index(drop=True), Encoder.fit(frame)
+
+
+def test_early_stopping_keeps_fewer_trees_on_noise_and_every_tree_when_off(synthetic_dir):
+    cfg = small_config()
+    train_part, enc = _training_snapshots(synthetic_dir, cfg)
+    noise = train_part.copy()
+    noise["churned"] = np.random.default_rng(1).permutation(noise.churned.to_numpy())
+    noise["spend_h"] = np.random.default_rng(2).permutation(noise.spend_h.to_numpy())
+    assert fit_churn(noise, cfg, enc).boosters["main"].num_boosted_rounds() < cfg.xgb.n_estimators
+    assert fit_cltv(noise, cfg, enc, 4.0, "btyd_ratio").boosters["main"].num_boosted_rounds() < cfg.xgb.n_estimators
+    off = small_config()
+    off.xgb.early_stopping_rounds = None
+    assert fit_churn(noise, off, enc).boosters["main"].num_boosted_rounds() == off.xgb.n_estimators
+    assert fit_cltv(noise, off, enc, 4.0, "btyd_ratio").boosters["main"].num_boosted_rounds() == off.xgb.n_estimators
+
+
+def test_churn_trees_never_see_the_calibration_snapshot(synthetic_dir):
+    # The newest snapshot chooses the number of trees and calibrates; the trees themselves must be those fitted
+    # on the older snapshots alone, or the calibration would be fitted on scores of rows the model has seen.
+    cfg = small_config()
+    train_part, enc = _training_snapshots(synthetic_dir, cfg)
+    booster = fit_churn(train_part, cfg, enc).boosters["main"]
+    older = train_part.snapshot < train_part.snapshot.max()
+    x = enc.encode_frame(train_part)
+    params = _xgb_params(cfg, "binary:logistic")
+    alone = xgb.train(
+        params,
+        xgb.DMatrix(x[older.to_numpy()], label=train_part.churned.to_numpy()[older.to_numpy()], missing=np.nan),
+        num_boost_round=booster.num_boosted_rounds(),
+    )
+    np.testing.assert_array_equal(booster.inplace_predict(x), alone.inplace_predict(x))
 
 
 def test_no_offers_skips_nbo_with_reason(synthetic_dir, tmp_path):
