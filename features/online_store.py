@@ -96,13 +96,15 @@ class SQLiteOnlineStore:
 
     def __init__(self, directory: Path):
         self.path = Path(directory) / STORE_FILE
+        self._file = str(self.path)
         self._lock = threading.Lock()
         self._local = threading.local()
         self._inode: int | None = None
 
     def _con(self) -> sqlite3.Connection:
         try:
-            inode = self.path.stat().st_ino
+            # Checked on every lookup so a refreshed store is read at once; os.stat is a third of Path.stat's cost.
+            inode = os.stat(self._file).st_ino
         except FileNotFoundError as exc:
             raise FileNotFoundError(
                 f"online store {self.path} not found: run `cxpredict features materialize` (or `cxpredict demo`)"

@@ -18,7 +18,6 @@ import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from features.online_store import STORE_FILE, SQLiteOnlineStore, merge_overrides
 from features.schema import CONTROL_OFFER
 from features.scoring import Bundle, Encoder, FeatureSetMismatch, risk_band
 from features.settings import Settings
-from serving.decision_log import DECISIONS_FILE, DecisionLog, SQLiteDecisionLog
+from serving.decision_log import DECISIONS_FILE, DecisionLog, SQLiteDecisionLog, new_decision_id
 from serving.experiments import HOLDOUT, assign
 
 log = logging.getLogger(__name__)
@@ -610,7 +609,7 @@ class Runtime:
                 "customer_id": cid,
                 **{p: out[p] for p in parts},
                 "model_versions": {p: arm_models.versions[p] for p in parts if p in arm_models.versions},
-                "decision_id": uuid.uuid4().hex,
+                "decision_id": new_decision_id(),
                 "as_of": as_of,
                 "experiment": route.info(),
             }
@@ -695,7 +694,7 @@ class Runtime:
                     "customer_id": cid,
                     **out,
                     "model_versions": versions,
-                    "decision_id": uuid.uuid4().hex,
+                    "decision_id": new_decision_id(),
                     "as_of": as_of,
                     "experiment": {"name": experiment.name, "variant": name, "holdout": False},
                     "served_decision_id": served_id,

@@ -11,7 +11,7 @@ import pytest
 
 from features.settings import load_settings
 from serving import ab
-from serving.decision_log import FeedbackRow, SQLiteDecisionLog, UnknownDecisions
+from serving.decision_log import FeedbackRow, SQLiteDecisionLog, UnknownDecisions, new_decision_id
 
 
 def decision(i: int, **extra) -> dict:
@@ -171,3 +171,14 @@ def test_served_decisions_jump_the_queue_of_background_records(tmp_path: Path) -
     assert order == ["served", "background"]
     assert log.count() == 2001
     log.close()
+
+
+def test_decision_ids_are_unique_unguessable_and_grow_with_time() -> None:
+    ids = [new_decision_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # The time part (first 14 hex digits) never goes back, so new rows are appended to the log's B-tree.
+    prefixes = [i[:14] for i in ids]
+    assert prefixes == sorted(prefixes)
+    # The random part differs even between ids made in the same microsecond.
+    assert len({i[14:] for i in ids}) == len(ids)
