@@ -4,10 +4,11 @@ Usage: python benchmarks/serving.py [--duration 10] [--warmup 2] [--customers 30
                                    [--keep] [--strict]
 
 In a temporary directory: ``cxpredict demo`` (synthetic data, three registered models, online store), then
-``cxpredict serve`` on a free loopback port, loaded by ``hey`` at 1, 8 and 32 connections; then the bare service
+``cxpredict serve`` on a free loopback port, loaded by ``hey`` at 1, 8 and 32 connections, and the bare service
 of ``benchmarks/bare_service.py`` (the churn model's ``main`` booster from the bundle that ``serve`` downloaded)
-under the same load. The two servers run one after the other, never at the same time. ``hey`` comes from the
-Debian package and is installed with ``apt-get`` when it is not on PATH.
+under the same load. Only one server is loaded at a time, and the bare service is loaded right after each
+configuration at the same connection count, so that the machine's drift during a run affects both sides of a
+ratio alike. ``hey`` comes from the Debian package and is installed with ``apt-get`` when it is not on PATH.
 
 Prints requests/s and latency per target and connection count, the personalize/bare throughput ratio and a
 pass/fail per target; ``--json`` writes the raw figures, ``--write-docs`` replaces the serving section of
@@ -77,6 +78,25 @@ class Result:
     percentiles_ms: dict[str, float] = field(default_factory=dict)
     server_cpu_ms: float | None = None
     loadavg_1m: float | None = None
+    #: For a bare run: the configuration it was measured next to (its ratio's numerator).
+    paired_with: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The target as the tables show it."""
+        return f"{self.target} (next to {self.paired_with})" if self.paired_with else self.target
+
+
+@dataclass
+class Target:
+    """A server endpoint to load."""
+
+    name: str
+    server: Server
+    url: str
+    body: Path
+    auth: bool
+    paired_with: str | None = None
 
 
 class Server:
@@ -266,27 +286,28 @@ def run_hey(hey: str, url: str, body: Path, connections: int, seconds: float, au
     return done.stdout
 
 
-def load(
-    hey: str, server: Server, target: str, url: str, body: Path, auth: bool, args: argparse.Namespace, raw_dir: Path
-) -> list[Result]:
-    """A warm-up and a measured run at every connection count."""
+def load(hey: str, targets: list[Target], args: argparse.Namespace, raw_dir: Path) -> list[Result]:
+    """At every connection count, a warm-up and a measured run of each target in turn."""
     results = []
     for c in CONNECTIONS:
-        run_hey(hey, url, body, c, args.warmup, auth)
-        cpu_before = server.cpu_seconds()
-        text = run_hey(hey, url, body, c, args.duration, auth)
-        cpu_used = server.cpu_seconds() - cpu_before
-        (raw_dir / f"hey-{target}-c{c}.txt").write_text(text)
-        result = parse_hey(text, target, c, args.duration)
-        result.server_cpu_ms = 1000.0 * cpu_used / result.requests if result.requests else None
-        result.loadavg_1m = os.getloadavg()[0]
-        results.append(result)
-        print(
-            f"  {target:<12} c={c:<3} {result.rps:8.1f} req/s  p50 {_ms(result.p50_ms)}  p99 {_ms(result.p99_ms)}  "
-            f"max {_ms(result.max_ms)}  errors {result.errors}  server CPU {_ms(result.server_cpu_ms, 2)} ms/req  "
-            f"(load {_loadavg()})",
-            flush=True,
-        )
+        for t in targets:
+            run_hey(hey, t.url, t.body, c, args.warmup, t.auth)
+            cpu_before = t.server.cpu_seconds()
+            text = run_hey(hey, t.url, t.body, c, args.duration, t.auth)
+            cpu_used = t.server.cpu_seconds() - cpu_before
+            suffix = f"-next-to-{t.paired_with}" if t.paired_with else ""
+            (raw_dir / f"hey-{t.name}{suffix}-c{c}.txt").write_text(text)
+            result = parse_hey(text, t.name, c, args.duration)
+            result.paired_with = t.paired_with
+            result.server_cpu_ms = 1000.0 * cpu_used / result.requests if result.requests else None
+            result.loadavg_1m = os.getloadavg()[0]
+            results.append(result)
+            print(
+                f"  {result.label:<34} c={c:<3} {result.rps:8.1f} req/s  p50 {_ms(result.p50_ms)}  "
+                f"p99 {_ms(result.p99_ms)}  max {_ms(result.max_ms)}  errors {result.errors}  "
+                f"server CPU {_ms(result.server_cpu_ms, 2)} ms/req  (load {_loadavg()})",
+                flush=True,
+            )
     return results
 
 
@@ -388,8 +409,9 @@ def bare_body(home: Path, customer_id: str) -> tuple[Path, list[float]]:
 
 def verdicts(results: list[Result], target: str = "personalize") -> dict[str, Any]:
     """Ratios per connection count and pass/fail of every target, for one personalize configuration."""
-    by = {(r.target, r.connections): r for r in results}
-    ratios = {c: (by[(target, c)].rps / by[("bare", c)].rps if by[("bare", c)].rps else None) for c in CONNECTIONS}
+    by = {(r.target, r.connections): r for r in results if r.paired_with is None}
+    bare = {r.connections: r for r in results if r.target == "bare" and r.paired_with == target}
+    ratios = {c: (by[(target, c)].rps / bare[c].rps if bare[c].rps else None) for c in CONNECTIONS}
     at = by[(target, TARGET_CONNECTIONS)]
     errors = sum(r.errors for r in results if r.target == target)
     checks = {
@@ -430,7 +452,7 @@ def table(results: list[Result], verdicts_by: dict[str, dict[str, Any]], shadow:
     ]
     for r in results:
         lines.append(
-            f"| {r.target} | {r.connections} | {r.rps:.0f} | {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | {_ms(r.max_ms)} "
+            f"| {r.label} | {r.connections} | {r.rps:.0f} | {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | {_ms(r.max_ms)} "
             f"| {r.errors} | {_ms(r.server_cpu_ms, 2)} | {_ms(r.loadavg_1m, 2)} |"
         )
     names = list(verdicts_by)
@@ -499,7 +521,9 @@ Measured {report["date"]}: {m["cores"]} cores, Python {m["python"]}, BentoML {m[
 Setup, in a temporary directory: `cxpredict demo --customers {cfg["customers"]}`, then `cxpredict serve` on a
 loopback port. For each target and connection count C: a {cfg["warmup_s"]:g} s warm-up, then
 `hey -z {cfg["duration_s"]:g}s -c C -m POST -T application/json -H "Authorization: Bearer ..." -D body.json URL`.
-The servers run one after the other, never at the same time.
+Only one server is loaded at a time. The bare service is loaded right after personalize and after
+personalize-2w at the same connection count (personalize c=1, bare c=1, personalize c=8, bare c=8, ...): each
+ratio compares runs made seconds apart, so the machine's drift during a run affects both sides alike.
 
 - **personalize**: `POST /v1/personalize` of `cxpredict serve` (three models, online-store lookup, churn
   reasons, offer ranking, one decision-log row per request). hey sends one fixed body,
@@ -532,7 +556,7 @@ figures, `--keep` keeps the temporary directory with both servers' logs and hey'
 
 
 def _minutes(cfg: dict[str, Any]) -> float:
-    runs = 4 * len(cfg["connections"]) * (cfg["duration_s"] + cfg["warmup_s"])
+    runs = 5 * len(cfg["connections"]) * (cfg["duration_s"] + cfg["warmup_s"])
     return (runs + 120.0) / 60.0  # + demo setup and four server starts
 
 
@@ -593,8 +617,28 @@ def main() -> int:
         body = tmp / "personalize.json"
         body.write_text(json.dumps({"customer_id": customer_id, "context": {"channel": "email"}}))
         print(f"cxpredict serve ready on port {port}; customer {customer_id}", flush=True)
+
+        booster, features = bare_body(home, customer_id)
+        bare_json = tmp / "bare.json"
+        bare_json.write_text(json.dumps({"features": features}))
+        bare_port = free_port()
+        bare = Server(
+            "bare BentoML service",
+            [sys.executable, "-m", "bentoml", "serve", "benchmarks.bare_service:Bare", "--port", str(bare_port)],
+            REPO,
+            {**env, "BARE_BOOSTER_PATH": str(booster)},
+            tmp / "bare.log",
+        )
+        servers.append(bare)
+        bare.wait_ready(f"http://{HOST}:{bare_port}/readyz")
+        print(f"bare service ready on port {bare_port}", flush=True)
+        bare_url = f"http://{HOST}:{bare_port}/predict"
+
+        def with_bare(target: Target) -> list[Target]:
+            return [target, Target("bare", bare, bare_url, bare_json, False, paired_with=target.name)]
+
         url = f"http://{HOST}:{port}/v1/personalize"
-        results += load(hey, serve, "personalize", url, body, True, args, tmp)
+        results += load(hey, with_bare(Target("personalize", serve, url, body, True)), args, tmp)
         serve.stop()
 
         # The same service with an experiment whose shadow variant is scored on every request (off the answer's
@@ -603,38 +647,23 @@ def main() -> int:
         # variant ("champion"): exactly the work a real shadow adds.
         shadow_args = ("ab", "start", "bench-shadow", "--model", "personalize", "--variant", "champion=1")
         run_cli(env, tmp, *shadow_args, "--shadow", "1")
-        for target, extra in ((SHADOW, []), (TWO_WORKERS, ["--workers", "2"])):
-            if target == TWO_WORKERS:
+        for name, extra in ((SHADOW, []), (TWO_WORKERS, ["--workers", "2"])):
+            if name == TWO_WORKERS:
                 run_cli(env, tmp, "ab", "stop", "bench-shadow")
             port = free_port()
             server = Server(
-                target,
+                name,
                 [*cxpredict_command(), "serve", "--port", str(port), "--host", HOST, *extra],
                 tmp,
                 env,
-                tmp / f"{target}.log",
+                tmp / f"{name}.log",
             )
             servers.append(server)
             server.wait_ready(f"http://{HOST}:{port}/readyz")
-            print(f"{target} ready on port {port}", flush=True)
-            results += load(hey, server, target, f"http://{HOST}:{port}/v1/personalize", body, True, args, tmp)
+            print(f"{name} ready on port {port}", flush=True)
+            target = Target(name, server, f"http://{HOST}:{port}/v1/personalize", body, True)
+            results += load(hey, with_bare(target) if name == TWO_WORKERS else [target], args, tmp)
             server.stop()
-
-        booster, features = bare_body(home, customer_id)
-        bare_json = tmp / "bare.json"
-        bare_json.write_text(json.dumps({"features": features}))
-        port = free_port()
-        bare = Server(
-            "bare BentoML service",
-            [sys.executable, "-m", "bentoml", "serve", "benchmarks.bare_service:Bare", "--port", str(port)],
-            REPO,
-            {**env, "BARE_BOOSTER_PATH": str(booster)},
-            tmp / "bare.log",
-        )
-        servers.append(bare)
-        bare.wait_ready(f"http://{HOST}:{port}/readyz")
-        print(f"bare service ready on port {port}", flush=True)
-        results += load(hey, bare, "bare", f"http://{HOST}:{port}/predict", bare_json, False, args, tmp)
         bare.stop()
     finally:
         for server in servers:
