@@ -31,7 +31,7 @@ def serve(port: int, host: str = "127.0.0.1", workers: int = 1) -> None:
         port: TCP port.
         host: Interface to bind.
         workers: BentoML worker processes. Each holds its own models and decision-log writer (WAL lets them share
-            the file); the ``cxpredict_*`` series on ``/metrics`` are per worker.
+            the file); ``/metrics`` sums their ``cxpredict_*`` counters (see :mod:`serving.metrics`).
 
     Raises:
         StartupError: no model, store or API key to serve with (the message says how to fix it).

@@ -815,32 +815,15 @@ class Runtime:
             "pid": os.getpid(),
         }
 
-    def prometheus(self) -> str:
-        """Service-specific metrics in Prometheus text format (appended to BentoML's ``/metrics``)."""
-        lines = [
-            "# HELP cxpredict_model_version Registry version of the model being served (0 = absent).",
-            "# TYPE cxpredict_model_version gauge",
-        ]
-        for name in MODELS:
-            lines.append(f'cxpredict_model_version{{model="{name}"}} {self.models.versions.get(name, 0)}')
-        lines += [
-            "# HELP cxpredict_model_reloads_total Model generations swapped in since start.",
-            "# TYPE cxpredict_model_reloads_total counter",
-            f"cxpredict_model_reloads_total {self.reloads}",
-            "# HELP cxpredict_model_reload_errors_total Manifests that failed to load.",
-            "# TYPE cxpredict_model_reload_errors_total counter",
-            f"cxpredict_model_reload_errors_total {self.reload_errors}",
-            "# HELP cxpredict_shadow_decisions_total Shadow-variant decisions scored and logged.",
-            "# TYPE cxpredict_shadow_decisions_total counter",
-            f"cxpredict_shadow_decisions_total {self.shadow_scored}",
-            "# HELP cxpredict_shadow_skipped_total Requests the shadow variant skipped (backlog full) or failed on.",
-            "# TYPE cxpredict_shadow_skipped_total counter",
-            f"cxpredict_shadow_skipped_total {self.shadow_dropped + self.shadow_errors}",
-            "# HELP cxpredict_experiments_running Experiments routing traffic.",
-            "# TYPE cxpredict_experiments_running gauge",
-            f"cxpredict_experiments_running {len(self.models.experiments)}",
-            "# HELP cxpredict_online_store_customers Customers in the current online store generation.",
-            "# TYPE cxpredict_online_store_customers gauge",
-            f"cxpredict_online_store_customers {self._store.meta.get('customers') or 0}",
-        ]
-        return "\n".join(lines) + "\n"
+    def totals(self) -> dict[str, int]:
+        """Event counts since start (the service publishes them as Prometheus counters)."""
+        return {
+            "reloads": self.reloads,
+            "reload_errors": self.reload_errors,
+            "shadow_scored": self.shadow_scored,
+            "shadow_skipped": self.shadow_dropped + self.shadow_errors,
+        }
+
+    def store_customers(self) -> int:
+        """Customers in the online store generation being read."""
+        return int(self._store.meta.get("customers") or 0)

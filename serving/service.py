@@ -15,8 +15,8 @@ How the contract's status codes are produced:
 * the endpoints return a Starlette response themselves: 200 with the answer, or ``{"error", "detail"}`` with the
   status of a :class:`serving.runtime.ServingError` (404 unknown customer, 413 batch too large, 422 bad features).
 
-``/livez``, ``/readyz`` and ``/metrics`` are BentoML's own (no auth); ``/metrics`` gains a few ``cxpredict_*``
-series through the ``__metrics__`` hook.
+``/livez``, ``/readyz`` and ``/metrics`` are BentoML's own (no auth); ``/metrics`` also shows the ``cxpredict_*``
+series of :mod:`serving.metrics`, summed or merged over all worker processes.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from starlette.responses import Response  # noqa: E402
 
 from features.settings import load_settings  # noqa: E402
 from serving.coalesce import Coalescer  # noqa: E402
+from serving.metrics import ServiceMetrics  # noqa: E402
 from serving.runtime import MODELS, Item, Runtime, ServingError  # noqa: E402
 from serving.schemas import (  # noqa: E402
     MAX_BATCH,
@@ -110,18 +111,6 @@ async def _after_logging(logged: Future[None], response: Response) -> Response:
         log.error("decision log write failed: %r", exc)
         return error_response(503, "decision_log_unavailable", "the decision could not be logged; retry the request")
     return response
-
-
-def _coalescer_metrics(coalescers: dict[str, Coalescer[Any, Any]]) -> str:
-    lines = [
-        "# HELP cxpredict_coalesced_requests_total Single-customer requests answered, by endpoint.",
-        "# TYPE cxpredict_coalesced_requests_total counter",
-        *(f'cxpredict_coalesced_requests_total{{endpoint="{e}"}} {c.items}' for e, c in coalescers.items()),
-        "# HELP cxpredict_coalesced_calls_total Scoring calls that answered them (requests / calls = mean batch).",
-        "# TYPE cxpredict_coalesced_calls_total counter",
-        *(f'cxpredict_coalesced_calls_total{{endpoint="{e}"}} {c.calls}' for e, c in coalescers.items()),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 class ApiGuard:
@@ -276,6 +265,8 @@ class CxPredict:
         global _runtime
         self.runtime = Runtime(load_settings())
         _runtime = self.runtime
+        self.metrics = ServiceMetrics(_SINGLE_ENDPOINTS)
+        self.metrics.publish(self.runtime)
         # One scoring thread: XGBoost releases the GIL, so scoring overlaps the event loop's HTTP work.
         self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxpredict-score")
         self._coalescers = {
@@ -297,6 +288,8 @@ class CxPredict:
         while not self._stop.wait(RELOAD_POLL_SECONDS):
             try:
                 self.runtime.maybe_reload()
+                # Counters and gauges reach /metrics within a second (scoring batches are counted at once).
+                self.metrics.publish(self.runtime)
             except Exception:  # never let the watcher die
                 log.exception("model reload check failed")
 
@@ -312,14 +305,11 @@ class CxPredict:
         """Ready once the runtime holds at least one model (always, after a successful start)."""
         return bool(self.runtime.models.bundles)
 
-    def __metrics__(self, content: str) -> str:
-        """Append the service's own series to BentoML's Prometheus text."""
-        return content + self.runtime.prometheus() + _coalescer_metrics(self._coalescers)
-
     def _decide(
         self, items: list[Item], parts: tuple[str, ...], endpoint: str
     ) -> list[tuple[dict[str, Any], Future[None]]]:
         answers, logged = self.runtime.decide(items, parts, endpoint)
+        self.metrics.batch(endpoint, len(items))
         return [(answer, logged) for answer in answers]
 
     async def _one(self, request: PersonalizeRequest, endpoint: str) -> Response:

@@ -102,7 +102,7 @@ class Server:
     log: Path
 
 
-def launch(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def launch(home: Path, log: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     """Start ``bentoml serve`` on ``home`` (own process group) and wait until it is ready."""
     port = free_port()
     env = {
@@ -111,6 +111,8 @@ def launch(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
         "CXPREDICT_API_KEYS": API_KEY,
         "BENTOML_DO_NOT_TRACK": "true",
         "BENTOML_HOME": str(home / "bentoml"),
+        # As `cxpredict serve --workers N` sets it.
+        "BENTOML_CONFIG_OPTIONS": f"services.cxpredict.workers={workers}",
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(

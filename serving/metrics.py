@@ -1,0 +1,88 @@
+"""The service's own Prometheus series, correct whichever worker process answers the scrape.
+
+BentoML runs ``prometheus_client`` in multiprocess mode: every worker writes its series to files in a shared
+directory, and ``/metrics`` merges them (counters summed over workers; each gauge by its ``multiprocess_mode``).
+Series written here therefore cover all workers. The runtime itself knows nothing of Prometheus: it keeps plain
+totals, and :meth:`ServiceMetrics.publish` turns their growth into counter increments.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from serving.runtime import MODELS, Runtime
+
+
+class ServiceMetrics:
+    """The ``cxpredict_*`` series of one worker process.
+
+    Build it in the worker (after BentoML has pointed ``PROMETHEUS_MULTIPROC_DIR`` at its directory), never at
+    import time: ``prometheus_client`` chooses where values live when it is first imported.
+
+    Args:
+        endpoints: The single-customer endpoints whose coalesced batches are counted.
+    """
+
+    def __init__(self, endpoints: Iterable[str]) -> None:
+        import prometheus_client as prom
+
+        # registry=None: in multiprocess mode the values are read from the files, and a second service instance
+        # in one process (tests) must not collide with the first in the default registry.
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+            return prom.Counter(name, doc, labels, registry=None)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Any:
+            # livemax: the value of the live workers (equal, except for a moment while they reload one by one).
+            return prom.Gauge(name, doc, labels, registry=None, multiprocess_mode="livemax")
+
+        self.requests = counter(
+            "cxpredict_coalesced_requests", "Single-customer requests answered, by endpoint.", ("endpoint",)
+        )
+        self.calls = counter(
+            "cxpredict_coalesced_calls",
+            "Scoring calls that answered them (requests / calls = mean batch).",
+            ("endpoint",),
+        )
+        for endpoint in endpoints:
+            # Present from the start, at 0, so that rates over them are defined before the first request.
+            self.requests.labels(endpoint)
+            self.calls.labels(endpoint)
+        self._totals: dict[str, Any] = {
+            "reloads": counter("cxpredict_model_reloads", "Model generations swapped in since start."),
+            "reload_errors": counter("cxpredict_model_reload_errors", "Manifests that failed to load."),
+            "shadow_scored": counter("cxpredict_shadow_decisions", "Shadow-variant decisions scored and logged."),
+            "shadow_skipped": counter(
+                "cxpredict_shadow_skipped", "Requests the shadow variant skipped (backlog full) or failed on."
+            ),
+        }
+        self._published = dict.fromkeys(self._totals, 0)
+        self.model_version = gauge(
+            "cxpredict_model_version", "Registry version of the model being served (0 = absent).", ("model",)
+        )
+        self.experiments = gauge("cxpredict_experiments_running", "Experiments routing traffic.")
+        self.store_customers = gauge(
+            "cxpredict_online_store_customers", "Customers in the current online store generation."
+        )
+        self._lock = threading.Lock()
+
+    def batch(self, endpoint: str, size: int) -> None:
+        """Count one scoring call that answered ``size`` requests of ``endpoint``."""
+        self.requests.labels(endpoint).inc(size)
+        self.calls.labels(endpoint).inc()
+
+    def publish(self, runtime: Runtime) -> None:
+        """Bring the series up to date with ``runtime``'s totals and state (cheap; call it often)."""
+        totals = runtime.totals()
+        with self._lock:
+            for name, counter in self._totals.items():
+                grown = totals[name] - self._published[name]
+                if grown > 0:
+                    counter.inc(grown)
+                    self._published[name] = totals[name]
+            versions = runtime.models.versions
+            for name in MODELS:
+                self.model_version.labels(name).set(versions.get(name, 0))
+            self.experiments.set(len(runtime.models.experiments))
+            self.store_customers.set(runtime.store_customers())
