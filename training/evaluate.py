@@ -40,7 +40,9 @@ def evaluate(
     registry.use_experiment()
     results: dict[str, dict[str, float]] = {}
     with mlflow.start_run(run_name="evaluate"):
-        mlflow.log_params({"as_of": as_of.isoformat(), "alias": alias, "data_hash": report.data_hash})
+        # Prefixed keys: under `mlflow run -e evaluate` this run already holds the entry point's own `as_of` and
+        # `alias` parameters (as typed), and MLflow refuses to log a key twice with another value.
+        mlflow.log_params({"evaluate.as_of": as_of.isoformat(), "evaluate.alias": alias, "data_hash": report.data_hash})
         for name in ("churn", "cltv"):
             try:
                 bundle, version = registry.load_bundle(client, name, alias, settings.home / "models")

@@ -1,9 +1,15 @@
 """The user's path through the CLI: demo, then predict and evaluate on what demo left behind."""
 
+import os
+import subprocess
+from pathlib import Path
+
 import pandas as pd
 from typer.testing import CliRunner
 
 from cxpredict.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_then_predict_and_evaluate(tmp_path, monkeypatch):
@@ -28,6 +34,17 @@ def test_demo_then_predict_and_evaluate(tmp_path, monkeypatch):
     assert "roc_auc=" in ev.output and "IN-SAMPLE" in ev.output
     late = runner.invoke(app, ["evaluate", "--data", "d", "--as-of", "2024-12-01"], env=env)
     assert late.exit_code == 2 and "outcome window" in late.output
+
+    # The MLproject entry point runs the same command inside the run `mlflow run` opened, which already holds the
+    # entry point's own parameters (as_of, alias, data): evaluate must not log those keys again.
+    command = [str(ROOT / ".venv/bin/mlflow"), "run", str(ROOT), "-e", "evaluate", "--env-manager", "local"]
+    command += ["-P", f"data={tmp_path / 'd'}", "-P", "as_of=2024-09-01"]
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    path = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    env_run = {**inherited, **env, "PATH": path, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run(command, cwd=tmp_path, env=env_run, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "roc_auc=" in done.stdout and "succeeded" in done.stderr
 
 
 def test_train_rejects_unknown_model_name(tmp_path):
