@@ -91,6 +91,8 @@ class Coalescer(Generic[T, R]):
         def done(task: asyncio.Future[tuple[Sequence[R] | None, BaseException | None]]) -> None:
             if task.cancelled():  # the executor was shut down under it
                 self._deliver(batch, None, RuntimeError("the scoring thread stopped"))
+            elif (raised := task.exception()) is not None:  # not an Exception (those _call returns): still answer
+                self._deliver(batch, None, raised)
             else:
                 self._deliver(batch, *task.result())
             self._next(loop)

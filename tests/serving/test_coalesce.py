@@ -187,3 +187,28 @@ def test_a_stopped_executor_fails_the_waiting_items_instead_of_hanging() -> None
 
     out = asyncio.run(main())
     assert all(isinstance(e, RuntimeError) for e in out)
+
+
+class Halt(BaseException):
+    """Not an ``Exception``: the handler's error path does not catch it."""
+
+
+def test_a_handler_raising_a_base_exception_in_the_executor_still_answers_and_frees_the_coalescer() -> None:
+    calls: list[list[int]] = []
+
+    def handler(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        if items == [1]:
+            raise Halt("stopping")
+        return [i * 10 for i in items]
+
+    with ThreadPoolExecutor(1) as pool:
+        coalescer = Coalescer(handler, executor=pool)
+
+        async def main() -> list[object]:
+            first = await asyncio.wait_for(asyncio.gather(coalescer.submit(1), return_exceptions=True), timeout=5)
+            return [*first, await asyncio.wait_for(coalescer.submit(2), timeout=5)]
+
+        out = asyncio.run(main())
+    assert isinstance(out[0], Halt) and out[1] == 20
+    assert calls == [[1], [2]]
