@@ -53,7 +53,7 @@ class Coalescer(Generic[T, R]):
         self._pending: _Batch[T, R] = []
         #: A dispatch is scheduled on the loop or a call is running: new items just join ``_pending``.
         self._busy = False
-        #: Handler calls made and items handled, for the service's metrics (items / calls = mean batch size).
+        #: Handler calls made and items handled in this process (items / calls = mean batch size).
         self.calls = 0
         self.items = 0
 

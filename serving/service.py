@@ -288,10 +288,13 @@ class CxPredict:
         while not self._stop.wait(RELOAD_POLL_SECONDS):
             try:
                 self.runtime.maybe_reload()
-                # Counters and gauges reach /metrics within a second (scoring batches are counted at once).
-                self.metrics.publish(self.runtime)
             except Exception:  # never let the watcher die
                 log.exception("model reload check failed")
+            try:
+                # Counters and gauges reach /metrics within a second (scoring batches are counted at once).
+                self.metrics.publish(self.runtime)
+            except Exception:
+                log.exception("publishing metrics failed")
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
