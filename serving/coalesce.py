@@ -53,9 +53,6 @@ class Coalescer(Generic[T, R]):
         self._pending: _Batch[T, R] = []
         #: A dispatch is scheduled on the loop or a call is running: new items just join ``_pending``.
         self._busy = False
-        #: Handler calls made and items handled in this process (items / calls = mean batch size).
-        self.calls = 0
-        self.items = 0
 
     async def submit(self, item: T) -> R:
         """The handler's result for ``item``, computed together with whatever else is waiting."""
@@ -74,8 +71,6 @@ class Coalescer(Generic[T, R]):
         if not batch:
             self._busy = False
             return
-        self.calls += 1
-        self.items += len(batch)
         items = [item for item, _ in batch]
         if self.executor is None:
             self._deliver(batch, *self._call(items))

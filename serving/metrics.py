@@ -45,10 +45,9 @@ class ServiceMetrics:
             "Scoring calls that answered them (requests / calls = mean batch).",
             ("endpoint",),
         )
-        for endpoint in endpoints:
-            # Present from the start, at 0, so that rates over them are defined before the first request.
-            self.requests.labels(endpoint)
-            self.calls.labels(endpoint)
+        # One child per endpoint, made once: present from the start at 0 (so rates over them are defined before the
+        # first request), and no label lookup on the scoring path.
+        self._per_endpoint = {e: (self.requests.labels(e), self.calls.labels(e)) for e in endpoints}
         self._totals: dict[str, Any] = {
             "reloads": counter("cxpredict_model_reloads", "Model generations swapped in since start."),
             "reload_errors": counter("cxpredict_model_reload_errors", "Manifests that failed to load."),
@@ -69,8 +68,9 @@ class ServiceMetrics:
 
     def batch(self, endpoint: str, size: int) -> None:
         """Count one scoring call that answered ``size`` requests of ``endpoint``."""
-        self.requests.labels(endpoint).inc(size)
-        self.calls.labels(endpoint).inc()
+        requests, calls = self._per_endpoint[endpoint]
+        requests.inc(size)
+        calls.inc()
 
     def publish(self, runtime: Runtime) -> None:
         """Bring the series up to date with ``runtime``'s totals and state (cheap; call it often)."""

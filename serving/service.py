@@ -253,8 +253,8 @@ class _JsonErrors:
     name="cxpredict",
     traffic={"timeout": 10, "concurrency": 64},
     logging={"access": {"enabled": False}},
-    # Per-request OpenTelemetry spans cost about a quarter of the framework's time per request (measured in
-    # benchmarks/serving.py); /v1 answers are traced in the decision log instead.
+    # Per-request OpenTelemetry spans cost about a quarter of the framework's time per request (an ad hoc profile
+    # of the first serving round); /v1 answers are traced in the decision log instead.
     tracing={"excluded_urls": ["/v1/"]},
     workers=1,
 )
@@ -281,7 +281,8 @@ class CxPredict:
         gc.collect()
         gc.freeze()
         # The scoring thread runs Python between its XGBoost calls; the event loop should not wait the default
-        # 5 ms for the GIL each time it has a request to read or answer (measured: more requests/s at 8 connections).
+        # 5 ms for the GIL each time it has a request to read or answer (a small gain at 8 connections, measured ad
+        # hoc: see docs/benchmarks.md).
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
 
     def _watch(self) -> None:
@@ -320,7 +321,7 @@ class CxPredict:
             item = self.runtime.prepare(request.customer_id, request.context, request.features)
         except ServingError as exc:
             return error_response(exc.status, exc.error, exc.detail)
-        # Requests that arrived together are scored in one model call per model (see serving.coalesce).
+        # Requests that arrive while the scoring thread is busy are scored together next (see serving.coalesce).
         answer, logged = await self._coalescers[endpoint].submit(item)
         return await _after_logging(logged, json_response(answer))
 

@@ -1,3 +1,5 @@
+import os
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -8,6 +10,22 @@ from features.synthetic import SyntheticConfig, generate, write_dataset
 from training.config import TrainConfig, XGBParams
 
 AS_OF = datetime(2025, 1, 1)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def mlflow_run(entry: str, params: dict[str, str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``mlflow run`` of one of this project's MLproject entry points, in the project's own environment (no network).
+
+    MLflow variables of the test process are dropped (other tests may leave an experiment id of another database
+    behind); ``env`` supplies the tracking URI and anything else the run needs.
+    """
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    path = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    full_env = {**inherited, "PATH": path, "MLFLOW_DISABLE_TELEMETRY": "true", **env}
+    command = [str(ROOT / ".venv/bin/mlflow"), "run", str(ROOT), "-e", entry, "--env-manager", "local"]
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="session")

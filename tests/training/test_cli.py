@@ -1,15 +1,10 @@
 """The user's path through the CLI: demo, then predict and evaluate on what demo left behind."""
 
-import os
-import subprocess
-from pathlib import Path
-
 import pandas as pd
 from typer.testing import CliRunner
 
 from cxpredict.cli import app
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.training.conftest import mlflow_run
 
 
 def test_demo_then_predict_and_evaluate(tmp_path, monkeypatch):
@@ -37,12 +32,7 @@ def test_demo_then_predict_and_evaluate(tmp_path, monkeypatch):
 
     # The MLproject entry point runs the same command inside the run `mlflow run` opened, which already holds the
     # entry point's own parameters (as_of, alias, data): evaluate must not log those keys again.
-    command = [str(ROOT / ".venv/bin/mlflow"), "run", str(ROOT), "-e", "evaluate", "--env-manager", "local"]
-    command += ["-P", f"data={tmp_path / 'd'}", "-P", "as_of=2024-09-01"]
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    path = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
-    env_run = {**inherited, **env, "PATH": path, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    done = subprocess.run(command, cwd=tmp_path, env=env_run, capture_output=True, text=True, timeout=300)
+    done = mlflow_run("evaluate", {"data": str(tmp_path / "d"), "as_of": "2024-09-01"}, tmp_path, env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "roc_auc=" in done.stdout and "succeeded" in done.stderr
 
