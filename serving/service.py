@@ -9,6 +9,11 @@ How the contract's status codes are produced:
   answers 401 for a missing or wrong bearer key and 413 for a body over :data:`MAX_BODY_BYTES` (checked on
   ``Content-Length`` and while reading a chunked body), reads every body as JSON whatever its content type, and
   turns the framework's plain-text errors on ``/v1`` paths (unknown route 404, wrong method 405) into JSON;
+* a ``POST`` whose body is valid for its route is answered by the middleware itself, with the same handler the
+  ``@bentoml.api`` method calls (the fast path, :func:`parse_route`). BentoML's outer middlewares (request
+  metrics, concurrency limit, timeout) still see it; its router, request context and endpoint wrapper, about
+  a third of the event loop's time per request, are skipped. Everything else (invalid bodies, other methods,
+  unknown routes) takes BentoML's full pipeline;
 * BentoML validates each body against its pydantic model and answers 400 with pydantic's error list; the
   middleware renames that to 400 ``invalid_json`` (body is not JSON) or 422 ``invalid_request`` (wrong types,
   missing or extra fields), keeping the list as ``detail`` (see :func:`normalize_error`);
@@ -32,6 +37,8 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from pydantic import BaseModel
 
 # xgboost imports scikit-learn when it is installed, and scikit-learn imports pandas: about 1 s and tens of MB
 # of heap the worker never uses (and that each full GC then walks). Marking scikit-learn as absent before the
@@ -80,8 +87,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: The worker's runtime, set once the service instance is built (the middleware is created before it).
-_runtime: Runtime | None = None
+#: A handler of one ``/v1`` route: the validated request in, the finished response out.
+Handler = Callable[[Any], Awaitable[Response]]
+
+#: The worker's service instance, set once it is built (the middleware is created before it).
+_service: CxPredict | None = None
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -113,8 +123,36 @@ async def _after_logging(logged: Future[None], response: Response) -> Response:
     return response
 
 
+def parse_route(method: str, path: str, body: bytes) -> tuple[str, BaseModel] | None:
+    """The endpoint and validated request for a ``POST`` to a ``/v1`` route, or None if the body is not valid for it.
+
+    Validation is BentoML's own: the route's input model from ``CxPredict.apis`` and its JSON codec's call
+    (``model_validate_json``, an empty body read as ``{}``), so a request the fast path answers is one the
+    ``@bentoml.api`` method would have accepted. None leaves the request, and its error answer, to BentoML's
+    pipeline.
+
+    Args:
+        method: The HTTP method.
+        path: The request path.
+        body: The whole request body.
+
+    Returns:
+        ``(endpoint name, request model instance)``, or None.
+    """
+    found = ROUTES.get(path) if method == "POST" else None
+    if found is None:
+        return None
+    model, endpoint = found
+    try:
+        return endpoint, model.model_validate_json(body or b"{}")
+    except ValueError:  # pydantic's ValidationError, invalid JSON included
+        return None
+
+
 class ApiGuard:
     """ASGI middleware for ``/v1``: bearer-key auth, body-size limit, content type, JSON for framework errors.
+
+    It also answers every valid ``POST`` itself (the fast path, see the module docstring and :func:`parse_route`).
 
     Args:
         app: The wrapped application.
@@ -132,11 +170,11 @@ class ApiGuard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        runtime = _runtime
-        if runtime is None:
+        service = _service
+        if service is None:
             await _send_error(send, 503, "starting", "the service is still loading its models")
             return
-        if not runtime.check_key(headers.get("authorization")):
+        if not service.runtime.check_key(headers.get("authorization")):
             await _send_error(
                 send,
                 401,
@@ -169,17 +207,31 @@ class ApiGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
+        parsed = parse_route(scope.get("method", ""), path, body)
+        if parsed is not None:
+            endpoint, request = parsed
+            try:
+                response = await service.handlers[endpoint](request)
+            except Exception:  # what BentoML's endpoint wrapper would answer, in the contract's shape
+                log.exception("%s %s failed", scope.get("method"), path)
+                response = error_response(500, "internal_error", _UNEXPECTED)
+            await response(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, _JsonErrors(send))
 
+
+#: BentoML's own words for an exception in an endpoint; the fast path answers the same.
+_UNEXPECTED = "An unexpected error has occurred, please check the server log."
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -262,9 +314,8 @@ class CxPredict:
     """Churn, CLTV and next-best-offer answers for one customer at a time (or up to 1,000 in a batch)."""
 
     def __init__(self) -> None:
-        global _runtime
+        global _service
         self.runtime = Runtime(load_settings())
-        _runtime = self.runtime
         self.metrics = ServiceMetrics(_SINGLE_ENDPOINTS)
         self.metrics.publish(self.runtime)
         # One scoring thread: XGBoost releases the GIL, so scoring overlaps the event loop's HTTP work.
@@ -273,6 +324,14 @@ class CxPredict:
             endpoint: Coalescer(functools.partial(self._decide, parts=parts, endpoint=endpoint), executor=self._scorer)
             for endpoint, parts in _SINGLE_ENDPOINTS.items()
         }
+        #: Endpoint name -> handler: what both the fast path and the ``@bentoml.api`` methods call.
+        self.handlers: dict[str, Handler] = {
+            **{name: functools.partial(self._one, endpoint=name) for name in _SINGLE_ENDPOINTS},
+            "personalize_batch": self._batch,
+            "feedback": self._feedback,
+        }
+        if set(self.handlers) != {name for _, name in ROUTES.values()}:
+            raise RuntimeError(f"the fast path's handlers {sorted(self.handlers)} do not match the /v1 endpoints")
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="cxpredict-reload", daemon=True)
         self._watcher.start()
@@ -284,6 +343,7 @@ class CxPredict:
         # 5 ms for the GIL each time it has a request to read or answer (a small gain at 8 connections, measured ad
         # hoc: see docs/benchmarks.md).
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
+        _service = self
 
     def _watch(self) -> None:
         while not self._stop.wait(RELOAD_POLL_SECONDS):
@@ -348,6 +408,14 @@ class CxPredict:
     @bentoml.api(route="/v1/personalize/batch", output_spec=BatchResponse)
     async def personalize_batch(self, request: BatchRequest, /) -> Response:
         """Answers for up to 1,000 known customers (stored features only), in request order."""
+        return await self._batch(request)
+
+    @bentoml.api(route="/v1/feedback", output_spec=FeedbackResponse)
+    async def feedback(self, request: FeedbackRequest, /) -> Response:
+        """Record what happened after a decision; sending the same outcome again changes nothing."""
+        return await self._feedback(request)
+
+    async def _batch(self, request: BatchRequest) -> Response:
         if len(request.customer_ids) > MAX_BATCH:
             return error_response(
                 413,
@@ -359,9 +427,7 @@ class CxPredict:
         results, logged = await loop.run_in_executor(self._scorer, self.runtime.decide_many, request.customer_ids)
         return await _after_logging(logged, json_response({"results": results, "count": len(results)}))
 
-    @bentoml.api(route="/v1/feedback", output_spec=FeedbackResponse)
-    async def feedback(self, request: FeedbackRequest, /) -> Response:
-        """Record what happened after a decision; sending the same outcome again changes nothing."""
+    async def _feedback(self, request: FeedbackRequest) -> Response:
         # The log's writer thread does the (short) write; waiting for it off the event loop keeps other requests going.
         recorded = await asyncio.to_thread(self.runtime.feedback, request.decision_id, request.outcome, request.value)
         if not recorded:
@@ -372,3 +438,8 @@ class CxPredict:
 
 
 CxPredict.add_asgi_middleware(ApiGuard, max_body=MAX_BODY_BYTES)
+
+#: ``/v1`` route -> (BentoML's input model for it, endpoint name), from the ``@bentoml.api`` methods above.
+ROUTES: dict[str, tuple[type[BaseModel], str]] = {
+    api.route: (api.input_spec, name) for name, api in CxPredict.apis.items() if api.route.startswith("/v1/")
+}
