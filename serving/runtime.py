@@ -185,6 +185,7 @@ def _load_bundle(name: str, entry: Mapping[str, Any], base: Path, cache: dict[Pa
         raise StartupError(f"cannot load '{name}' bundle at {path}: {exc!r}") from exc
     if bundle.kind != name:
         raise StartupError(f"bundle at {path} is a '{bundle.kind}' model, but the manifest lists it as '{name}'")
+    bundle.prepare_online()
     cache[path] = bundle
     return bundle
 
