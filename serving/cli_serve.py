@@ -69,6 +69,11 @@ def serve(port: int, host: str = "127.0.0.1", workers: int = 1) -> None:
     }
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port), "--host", host]
     child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
+    # `kill`, systemd and `docker stop` send SIGTERM to this process alone: without passing it on, the BentoML
+    # server (and the port it holds) would outlive `cxpredict serve`.
+    forwarding = threading.current_thread() is threading.main_thread()
+    if forwarding:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
     try:
         child.wait()
     except KeyboardInterrupt:
@@ -80,6 +85,8 @@ def serve(port: int, host: str = "127.0.0.1", workers: int = 1) -> None:
             child.kill()
             child.wait()
     finally:
+        if forwarding:
+            signal.signal(signal.SIGTERM, previous)
         stop.set()
         watcher.join(timeout=5)
     if child.returncode not in (0, -signal.SIGINT, -signal.SIGTERM, None):

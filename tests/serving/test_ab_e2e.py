@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -85,7 +87,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.3)
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=20) as client:
-            yield {"root": root, "env": env, "settings": settings, "data": data, "client": client, "log": log}
+            yield {
+                "root": root,
+                "env": env,
+                "settings": settings,
+                "data": data,
+                "client": client,
+                "log": log,
+                "proc": proc,
+            }
     finally:
         stop(proc)
 
@@ -225,3 +235,16 @@ def test_promotion_under_load_drops_no_request(world: dict) -> None:
         versions = [v for _, v in s]
         switch = versions.index(2)
         assert set(versions[:switch]) == {1} and set(versions[switch:]) == {2}, "a request went back to v1"
+
+
+def test_zz_sigterm_to_cxpredict_serve_stops_the_whole_server(world: dict) -> None:
+    """`kill PID` (SIGTERM to `cxpredict serve` alone, not its group) must not leave the BentoML server running."""
+    proc = world["proc"]
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    assert tree, "cxpredict serve runs the BentoML server as a child"
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    _, alive = psutil.wait_procs(tree, timeout=20)
+    assert not alive, [p.cmdline() for p in alive]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(str(world["client"].base_url.join("/livez")), timeout=2)
