@@ -26,6 +26,8 @@ import xgboost as xgb
 
 #: Deepest tree tabulated: a leaf's table has ``2**depth x depth`` entries.
 MAX_DEPTH = 6
+#: The failure bit of a path condition the row meets.
+_MET = np.uint8(0)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class PathShap:
         full: ``(leaves,)`` the pattern of a row that meets every condition of the leaf's path.
         offset: ``(leaves,)`` first row of each leaf's block in ``table``.
         table: ``(leaves * 2**depth, depth)`` contribution to each distinct path feature, by leaf and pattern.
-        slot_feature: ``(leaves, depth)`` the feature of each table column (padding: ``n_features``, dropped).
+        columns: ``(leaves * depth,)`` the feature of each table entry, leaf by leaf (padding: ``n_features``,
+            dropped).
     """
 
     n_features: int
@@ -56,7 +59,7 @@ class PathShap:
     full: np.ndarray
     offset: np.ndarray
     table: np.ndarray
-    slot_feature: np.ndarray
+    columns: np.ndarray
 
     @classmethod
     def from_booster(cls, booster: xgb.Booster) -> PathShap | None:
@@ -70,7 +73,7 @@ class PathShap:
         if int(params.get("num_class", "0")) > 1:
             return None
         trees = gbm["model"]["trees"]
-        if any(any(t["split_type"]) for t in trees):
+        if not trees or any(any(t["split_type"]) for t in trees):
             return None
         n_features = int(params["num_feature"])
         leaves = _leaves(trees)
@@ -119,7 +122,7 @@ class PathShap:
             full=((1 << n_slots) - 1).astype(np.uint8),
             offset=np.arange(n, dtype=np.intp) << depth,
             table=table.reshape(n << depth, depth).astype(np.float32),
-            slot_feature=slot_feature,
+            columns=slot_feature.ravel(),
         )
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
@@ -135,8 +138,6 @@ class PathShap:
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected a (rows, {self.n_features}) matrix, got shape {x.shape}")
         out = np.empty((x.shape[0], self.n_features + 1), np.float32)
-        columns = self.slot_feature.ravel()
-        zero = np.uint8(0)
         for r in range(x.shape[0]):
             # One row at a time keeps every temporary small (a few leaves' worth of bytes each): faster than one
             # vectorised pass over all rows, whose large temporaries cost page faults.
@@ -145,9 +146,9 @@ class PathShap:
             for k in range(self.split_feature.shape[0]):
                 v = row[self.split_feature[k]]
                 goes_left = np.where(np.isnan(v), self.split_default_left[k], v < self.split_threshold[k])
-                failed |= np.where(goes_left == self.split_left[k], zero, self.split_bit[k])
+                failed |= np.where(goes_left == self.split_left[k], _MET, self.split_bit[k])
             rows = np.take(self.table, self.offset + (self.full & ~failed), axis=0)
-            out[r, :-1] = np.bincount(columns, weights=rows.ravel(), minlength=self.n_features + 1)[:-1]
+            out[r, :-1] = np.bincount(self.columns, weights=rows.ravel(), minlength=self.n_features + 1)[:-1]
         out[:, -1] = self.bias
         return out
 

@@ -67,6 +67,7 @@ def test_declines_models_it_does_not_tabulate() -> None:
     x, y = _data(300, 3, seed=1)
     deep = _train({"objective": "reg:squarederror", "max_depth": MAX_DEPTH + 2, "min_child_weight": 0}, x, y, 5)
     assert PathShap.from_booster(deep) is None
+    assert PathShap.from_booster(_train({"objective": "reg:squarederror"}, x, y, 0)) is None  # no trees at all
     dart = _train({"objective": "reg:squarederror", "booster": "dart", "max_depth": 3}, x, y, 5)
     assert PathShap.from_booster(dart) is None
     labels = np.arange(len(y)) % 3
