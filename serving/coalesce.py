@@ -8,8 +8,10 @@ takes about as long as on one), and the models' memory is walked once while it i
 next pass. Given an executor, the call runs there (XGBoost releases the GIL, so the event loop keeps reading,
 validating and answering HTTP on the other core meanwhile), and whatever is submitted while a call runs is handed
 over as one batch the moment it returns: the busier the service, the larger the batches. A lone request waits
-for nothing but one loop pass and, with an executor, one thread hand-off. Nothing here knows about models: the
-handler does the work.
+for nothing but one loop pass and, with an executor, one thread hand-off, or none when the ``inline`` predicate
+says the call should run on the event loop (a request alone in the worker: the loop has nothing else to do, and
+handing over to a thread and back costs it two wake-ups). Nothing here knows about models: the handler does the
+work.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Coalescer(Generic[T, R]):
         max_batch: Items per call at most; the rest wait for the next call.
         executor: Where ``handle`` runs. ``None`` runs it on the event loop (one call per loop pass); an executor
             runs one call at a time there, and items submitted meanwhile form the next call.
+        inline: With an executor: called with the size of each batch about to be handed over; True runs that call
+            on the event loop instead.
     """
 
     def __init__(
@@ -44,12 +48,14 @@ class Coalescer(Generic[T, R]):
         handle: Callable[[list[T]], Sequence[R]],
         max_batch: int = MAX_BATCH,
         executor: Executor | None = None,
+        inline: Callable[[int], bool] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.handle = handle
         self.max_batch = max_batch
         self.executor = executor
+        self.inline = inline
         self._pending: _Batch[T, R] = []
         #: A dispatch is scheduled on the loop or a call is running: new items just join ``_pending``.
         self._busy = False
@@ -72,7 +78,7 @@ class Coalescer(Generic[T, R]):
             self._busy = False
             return
         items = [item for item, _ in batch]
-        if self.executor is None:
+        if self.executor is None or (self.inline is not None and self.inline(len(items))):
             self._deliver(batch, *self._call(items))
             self._next(loop)
             return

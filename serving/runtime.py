@@ -575,7 +575,7 @@ class Runtime:
         return _Route(None, None, 1.0)
 
     def _decide(
-        self, models: Models, items: Sequence[Item], parts: Sequence[str], endpoint: str
+        self, models: Models, items: Sequence[Item], parts: Sequence[str], endpoint: str, direct: bool = False
     ) -> tuple[list[dict[str, Any]], Future[None]]:
         """Route, score and log items; answers in input order.
 
@@ -616,7 +616,7 @@ class Runtime:
             }
             answers.append(answer)
             records.append(_record(answer, row, route, endpoint, context, now))
-        ack = self.decisions.submit(records)
+        ack = self.decisions.submit(records, direct=direct)
         self._queue_shadow(items, routes, answers, parts, endpoint)
         return answers, ack
 
@@ -732,12 +732,22 @@ class Runtime:
         return Item(customer_id, row, self._store.as_of if stored is not None else None, dict(context or {}))
 
     def decide(
-        self, items: Sequence[Item], parts: Sequence[str] = MODELS, endpoint: str = "personalize"
+        self,
+        items: Sequence[Item],
+        parts: Sequence[str] = MODELS,
+        endpoint: str = "personalize",
+        direct: bool = False,
     ) -> tuple[list[dict[str, Any]], Future[None]]:
         """Answers for prepared items in input order, without waiting for the log.
 
         Scoring many items together costs little more than one (one model call per model and arm), so the service
         hands over every request that reached it at the same time. Each answer depends only on its own item.
+
+        Args:
+            items: Prepared items (:meth:`prepare`).
+            parts: The models to answer with.
+            endpoint: The endpoint logged with each decision.
+            direct: Let the decision log commit on this thread if it is idle (``DecisionLog.submit``).
 
         Returns:
             The answers and a future that completes once all their decisions are durable; the caller must not send
@@ -745,7 +755,7 @@ class Runtime:
         """
         if not items:
             return [], _done_future()
-        return self._decide(self.models, items, parts, endpoint)
+        return self._decide(self.models, items, parts, endpoint, direct)
 
     def personalize(
         self,

@@ -210,3 +210,31 @@ def test_a_handler_raising_a_base_exception_in_the_executor_still_answers_and_fr
         out = asyncio.run(main())
     assert isinstance(out[0], Halt) and out[1] == 20
     assert calls == [[1], [2]]
+
+
+def test_the_inline_predicate_keeps_chosen_calls_on_the_event_loop() -> None:
+    threads: list[tuple[list[int], int]] = []
+
+    def handler(items: list[int]) -> list[int]:
+        threads.append((list(items), threading.get_ident()))
+        return [i * 10 for i in items]
+
+    sizes: list[int] = []
+
+    def alone(n: int) -> bool:
+        sizes.append(n)
+        return n == 1
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        coalescer = Coalescer(handler, executor=pool, inline=alone)
+
+        async def main() -> tuple[int, list[int], list[int]]:
+            lone = [await coalescer.submit(1)]
+            together = await asyncio.gather(*(coalescer.submit(i) for i in range(2, 5)))
+            return threading.get_ident(), lone, list(together)
+
+        loop_thread, lone, together = asyncio.run(main())
+    assert lone == [10] and together == [20, 30, 40]
+    assert sizes == [1, 3]
+    assert threads[0] == ([1], loop_thread)
+    assert threads[1][0] == [2, 3, 4] and threads[1][1] != loop_thread

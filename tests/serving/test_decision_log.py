@@ -182,3 +182,33 @@ def test_decision_ids_are_unique_unguessable_and_grow_with_time() -> None:
     assert prefixes == sorted(prefixes)
     # The random part differs even between ids made in the same microsecond.
     assert len({i[14:] for i in ids}) == len(ids)
+
+
+def test_a_direct_decision_on_an_idle_log_is_committed_by_the_submitting_thread(tmp_path: Path) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+    log.submit([decision(0)]).result(timeout=30)  # not direct: through the writer thread
+    future = log.submit([decision(1)], direct=True)
+    assert future.done() and future.result() is None  # no hand-off: durable before submit returned
+    with sqlite3.connect(tmp_path / "d.sqlite") as con:
+        assert con.execute("SELECT decision_id FROM decisions ORDER BY 1").fetchall() == [("d0",), ("d1",)]
+    log.close()
+    # Closed: refused with an error, never silently dropped.
+    assert isinstance(log.submit([decision(2)], direct=True).exception(timeout=5), RuntimeError)
+
+
+def test_submit_never_waits_for_another_process_holding_the_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "d.sqlite"
+    log = SQLiteDecisionLog(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # like another worker (or `ab ingest`) in the middle of its transaction
+    submitted: list = []
+    thread = threading.Thread(target=lambda: submitted.append(log.submit([decision(1)], direct=True)))
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "submit blocked on another process's write lock"
+    assert not submitted[0].done()  # queued for the writer thread, which does wait for the lock
+    other.execute("COMMIT")
+    submitted[0].result(timeout=30)
+    assert log.count() == 1
+    other.close()
+    log.close()

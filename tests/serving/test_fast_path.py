@@ -23,12 +23,16 @@ class Runtime:
     def check_key(self, header):
         return header == "Bearer k"
 
+seen_in_flight = []
+
 async def crash(request):
+    seen_in_flight.append(service._service.in_flight)
     raise RuntimeError("secret internals")
 
 class Stub:
     runtime = Runtime()
     handlers = {name: crash for _, name in service.ROUTES.values()}
+    in_flight = 0
 
 service._service = Stub()
 reached = []
@@ -53,6 +57,7 @@ async def call(body):
 
 out = {"crash": asyncio.run(call(b'{"customer_id": "c1"}')), "invalid": asyncio.run(call(b'{"customer_id": 5}'))}
 out["reached"] = reached
+out["in_flight"] = {"during": seen_in_flight, "after": service._service.in_flight}
 print(json.dumps(out))
 """
 
@@ -67,6 +72,9 @@ def test_crash_is_json_500_and_invalid_bodies_reach_the_framework() -> None:
     assert crash["body"]["error"] == "internal_error"
     assert "secret internals" not in json.dumps(crash["body"]) and "Traceback" not in json.dumps(crash["body"])
     assert "secret internals" in run.stderr  # logged for the operator
+    # The handler ran counted as the one request in flight (a lone request is scored on the event loop), and the
+    # count went back down although it crashed; the invalid body was never counted.
+    assert out["in_flight"] == {"during": [1], "after": 0}
     # An invalid body is not the fast path's to answer: the framework gets it whole (and its error is normalised).
     assert out["reached"] == ['{"customer_id": 5}']
     assert out["invalid"]["status"] == 418 and out["invalid"]["body"]["error"] == "error"
