@@ -73,6 +73,7 @@ def main() -> int:
         import numpy as np
         import xgboost as xgb
 
+        from features.scoring import _Predictor
         from features.settings import load_settings
         from serving.manifest import resolve_champions
         from serving.runtime import MODELS, Runtime
@@ -86,11 +87,17 @@ def main() -> int:
         churn, cltv, nbo = (models.bundles[m] for m in MODELS)
         x = churn.encoder.encode_rows([row])
         main_booster = churn.boosters["main"]
+        c_call = _Predictor(main_booster)  # never prepared: no forest, XGBoost's C function for every call
+
+        def lone_request() -> None:
+            rt.decide([rt.prepare(cid)], direct=True)[1].result()
+
         steps: list[tuple[str, Callable[[], object]]] = [
             ("online store lookup", lambda: rt.store.get(cid)),
             ("encode one row", lambda: churn.encoder.encode_rows([row])),
-            ("churn probability", lambda: churn.churn_probability(x)),
-            ("  same, XGBoost public API", lambda: main_booster.inplace_predict(x)),
+            ("churn probability (numpy forest)", lambda: churn.churn_probability(x)),
+            ("  same prediction, XGBoost's C call", lambda: c_call.predict(x)),
+            ("  same prediction, XGBoost public API", lambda: main_booster.inplace_predict(x)),
             ("churn reasons (SHAP)", lambda: churn.churn_reasons(x)),
             (
                 "  same contributions, public API",
@@ -100,7 +107,8 @@ def main() -> int:
             ("offer ranking", lambda: nbo.offer_scores(x, [row])),
             ("all three models (Runtime._score)", lambda: rt._score(models, [row], MODELS)),
             ("prepare + decide (+ route, record, queue)", lambda: rt.decide([rt.prepare(cid)])),
-            ("personalize (+ wait for the commit)", lambda: rt.personalize(cid)),
+            ("personalize (+ wait for the writer thread's commit)", lambda: rt.personalize(cid)),
+            ("  same, committed by the calling thread (a lone request)", lone_request),
         ]
         together = [rt.prepare(c) for c in rt.store.get_many([f"c{i:06d}" for i in range(1, 200)])][:8]
 

@@ -1,0 +1,113 @@
+"""The numpy forest predicts exactly what XGBoost predicts (every bit), and declines what it cannot reproduce."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from features import forest as forest_module
+from features.forest import Forest
+from features.scoring import SMALL_BATCH, _Predictor
+
+
+def _data(rows: int, cols: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(rows, cols)) * rng.choice([0.01, 1.0, 100.0], size=cols)).astype(np.float32)
+    x[:, 0] = rng.integers(0, 4, size=rows)  # ties at thresholds
+    x[rng.random(x.shape) < 0.15] = np.nan
+    y = np.abs(np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) * 0.5 + rng.normal(size=rows)) + 0.1
+    return x, y
+
+
+def _train(params: dict, x: np.ndarray, y: np.ndarray, rounds: int = 40) -> xgb.Booster:
+    booster = xgb.train({"nthread": 1, "seed": 0, **params}, xgb.DMatrix(x, label=y, missing=np.nan), rounds)
+    booster.set_param({"nthread": 1})
+    return booster
+
+
+@pytest.mark.parametrize(
+    "objective", ["binary:logistic", "reg:logistic", "reg:tweedie", "count:poisson", "reg:gamma", "reg:squarederror"]
+)
+@pytest.mark.parametrize("depth", [1, 3, 8])
+def test_predictions_equal_xgboost_in_every_bit(objective: str, depth: int) -> None:
+    x, y = _data(800, 7, seed=depth)
+    if objective in ("binary:logistic", "reg:logistic"):
+        y = (y > np.median(y)).astype(float)
+    booster = _train({"objective": objective, "max_depth": depth, "eta": 0.3}, x, y)
+    forest = Forest.from_booster(booster)
+    assert forest is not None and 1 <= forest.depth <= depth
+    probe, _ = _data(1200, 7, seed=100 + depth)
+    probe[:5] = np.nan  # every default direction
+    # Rows made of the split thresholds themselves: equal goes right, as in XGBoost.
+    thresholds = booster.trees_to_dataframe()["Split"].dropna().to_numpy(np.float32)
+    probe[5:25] = np.resize(thresholds, (20, 7))
+    for start in range(0, len(probe), 3):  # a few rows at a time, as online
+        rows = probe[start : start + 3]
+        np.testing.assert_array_equal(forest.predict(rows), booster.inplace_predict(rows))
+    np.testing.assert_array_equal(forest.margins(probe), booster.inplace_predict(probe, predict_type="margin"))
+
+
+def test_a_forest_that_would_differ_in_one_bit_is_not_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = _data(400, 4, seed=3)
+    booster = _train({"objective": "binary:logistic", "max_depth": 3}, (x > 0).astype(np.float32), y > 1)
+    assert Forest.from_booster(booster) is not None
+    right = forest_module._base_margins("binary:logistic", np.float32(0.5))
+    assert right == [np.float32(0.0), np.float32(0.0)]
+    # A base margin one float32 step off changes some predictions in the last bit: the probe check must notice.
+    real = forest_module._base_margins
+    monkeypatch.setattr(
+        forest_module,
+        "_base_margins",
+        lambda objective, base: [np.nextafter(m, np.float32(np.inf)) for m in real(objective, base)],
+    )
+    assert Forest.from_booster(booster) is None
+
+
+def test_declines_models_it_cannot_reproduce() -> None:
+    x, y = _data(300, 3, seed=1)
+    assert Forest.from_booster(_train({"objective": "reg:squarederror"}, x, y, 0)) is None  # no trees at all
+    dart = _train({"objective": "reg:squarederror", "booster": "dart", "max_depth": 3}, x, y, 5)
+    assert Forest.from_booster(dart) is None
+    labels = np.arange(len(y)) % 3
+    multiclass = _train({"objective": "multi:softprob", "num_class": 3, "max_depth": 2}, x, labels, 5)
+    assert Forest.from_booster(multiclass) is None
+    ranking = xgb.train(
+        {"objective": "rank:pairwise", "nthread": 1},
+        xgb.DMatrix(np.nan_to_num(x), label=labels, group=[100, 100, 100]),
+        5,
+    )
+    assert Forest.from_booster(ranking) is None  # no known transform
+    categorical = xgb.train(
+        {"max_depth": 2, "nthread": 1},
+        xgb.DMatrix(np.nan_to_num(x[:, :1]) % 3, label=y, feature_types=["c"], enable_categorical=True),
+        5,
+    )
+    assert Forest.from_booster(categorical) is None
+
+
+def test_the_predictor_uses_the_forest_for_small_batches_only() -> None:
+    x, y = _data(500, 6, seed=9)
+    booster = _train({"objective": "binary:logistic", "max_depth": 4}, x, (y > np.median(y)).astype(float))
+    predictor = _Predictor(booster)
+    predictor.prepare_small_batches()
+    assert predictor._forest is not None
+    calls: list[int] = []
+
+    class Spy:
+        n_features = predictor._forest.n_features
+
+        def __init__(self, forest: Forest) -> None:
+            self.forest = forest
+
+        def predict(self, rows: np.ndarray) -> np.ndarray:
+            calls.append(rows.shape[0])
+            return self.forest.predict(rows)
+
+    predictor._forest = Spy(predictor._forest)  # type: ignore[assignment]
+    probe, _ = _data(SMALL_BATCH + 3, 6, seed=10)
+    for n in range(1, SMALL_BATCH + 4):
+        np.testing.assert_array_equal(predictor.predict(probe[:n]), booster.inplace_predict(probe[:n]))
+    assert calls == list(range(1, SMALL_BATCH + 1))
+    with pytest.raises(xgb.core.XGBoostError):
+        predictor.predict(np.zeros((1, 3), dtype=np.float32))  # wrong width: XGBoost's own error, as before
