@@ -26,8 +26,10 @@ import xgboost as xgb
 
 #: Deepest tree tabulated: a leaf's table has ``2**depth x depth`` entries.
 MAX_DEPTH = 6
-#: The failure bit of a path condition the row meets.
-_MET = np.uint8(0)
+#: Rows scored in one vectorised pass. More rows share numpy's cost per call, but the temporaries grow by about
+#: 60 KB per row (demo churn model) and past a few hundred KB each pass pays fresh page faults: 1,000 rows took
+#: 65 ms in blocks of 8 and 340 ms in blocks of 16 (one row at a time, as before: about 150 ms).
+ROW_BLOCK = 8
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ class PathShap:
         bias: The constant last column of XGBoost's ``pred_contribs``.
         split_feature: ``(depth, leaves)`` feature of each leaf's k-th path split (padding: 0).
         split_threshold: ``(depth, leaves)`` its threshold (``x < t`` goes left, as in XGBoost).
-        split_left: ``(depth, leaves)`` whether the path to the leaf goes left there.
-        split_default_left: ``(depth, leaves)`` whether a missing value goes left there.
+        split_right: ``(depth, leaves)`` whether the path to the leaf goes right there (padding: True).
+        split_default_right: ``(depth, leaves)`` whether a missing value goes right there (padding: True).
         split_bit: ``(depth, leaves)`` the bit of the split's feature in the leaf's pattern (padding: 0).
         full: ``(leaves,)`` the pattern of a row that meets every condition of the leaf's path.
         offset: ``(leaves,)`` first row of each leaf's block in ``table``.
@@ -53,8 +55,8 @@ class PathShap:
     bias: float
     split_feature: np.ndarray
     split_threshold: np.ndarray
-    split_left: np.ndarray
-    split_default_left: np.ndarray
+    split_right: np.ndarray
+    split_default_right: np.ndarray
     split_bit: np.ndarray
     full: np.ndarray
     offset: np.ndarray
@@ -84,8 +86,9 @@ class PathShap:
         shape = (depth, n)
         feature = np.zeros(shape, np.intp)
         threshold = np.zeros(shape, np.float32)
-        left = np.zeros(shape, bool)
-        default_left = np.zeros(shape, bool)
+        # Padding (paths shorter than the depth) has bit 0 and so never marks a condition as failed.
+        right = np.ones(shape, bool)
+        default_right = np.ones(shape, bool)
         bit = np.zeros(shape, np.uint8)
         slot_feature = np.full((n, depth), n_features, np.intp)
         zero = np.ones((n, depth))
@@ -97,11 +100,11 @@ class PathShap:
             for k, (f, t, goes_left, dleft, zero_fraction) in enumerate(path):
                 # A feature split twice on the path is one player: it meets the path if it meets both conditions.
                 s = slots.setdefault(f, len(slots))
-                feature[k, i], threshold[k, i], left[k, i], default_left[k, i], bit[k, i] = (
+                feature[k, i], threshold[k, i], right[k, i], default_right[k, i], bit[k, i] = (
                     f,
                     t,
-                    goes_left,
-                    dleft,
+                    not goes_left,
+                    not dleft,
                     1 << s,
                 )
                 slot_feature[i, s] = f
@@ -116,8 +119,8 @@ class PathShap:
             bias=bias,
             split_feature=feature,
             split_threshold=threshold,
-            split_left=left,
-            split_default_left=default_left,
+            split_right=right,
+            split_default_right=default_right,
             split_bit=bit,
             full=((1 << n_slots) - 1).astype(np.uint8),
             offset=np.arange(n, dtype=np.intp) << depth,
@@ -138,19 +141,26 @@ class PathShap:
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected a (rows, {self.n_features}) matrix, got shape {x.shape}")
         out = np.empty((x.shape[0], self.n_features + 1), np.float32)
-        for r in range(x.shape[0]):
-            # One row at a time keeps every temporary small (a few leaves' worth of bytes each): faster than one
-            # vectorised pass over all rows, whose large temporaries cost page faults.
-            row = x[r]
-            failed = np.zeros(self.full.shape, np.uint8)
-            for k in range(self.split_feature.shape[0]):
-                v = row[self.split_feature[k]]
-                goes_left = np.where(np.isnan(v), self.split_default_left[k], v < self.split_threshold[k])
-                failed |= np.where(goes_left == self.split_left[k], _MET, self.split_bit[k])
-            rows = np.take(self.table, self.offset + (self.full & ~failed), axis=0)
-            out[r, :-1] = np.bincount(self.columns, weights=rows.ravel(), minlength=self.n_features + 1)[:-1]
+        for start in range(0, x.shape[0], ROW_BLOCK):
+            block = x[start : start + ROW_BLOCK]
+            out[start : start + ROW_BLOCK, :-1] = self._block(block)
         out[:, -1] = self.bias
         return out
+
+    def _block(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        depth, leaves = self.split_feature.shape
+        # Every path condition of every leaf at once, for every row: (x < t goes left; NaN >= t is False, so a
+        # missing value goes by its default), then one bit per distinct feature whose condition the row fails.
+        v = np.take(x, self.split_feature.ravel(), axis=1)
+        right = (v >= self.split_threshold.ravel()) | (np.isnan(v) & self.split_default_right.ravel())
+        failed = (right != self.split_right.ravel()).reshape(n, depth, leaves) * self.split_bit
+        pattern = self.full & ~np.bitwise_or.reduce(failed.astype(np.uint8, copy=False), axis=1)
+        rows = np.take(self.table, self.offset + pattern, axis=0)
+        width = self.n_features + 1
+        columns = (self.columns + (np.arange(n) * width)[:, None]).ravel()
+        sums = np.bincount(columns, weights=rows.ravel(), minlength=n * width)
+        return sums.reshape(n, width)[:, :-1]
 
 
 def _leaves(trees: list[dict]) -> list[tuple[float, list[tuple[int, np.float32, bool, bool, float]]]]:
