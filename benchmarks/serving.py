@@ -57,7 +57,7 @@ P99_TARGET_MS = 20.0
 MAX_TARGET_MS = 100.0
 TARGET_CONNECTIONS = 8
 SHADOW = "personalize+shadow"
-TWO_WORKERS = "personalize-2w"
+ONE_WORKER = "personalize-1w"
 
 
 @dataclass
@@ -522,18 +522,20 @@ Setup, in a temporary directory: `cxpredict demo --customers {cfg["customers"]}`
 loopback port. For each target and connection count C: a {cfg["warmup_s"]:g} s warm-up, then
 `hey -z {cfg["duration_s"]:g}s -c C -m POST -T application/json -H "Authorization: Bearer ..." -D body.json URL`.
 Only one server is loaded at a time. The bare service is loaded right after personalize and after
-personalize-2w at the same connection count (personalize c=1, bare c=1, personalize c=8, bare c=8, ...): each
+personalize-1w at the same connection count (personalize c=1, bare c=1, personalize c=8, bare c=8, ...): each
 ratio compares runs made seconds apart, so the machine's drift during a run affects both sides alike.
 
-- **personalize**: `POST /v1/personalize` of `cxpredict serve` (three models, online-store lookup, churn
-  reasons, offer ranking, one decision-log row per request). hey sends one fixed body,
+- **personalize**: `POST /v1/personalize` of `cxpredict serve` with its default workers (one per usable core,
+  at most 4: {cfg["default_workers"]} here; three models, online-store lookup, churn reasons, offer ranking, one
+  decision-log row per request). hey sends one fixed body,
   `{{"customer_id": "{cfg["customer_id"]}", "context": {{"channel": "email"}}}}`: every request reads and scores
-  the same store row (the service caches no answers, so this only keeps that row's pages warm). Scoring runs
-  on one thread beside the event loop; requests that arrive while it is busy are scored together as its next
-  batch (`serving/coalesce.py`); each one still gets its own answer and decision row.
+  the same store row (the service caches no answers, so this only keeps that row's pages warm). In each worker,
+  scoring runs on one thread beside the event loop; requests that arrive while it is busy are scored together as
+  its next batch (`serving/coalesce.py`); each one still gets its own answer and decision row. A request alone in
+  the worker is scored on the event loop and its decision committed there (no thread hand-offs).
 - **personalize+shadow**: the same service while an experiment on `personalize` runs with a shadow variant:
   every request is also scored by the shadow's three models on a background thread and logged a second time.
-- **personalize-2w**: `cxpredict serve --workers 2` (no experiment): two worker processes on the two cores.
+- **personalize-1w**: `cxpredict serve --workers 1` (no experiment): one worker process, for comparison.
 - **bare**: `benchmarks/bare_service.py`, a one-model BentoML service as BentoML's docs write it: default
   `@bentoml.service` settings, a sync `@bentoml.api` taking a pydantic body `{{"features": [...]}}` (the same
   customer's encoded row), the churn bundle's `main` booster with `inplace_predict`, the raw probability out; no
@@ -558,6 +560,12 @@ figures, `--keep` keeps the temporary directory with both servers' logs and hey'
 def _minutes(cfg: dict[str, Any]) -> float:
     runs = 5 * len(cfg["connections"]) * (cfg["duration_s"] + cfg["warmup_s"])
     return (runs + 120.0) / 60.0  # + demo setup and four server starts
+
+
+def _default_workers() -> int:
+    from serving.cli_serve import default_workers
+
+    return default_workers()
 
 
 def write_docs(section: str, path: Path = DOCS) -> None:
@@ -642,13 +650,13 @@ def main() -> int:
         serve.stop()
 
         # The same service with an experiment whose shadow variant is scored on every request (off the answer's
-        # path), then the default service with two worker processes.
+        # path), then the service with one worker process (the default is one per core).
         # The demo registers one version per model, so the shadow ("1") scores the same models as the served
         # variant ("champion"): exactly the work a real shadow adds.
         shadow_args = ("ab", "start", "bench-shadow", "--model", "personalize", "--variant", "champion=1")
         run_cli(env, tmp, *shadow_args, "--shadow", "1")
-        for name, extra in ((SHADOW, []), (TWO_WORKERS, ["--workers", "2"])):
-            if name == TWO_WORKERS:
+        for name, extra in ((SHADOW, []), (ONE_WORKER, ["--workers", "1"])):
+            if name == ONE_WORKER:
                 run_cli(env, tmp, "ab", "stop", "bench-shadow")
             port = free_port()
             server = Server(
@@ -662,7 +670,7 @@ def main() -> int:
             server.wait_ready(f"http://{HOST}:{port}/readyz")
             print(f"{name} ready on port {port}", flush=True)
             target = Target(name, server, f"http://{HOST}:{port}/v1/personalize", body, True)
-            results += load(hey, with_bare(target) if name == TWO_WORKERS else [target], args, tmp)
+            results += load(hey, with_bare(target) if name == ONE_WORKER else [target], args, tmp)
             server.stop()
         bare.stop()
     finally:
@@ -673,7 +681,7 @@ def main() -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    verdicts_by = {name: verdicts(results, name) for name in ("personalize", TWO_WORKERS)}
+    verdicts_by = {name: verdicts(results, name) for name in ("personalize", ONE_WORKER)}
     shadow = shadow_cost(results)
     verdict = {"by_configuration": verdicts_by, "shadow_cost": shadow}
     report = {
@@ -687,6 +695,7 @@ def main() -> int:
             "warmup_s": args.warmup,
             "connections": list(CONNECTIONS),
             "customer_id": customer_id,
+            "default_workers": _default_workers(),
         },
         "results": results,
         "verdict": verdict,

@@ -254,7 +254,10 @@ def demo_cmd(
 def serve_cmd(
     port: Annotated[int, typer.Option("--port", help="TCP port")] = 3000,
     host: Annotated[str, typer.Option("--host", help="interface to bind")] = "127.0.0.1",
-    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="worker processes (one per core)")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, max=64, help="worker processes (default: one per usable core, at most 4)"),
+    ] = None,
 ) -> None:
     """Start the BentoML service on the registry's champion models and the online store."""
 

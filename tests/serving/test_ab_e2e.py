@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import numpy as np
@@ -30,6 +30,7 @@ from features.settings import load_settings
 from features.synthetic import SyntheticConfig, generate, write_dataset
 from serving import ab
 from serving.ab_stats import analyze
+from serving.cli_serve import default_workers
 from serving.experiments import HOLDOUT, assign
 from tests.serving.conftest import ROOT, free_port, stop
 from training.config import TrainConfig, XGBParams
@@ -198,11 +199,9 @@ def test_ab_experiment_report_finds_the_better_variant(world: dict) -> None:
 def test_promotion_under_load_drops_no_request(world: dict) -> None:
     client = world["client"]
     ids = pd.read_parquet(world["root"] / "pred.parquet").customer_id.tolist()[:200]
-    deadline = time.monotonic() + 20
-    while client.post("/v1/personalize", json={"customer_id": ids[0]}).json()["experiment"] is not None:
-        assert time.monotonic() < deadline, "the stopped experiment is still routed"
-        time.sleep(0.3)
-    seen: list[list[tuple[int, int | None]]] = [[] for _ in range(4)]
+    # (status, next_best_offer version, experiment) per request, per connection. Connections may be served by
+    # different worker processes, and each worker reloads on its own.
+    seen: list[list[tuple[int, int | None, object]]] = [[] for _ in range(4)]
     halt = threading.Event()
 
     def load(k: int) -> None:
@@ -212,29 +211,36 @@ def test_promotion_under_load_drops_no_request(world: dict) -> None:
                 r = c.post("/v1/personalize", json={"customer_id": ids[(k * 50 + i) % len(ids)]})
                 i += 1
                 body = r.json()
-                seen[k].append((r.status_code, body.get("model_versions", {}).get("next_best_offer")))
+                version = body.get("model_versions", {}).get("next_best_offer")
+                seen[k].append((r.status_code, version, body.get("experiment")))
+
+    def every_connection(ok: Callable[[tuple[int, int | None, object]], bool], what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not all(s[-5:] and all(ok(x) for x in s[-5:]) for s in seen):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.2)
 
     threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
     try:
-        time.sleep(1.0)
+        # The previous test stopped its experiment: wait until no worker routes it any more.
+        every_connection(lambda x: x[2] is None, "the stopped experiment is still routed")
+        start = [len(s) for s in seen]
         assert "version 2" in cli(world, "promote", "next_best_offer", "2", "--alias", "champion")
-        deadline = time.monotonic() + 30
-        while not any(v == 2 for s in seen for _, v in s[-5:]):
-            assert time.monotonic() < deadline, "the promoted version was not picked up"
-            time.sleep(0.2)
+        every_connection(lambda x: x[1] == 2, "the promoted version was not picked up by every worker")
         time.sleep(1.0)
     finally:
         halt.set()
         for t in threads:
             t.join(timeout=30)
-    statuses = [code for s in seen for code, _ in s]
+    statuses = [code for s in seen for code, _, _ in s]
     assert statuses and set(statuses) == {200}, f"{len(statuses)} requests, non-200: {set(statuses) - {200}}"
-    for s in seen:
-        versions = [v for _, v in s]
+    for s, first in zip(seen, start, strict=True):
+        versions = [v for _, v, _ in s[first:]]
         switch = versions.index(2)
-        assert set(versions[:switch]) == {1} and set(versions[switch:]) == {2}, "a request went back to v1"
+        back = [i for i, v in enumerate(versions) if i > switch and v != 2]
+        assert set(versions[:switch]) == {1} and not back, f"a request went back to v1: {switch=}, at {back[:10]}"
 
 
 def test_zz_sigterm_to_cxpredict_serve_stops_the_whole_server(world: dict) -> None:
@@ -242,6 +248,9 @@ def test_zz_sigterm_to_cxpredict_serve_stops_the_whole_server(world: dict) -> No
     proc = world["proc"]
     tree = psutil.Process(proc.pid).children(recursive=True)
     assert tree, "cxpredict serve runs the BentoML server as a child"
+    # Without --workers, one worker process per usable core (at most 4): two on the 2-core CI machine.
+    workers = [p for p in tree if "_bentoml_impl.worker" in " ".join(p.cmdline())]
+    assert len(workers) == default_workers()
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     _, alive = psutil.wait_procs(tree, timeout=20)
