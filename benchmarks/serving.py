@@ -160,6 +160,17 @@ class Server:
             time.sleep(0.5)
         raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f} s:\n{self.tail()}")
 
+    def worker_count(self) -> int:
+        """BentoML worker processes among the server's descendants (known once :meth:`wait_ready` returned)."""
+        count = 0
+        for pid in self._descendants:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            count += b"_bentoml_impl.worker" in cmdline
+        return count
+
     def tail(self, lines: int = 30) -> str:
         """The last lines of the server's log."""
         self._log_file.flush()
@@ -562,12 +573,6 @@ def _minutes(cfg: dict[str, Any]) -> float:
     return (runs + 120.0) / 60.0  # + demo setup and four server starts
 
 
-def _default_workers() -> int:
-    from serving.cli_serve import default_workers
-
-    return default_workers()
-
-
 def write_docs(section: str, path: Path = DOCS) -> None:
     """Replace the serving section of ``path`` (between the markers, or the whole ``## Serving`` body)."""
     text = path.read_text()
@@ -606,6 +611,7 @@ def main() -> int:
     servers: list[Server] = []
     results: list[Result] = []
     customer_id = ""
+    default_workers = 0
     try:
         print(f"work dir: {tmp}  (load average {loadavg_before})", flush=True)
         env = setup(tmp, args.customers)
@@ -621,6 +627,7 @@ def main() -> int:
         )
         servers.append(serve)
         serve.wait_ready(f"http://{HOST}:{port}/readyz")
+        default_workers = serve.worker_count()
         customer_id = a_customer(home)
         body = tmp / "personalize.json"
         body.write_text(json.dumps({"customer_id": customer_id, "context": {"channel": "email"}}))
@@ -695,7 +702,7 @@ def main() -> int:
             "warmup_s": args.warmup,
             "connections": list(CONNECTIONS),
             "customer_id": customer_id,
-            "default_workers": _default_workers(),
+            "default_workers": default_workers,
         },
         "results": results,
         "verdict": verdict,

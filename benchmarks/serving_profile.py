@@ -126,6 +126,11 @@ def main() -> int:
             f"{spaced_ms(lambda: rt.personalize(cid), 300):.3f} |"
         )
         print(
+            "| churn probability, one call after each 1 ms pause (median): numpy forest | "
+            f"{spaced_ms(lambda: churn.churn_probability(x), 300):.3f} |"
+        )
+        print(f"|   same, XGBoost's C call | {spaced_ms(lambda: c_call.predict(x), 300):.3f} |")
+        print(
             f"| all three models, one call after each 1 ms pause (median) | "
             f"{spaced_ms(lambda: rt._score(models, [row], MODELS), 300):.3f} |"
         )

@@ -28,7 +28,7 @@ import xgboost as xgb
 MAX_DEPTH = 6
 #: Rows scored in one vectorised pass. More rows share numpy's cost per call, but the temporaries grow by about
 #: 60 KB per row (demo churn model) and past a few hundred KB each pass pays fresh page faults: 1,000 rows took
-#: 65 ms in blocks of 8 and 340 ms in blocks of 16 (one row at a time, as before: about 150 ms).
+#: 63-71 ms in blocks of 8 and 340 ms in blocks of 16 (one row at a time, as before: 131 ms).
 ROW_BLOCK = 8
 
 

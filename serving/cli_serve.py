@@ -30,8 +30,8 @@ def default_workers() -> int:
     """One worker per CPU core this process may run on, at most :data:`MAX_DEFAULT_WORKERS`.
 
     A worker's Python runs on one core at a time, so one worker leaves the others idle: on the 2-core reference
-    machine two workers served 1.7-1.9x the requests per second of one at 8 connections, with a lower p99 (see
-    docs/benchmarks.md). Beyond 2 cores this is not measured, hence the cap.
+    machine two workers served 1.2-1.9x the requests per second of one at 8 connections in five benchmark runs
+    (see docs/benchmarks.md). Beyond 2 cores this is not measured, hence the cap.
     """
     return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
 
