@@ -1,10 +1,11 @@
-"""XGBoost's predictions for a few rows, bit for bit, without XGBoost's cost per call.
+"""XGBoost's predictions for a few rows, bit for bit, from a numpy walk of the trees.
 
-``XGBoosterPredictFromDense`` spends 0.14-0.3 ms per call on one row of the demo models (0.3-0.5 ms when the
-caches are cold) around a few microseconds of tree walking: it builds a proxy matrix, parses its arguments and
-prepares per-thread buffers every time. An online request makes three such calls on one to a few rows. Here the
-trees are flat numpy arrays, and a few rows are walked level by level: all of one row's split decisions in one
-vectorised comparison, then ``depth`` lookups over all trees at once.
+``XGBoosterPredictFromDense`` spends 0.1-0.3 ms per call on one row of the demo models around a few microseconds
+of tree walking (it builds a proxy matrix, parses its arguments and prepares per-thread buffers every time), and an
+online request makes three such calls on one to a few rows. Here the trees are flat numpy arrays, and a few rows
+are walked level by level: all of one row's split decisions in one vectorised comparison, then ``depth`` lookups
+over all trees at once. In one process the two are about as fast; in the server, at one connection, the forest
+gave 9-20% more requests per second (docs/benchmarks.md, fifth round), so the service uses it for small matrices.
 
 The numbers are XGBoost's own, not merely close: leaf values are added in float32 in XGBoost's order (base
 margin, then tree 0, 1, ...), and the objective's transform is computed in float32 with the C library's
@@ -23,6 +24,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xgboost as xgb
@@ -55,7 +57,7 @@ def _sigmoid(margin: np.ndarray, expf: Callable[[float], float]) -> np.ndarray:
     return _F32(1.0) / (_F32(1.0) + _exp32(-margin, expf))
 
 
-#: Objective -> (base score to base margin candidates, transform of the margin); float32 arithmetic throughout.
+#: Objectives by the transform XGBoost applies to their margin: sigmoid, exp, none.
 _LOGISTIC = ("binary:logistic", "reg:logistic")
 _LOG_LINK = ("reg:tweedie", "reg:gamma", "count:poisson")
 _IDENTITY = ("reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "reg:squaredlogerror", "binary:logitraw")
@@ -154,15 +156,15 @@ class Forest:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Same as ``booster.inplace_predict(x)`` (float32, NaN = missing)."""
         margin = self.margins(x)
+        if self.transform == "identity":
+            return margin
         expf = _libm_expf()
-        if self.transform == "sigmoid" and expf is not None:
-            return _sigmoid(margin, expf)
-        if self.transform == "exp" and expf is not None:
-            return _exp32(margin, expf)
-        return margin
+        if expf is None:  # from_booster builds no such forest without it
+            raise RuntimeError("the C library's expf is not available: predict with XGBoost instead")
+        return _sigmoid(margin, expf) if self.transform == "sigmoid" else _exp32(margin, expf)
 
 
-def _flatten(trees: list[dict]) -> dict[str, object]:
+def _flatten(trees: list[dict]) -> dict[str, Any]:
     feature, threshold, default_right, child, value, roots = [], [], [], [], [], []
     offset = depth = 0
     for tree in trees:
@@ -196,14 +198,14 @@ def _flatten(trees: list[dict]) -> dict[str, object]:
     }
 
 
-def _probe_rows(arrays: dict[str, object], n_features: int) -> np.ndarray:
+def _probe_rows(arrays: dict[str, Any], n_features: int) -> np.ndarray:
     """Rows that land on, just below and beside every split threshold, with missing values mixed in."""
     rng = np.random.default_rng(0)
     feature, threshold, child = arrays["feature"], arrays["threshold"], arrays["child"]
-    inner = child[0::2] != np.arange(len(feature))  # type: ignore[index]
+    inner = child[0::2] != np.arange(len(feature))
     by_feature: dict[int, np.ndarray] = {}
     for f in range(n_features):
-        t = threshold[inner & (feature == f)]  # type: ignore[index,operator]
+        t = threshold[inner & (feature == f)]
         if t.size:
             by_feature[f] = np.concatenate([t, np.nextafter(t, _F32(-np.inf)), t + np.abs(t) * _F32(1e-3) + _F32(1e-3)])
     rows = rng.normal(0.0, 1.0, (PROBE_ROWS, n_features)).astype(_F32)

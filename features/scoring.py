@@ -26,7 +26,8 @@ from features.forest import Forest
 from features.treeshap import PathShap
 
 META_FILE = "bundle.json"
-#: Largest matrix (rows) predicted with the numpy forest rather than XGBoost's C call.
+#: Largest matrix (rows) predicted with the numpy forest rather than XGBoost's C call: beyond about 4 rows the
+#: forest's work grows with the rows while XGBoost's cost stays mostly per call (measured ad hoc, demo models).
 SMALL_BATCH = 4
 RISK_BANDS: tuple[tuple[float, str], ...] = ((0.3, "low"), (0.6, "medium"), (1.01, "high"))
 
@@ -135,7 +136,9 @@ class _Predictor:
     are the very same numbers. Anything but a C-contiguous float32 matrix takes the public API.
 
     SHAP contributions come from :class:`features.treeshap.PathShap` tables when the model allows (XGBoost's
-    numbers up to float rounding, several times faster per row), else from XGBoost's own TreeSHAP.
+    numbers up to float rounding, several times faster per row), else from XGBoost's own TreeSHAP. Once
+    :meth:`prepare_small_batches` ran, matrices of up to :data:`SMALL_BATCH` rows are predicted by
+    :class:`features.forest.Forest` (XGBoost's numbers in every bit).
     """
 
     _VALUE = json.dumps(
