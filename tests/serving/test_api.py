@@ -11,7 +11,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.scoring import Bundle, score_frame
+from features.scoring import SMALL_BATCH, Bundle, score_frame
 from tests.serving.conftest import API_KEY, N_CUSTOMERS, Server
 
 PARTS = ("churn", "cltv", "next_best_offer")
@@ -132,6 +132,17 @@ def test_batch_equals_single_answers(client: httpx.Client) -> None:
             continue
         single = client.post("/v1/personalize", json={"customer_id": cid}).json()
         assert_close(strip(batch), strip(single))
+
+
+def test_single_answers_equal_large_batch_answers_in_every_bit(client: httpx.Client) -> None:
+    """A lone request's few rows are predicted by the numpy forest (features/forest.py), a batch of many customers
+    by XGBoost's C call: the answers must be identical, not merely close."""
+    ids = [f"c{i}" for i in range(12)]
+    assert len(ids) > SMALL_BATCH
+    batch = client.post("/v1/personalize/batch", json={"customer_ids": ids}).json()["results"]
+    for cid, answer in zip(ids, batch, strict=True):
+        single = client.post("/v1/personalize", json={"customer_id": cid}).json()
+        assert strip(single) == strip(answer), cid
 
 
 def _coalesced(anon: httpx.Client) -> tuple[int, int]:
