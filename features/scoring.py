@@ -162,11 +162,13 @@ class _Predictor:
         self._shap: PathShap | None = None
         self._shap_built = False
         self._forest: Forest | None = None
+        self._forest_built = False
 
     def prepare_small_batches(self) -> None:
-        """Build the numpy forest that predicts a few rows faster than XGBoost (and equal to it in every bit)."""
-        if self._forest is None:
+        """Build the numpy forest that predicts a few rows without XGBoost's per-call work (equal in every bit)."""
+        if not self._forest_built:
             self._forest = Forest.from_booster(self.booster)
+            self._forest_built = True
 
     def prepare_contributions(self) -> None:
         """Build the SHAP tables now (about 0.1 s for the churn model), not on the first call that needs them."""
@@ -318,7 +320,7 @@ class Bundle:
         return predictor
 
     def prepare_online(self) -> None:
-        """Build what online scoring needs ahead of the first request: the churn model's SHAP tables."""
+        """Build what online scoring needs ahead of the first request: SHAP tables (churn) and numpy forests."""
         if self.kind == "churn":
             self._predictor("main").prepare_contributions()
         for name in self.boosters:
