@@ -76,6 +76,25 @@ def _base_margins(objective: str, base: np.float32) -> list[np.float32]:
     return []
 
 
+def plain_trees(model: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The trees of a booster's JSON model, or None unless it is a single-output ``gbtree`` with numeric splits.
+
+    The models both :class:`Forest` and :class:`features.treeshap.PathShap` can read: DART (tree weights),
+    several classes or targets, categorical splits and boosters with no trees are left to XGBoost.
+    """
+    learner = model["learner"]
+    params = learner["learner_model_param"]
+    gbm = learner["gradient_booster"]
+    if gbm.get("name") != "gbtree" or int(params.get("num_target", "1")) > 1:
+        return None
+    if int(params.get("num_class", "0")) > 1:
+        return None
+    trees = gbm["model"]["trees"]
+    if not trees or any(any(t["split_type"]) for t in trees):
+        return None
+    return trees
+
+
 @dataclass(frozen=True)
 class Forest:
     """One single-output tree booster as flat arrays.
@@ -107,19 +126,12 @@ class Forest:
     @classmethod
     def from_booster(cls, booster: xgb.Booster) -> Forest | None:
         """The forest of ``booster``, or None when it is not covered or does not reproduce XGBoost exactly."""
-        expf = _libm_expf()
         model = json.loads(booster.save_raw("json"))
-        learner = model["learner"]
-        params = learner["learner_model_param"]
-        gbm = learner["gradient_booster"]
-        objective = learner["objective"]["name"]
-        if gbm.get("name") != "gbtree" or int(params.get("num_target", "1")) > 1:
+        trees = plain_trees(model)
+        if trees is None or _libm_expf() is None:
             return None
-        if int(params.get("num_class", "0")) > 1 or expf is None:
-            return None
-        trees = gbm["model"]["trees"]
-        if not trees or any(any(t["split_type"]) for t in trees):
-            return None
+        params = model["learner"]["learner_model_param"]
+        objective = model["learner"]["objective"]["name"]
         transform = "sigmoid" if objective in _LOGISTIC else "exp" if objective in _LOG_LINK else "identity"
         candidates = _base_margins(objective, _F32(float(str(params["base_score"]).strip("[]"))))
         arrays = _flatten(trees)

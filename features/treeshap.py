@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import xgboost as xgb
 
+from features.forest import plain_trees
+
 #: Deepest tree tabulated: a leaf's table has ``2**depth x depth`` entries.
 MAX_DEPTH = 6
 #: Rows scored in one vectorised pass. More rows share numpy's cost per call, but the temporaries grow by about
@@ -67,16 +69,10 @@ class PathShap:
     def from_booster(cls, booster: xgb.Booster) -> PathShap | None:
         """Tables for ``booster``, or None when it is not a plain single-output tree model of depth <= MAX_DEPTH."""
         model = json.loads(booster.save_raw("json"))
-        learner = model["learner"]
-        params = learner["learner_model_param"]
-        gbm = learner["gradient_booster"]
-        if gbm.get("name") != "gbtree" or int(params.get("num_target", "1")) > 1:
+        trees = plain_trees(model)
+        if trees is None:
             return None
-        if int(params.get("num_class", "0")) > 1:
-            return None
-        trees = gbm["model"]["trees"]
-        if not trees or any(any(t["split_type"]) for t in trees):
-            return None
+        params = model["learner"]["learner_model_param"]
         n_features = int(params["num_feature"])
         leaves = _leaves(trees)
         depth = max(len(path) for _, path in leaves)

@@ -9,6 +9,7 @@ import xgboost as xgb
 from features import forest as forest_module
 from features.forest import Forest
 from features.scoring import SMALL_BATCH, _Predictor
+from tests.features.boosters import train, unsupported
 
 
 def _data(rows: int, cols: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -20,12 +21,6 @@ def _data(rows: int, cols: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _train(params: dict, x: np.ndarray, y: np.ndarray, rounds: int = 40) -> xgb.Booster:
-    booster = xgb.train({"nthread": 1, "seed": 0, **params}, xgb.DMatrix(x, label=y, missing=np.nan), rounds)
-    booster.set_param({"nthread": 1})
-    return booster
-
-
 @pytest.mark.parametrize(
     "objective", ["binary:logistic", "reg:logistic", "reg:tweedie", "count:poisson", "reg:gamma", "reg:squarederror"]
 )
@@ -34,7 +29,7 @@ def test_predictions_equal_xgboost_in_every_bit(objective: str, depth: int) -> N
     x, y = _data(800, 7, seed=depth)
     if objective in ("binary:logistic", "reg:logistic"):
         y = (y > np.median(y)).astype(float)
-    booster = _train({"objective": objective, "max_depth": depth, "eta": 0.3}, x, y)
+    booster = train({"objective": objective, "max_depth": depth, "eta": 0.3}, x, y, 40)
     forest = Forest.from_booster(booster)
     assert forest is not None and 1 <= forest.depth <= depth
     probe, _ = _data(1200, 7, seed=100 + depth)
@@ -50,7 +45,7 @@ def test_predictions_equal_xgboost_in_every_bit(objective: str, depth: int) -> N
 
 def test_a_forest_that_would_differ_in_one_bit_is_not_built(monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = _data(400, 4, seed=3)
-    booster = _train({"objective": "binary:logistic", "max_depth": 3}, (x > 0).astype(np.float32), y > 1)
+    booster = train({"objective": "binary:logistic", "max_depth": 3}, (x > 0).astype(np.float32), y > 1, 40)
     assert Forest.from_booster(booster) is not None
     right = forest_module._base_margins("binary:logistic", np.float32(0.5))
     assert right == [np.float32(0.0), np.float32(0.0)]
@@ -66,29 +61,19 @@ def test_a_forest_that_would_differ_in_one_bit_is_not_built(monkeypatch: pytest.
 
 def test_declines_models_it_cannot_reproduce() -> None:
     x, y = _data(300, 3, seed=1)
-    assert Forest.from_booster(_train({"objective": "reg:squarederror"}, x, y, 0)) is None  # no trees at all
-    dart = _train({"objective": "reg:squarederror", "booster": "dart", "max_depth": 3}, x, y, 5)
-    assert Forest.from_booster(dart) is None
-    labels = np.arange(len(y)) % 3
-    multiclass = _train({"objective": "multi:softprob", "num_class": 3, "max_depth": 2}, x, labels, 5)
-    assert Forest.from_booster(multiclass) is None
+    for name, booster in unsupported(x, y).items():
+        assert Forest.from_booster(booster) is None, name
     ranking = xgb.train(
         {"objective": "rank:pairwise", "nthread": 1},
-        xgb.DMatrix(np.nan_to_num(x), label=labels, group=[100, 100, 100]),
+        xgb.DMatrix(np.nan_to_num(x), label=np.arange(len(y)) % 3, group=[100, 100, 100]),
         5,
     )
     assert Forest.from_booster(ranking) is None  # no known transform
-    categorical = xgb.train(
-        {"max_depth": 2, "nthread": 1},
-        xgb.DMatrix(np.nan_to_num(x[:, :1]) % 3, label=y, feature_types=["c"], enable_categorical=True),
-        5,
-    )
-    assert Forest.from_booster(categorical) is None
 
 
 def test_the_predictor_uses_the_forest_for_small_batches_only() -> None:
     x, y = _data(500, 6, seed=9)
-    booster = _train({"objective": "binary:logistic", "max_depth": 4}, x, (y > np.median(y)).astype(float))
+    booster = train({"objective": "binary:logistic", "max_depth": 4}, x, (y > np.median(y)).astype(float), 40)
     predictor = _Predictor(booster)
     predictor.prepare_small_batches()
     assert predictor._forest is not None

@@ -8,6 +8,7 @@ import xgboost as xgb
 
 from features.scoring import _Predictor
 from features.treeshap import MAX_DEPTH, ROW_BLOCK, PathShap
+from tests.features.boosters import train, unsupported
 
 
 def _data(rows: int, cols: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -18,12 +19,6 @@ def _data(rows: int, cols: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     x[rng.random(x.shape) < 0.15] = np.nan
     y = np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) * np.nan_to_num(x[:, 2]) + rng.normal(size=rows)
     return x, y
-
-
-def _train(params: dict, x: np.ndarray, y: np.ndarray, rounds: int = 30) -> xgb.Booster:
-    booster = xgb.train({"nthread": 1, "seed": 0, **params}, xgb.DMatrix(x, label=y, missing=np.nan), rounds)
-    booster.set_param({"nthread": 1})
-    return booster
 
 
 def _reference(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
@@ -38,7 +33,7 @@ def test_equals_xgboost(objective: str, depth: int) -> None:
     x, y = _data(600, cols, seed=depth)
     if objective == "binary:logistic":
         y = (y > np.median(y)).astype(float)
-    booster = _train({"objective": objective, "max_depth": depth, "min_child_weight": 0.5}, x, y)
+    booster = train({"objective": objective, "max_depth": depth, "min_child_weight": 0.5}, x, y)
     shap = PathShap.from_booster(booster)
     assert shap is not None
     probe, _ = _data(203, cols, seed=100 + depth)
@@ -55,7 +50,7 @@ def test_equals_xgboost(objective: str, depth: int) -> None:
 
 def test_inputs_at_the_thresholds_go_where_xgboost_sends_them() -> None:
     x, y = _data(500, 4, seed=7)
-    booster = _train({"objective": "reg:squarederror", "max_depth": 4}, x, y)
+    booster = train({"objective": "reg:squarederror", "max_depth": 4}, x, y)
     shap = PathShap.from_booster(booster)
     assert shap is not None
     # Rows made of the split thresholds themselves (``x < t`` goes left, so equal goes right).
@@ -66,37 +61,27 @@ def test_inputs_at_the_thresholds_go_where_xgboost_sends_them() -> None:
 
 def test_declines_models_it_does_not_tabulate() -> None:
     x, y = _data(300, 3, seed=1)
-    deep = _train({"objective": "reg:squarederror", "max_depth": MAX_DEPTH + 2, "min_child_weight": 0}, x, y, 5)
+    deep = train({"objective": "reg:squarederror", "max_depth": MAX_DEPTH + 2, "min_child_weight": 0}, x, y, 5)
     assert PathShap.from_booster(deep) is None
-    assert PathShap.from_booster(_train({"objective": "reg:squarederror"}, x, y, 0)) is None  # no trees at all
-    dart = _train({"objective": "reg:squarederror", "booster": "dart", "max_depth": 3}, x, y, 5)
-    assert PathShap.from_booster(dart) is None
-    labels = np.arange(len(y)) % 3
-    multiclass = _train({"objective": "multi:softprob", "num_class": 3, "max_depth": 2}, x, labels, 5)
-    assert PathShap.from_booster(multiclass) is None
-    categorical = xgb.train(
-        {"max_depth": 2, "nthread": 1},
-        xgb.DMatrix(np.nan_to_num(x[:, :1]) % 3, label=y, feature_types=["c"], enable_categorical=True),
-        5,
-    )
-    assert PathShap.from_booster(categorical) is None
+    for name, booster in unsupported(x, y).items():
+        assert PathShap.from_booster(booster) is None, name
 
 
 def test_predictor_uses_tables_and_falls_back_to_xgboost() -> None:
     x, y = _data(300, 3, seed=2)
-    shallow = _train({"objective": "reg:squarederror", "max_depth": 3}, x, y)
+    shallow = train({"objective": "reg:squarederror", "max_depth": 3}, x, y)
     predictor = _Predictor(shallow)
     predictor.prepare_contributions()
     assert predictor._shap is not None
     np.testing.assert_array_equal(predictor.contributions(x[:7]), predictor._shap.contributions(x[:7]))
-    deep = _train({"objective": "reg:squarederror", "max_depth": MAX_DEPTH + 2, "min_child_weight": 0}, x, y, 5)
+    deep = train({"objective": "reg:squarederror", "max_depth": MAX_DEPTH + 2, "min_child_weight": 0}, x, y, 5)
     fallback = _Predictor(deep)
     np.testing.assert_array_equal(fallback.contributions(x[:7]), _reference(deep, x[:7]))
 
 
 def test_wrong_width_is_a_clear_error() -> None:
     x, y = _data(200, 3, seed=3)
-    shap = PathShap.from_booster(_train({"objective": "reg:squarederror", "max_depth": 2}, x, y, 5))
+    shap = PathShap.from_booster(train({"objective": "reg:squarederror", "max_depth": 2}, x, y, 5))
     assert shap is not None
     with pytest.raises(ValueError, match=r"\(rows, 3\)"):
         shap.contributions(np.zeros((2, 4), np.float32))
