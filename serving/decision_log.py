@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import queue
 import secrets
 import sqlite3
@@ -29,6 +30,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+try:
+    import fcntl
+except ImportError:  # Windows: writers fall back to SQLite's own busy wait
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -231,15 +237,23 @@ class SQLiteDecisionLog:
         #: Held while a transaction is written, by the writer thread or by a submitting thread (see submit).
         self._commit_lock = threading.Lock()
         self._closed = False
-        self._write_con = self._connect()
-        self._write_con.executescript(_SCHEMA)
-        have = {r[1] for r in self._write_con.execute("PRAGMA table_info(decisions)").fetchall()}
-        for column, kind in _ADDED_COLUMNS.items():
-            if column not in have:
-                self._write_con.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
-        self._read_con = self._connect()
-        # A submitting thread may be the event loop: it must never wait for another process's write lock.
-        self._direct_con = self._connect(busy_timeout_ms=0)
+        # Writers of every process take this file's lock around each transaction (see _file_lock).
+        self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        # Switching a new file to WAL fails at once ("database is locked", no busy wait) while another process
+        # does the same: processes opening a fresh log together take turns.
+        self._lock_file()
+        try:
+            self._write_con = self._connect()
+            self._write_con.executescript(_SCHEMA)
+            have = {r[1] for r in self._write_con.execute("PRAGMA table_info(decisions)").fetchall()}
+            for column, kind in _ADDED_COLUMNS.items():
+                if column not in have:
+                    self._write_con.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
+            self._read_con = self._connect()
+            # A submitting thread may be the event loop: it must never wait for another process's write lock.
+            self._direct_con = self._connect(busy_timeout_ms=0)
+        finally:
+            self._unlock_file()
         # Served decisions (priority 0) always go before background records (1); the stop marker goes last (2).
         self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
         self._seq = itertools.count()
@@ -296,7 +310,28 @@ class SQLiteDecisionLog:
                     break
                 group.append(nxt[2])
             with self._commit_lock:
-                self._commit(con, group)
+                self._lock_file()
+                try:
+                    self._commit(con, group)
+                finally:
+                    self._unlock_file()
+
+    def _lock_file(self, wait: bool = True) -> bool:
+        """Take the cross-process write lock; False if ``wait`` is off and another process holds it."""
+        # SQLite's busy handler polls a held write lock with sleeps of 1, 2, 5, 10 ... 100 ms: two worker processes
+        # committing hundreds of times a second made each other wait up to 180 ms (p99 43 ms at 8 connections with two
+        # workers, against 16 ms with one). A kernel file lock wakes the waiter the moment it is released.
+        if fcntl is None:
+            return True
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock_file(self) -> None:
+        if fcntl is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _commit(self, con: sqlite3.Connection, group: list[tuple[_Op, Future[Any]]], begun: bool = False) -> None:
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
@@ -336,15 +371,19 @@ class SQLiteDecisionLog:
         if not self._queue.empty() or not self._commit_lock.acquire(blocking=False):
             return None
         try:
-            if self._closed or not self._queue.empty():
+            # Another process is writing: the writer thread waits for it, not us.
+            if self._closed or not self._queue.empty() or not self._lock_file(wait=False):
                 return None
             try:
-                self._direct_con.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:  # another process is writing: the writer thread waits for it, not us
-                return None
-            future: Future[Any] = Future()
-            self._commit(self._direct_con, [(op, future)], begun=True)
-            return future
+                try:
+                    self._direct_con.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError:  # a writer that does not take the file lock (an older version)
+                    return None
+                future: Future[Any] = Future()
+                self._commit(self._direct_con, [(op, future)], begun=True)
+                return future
+            finally:
+                self._unlock_file()
         finally:
             self._commit_lock.release()
 
@@ -497,3 +536,4 @@ class SQLiteDecisionLog:
             self._closed = True
             self._write_con.close()
             self._direct_con.close()
+            os.close(self._lock_fd)

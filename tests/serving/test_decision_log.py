@@ -141,12 +141,17 @@ def _write_from_another_process(path: str, start: int, n: int) -> None:
     log.close()
 
 
-def test_several_processes_write_the_same_log(tmp_path: Path) -> None:
-    """Like `cxpredict serve --workers N`: every worker process has its own writer on the one WAL file."""
+@pytest.mark.parametrize("created_first", [True, False], ids=["created-first", "fresh-file"])
+def test_several_processes_write_the_same_log(tmp_path: Path, created_first: bool) -> None:
+    """Like `cxpredict serve --workers N`: every worker process has its own writer on the one WAL file.
+
+    The service's probe creates the file before the workers start; processes may also open a fresh file together.
+    """
     import multiprocessing
 
     path = tmp_path / "d.sqlite"
-    SQLiteDecisionLog(path).close()  # create the schema first, as the service's probe does
+    if created_first:
+        SQLiteDecisionLog(path).close()
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_write_from_another_process, args=(str(path), k * 10_000, 400)) for k in range(3)]
     for p in procs:
@@ -210,5 +215,23 @@ def test_submit_never_waits_for_another_process_holding_the_write_lock(tmp_path:
     other.execute("COMMIT")
     submitted[0].result(timeout=30)
     assert log.count() == 1
+    other.close()
+    log.close()
+
+
+def test_writers_of_other_processes_take_turns_on_the_file_lock(tmp_path: Path) -> None:
+    """A second log object opens the lock file anew, so it stands for another worker process."""
+    path = tmp_path / "d.sqlite"
+    log, other = SQLiteDecisionLog(path), SQLiteDecisionLog(path)
+    assert other._lock_file(wait=False)  # another worker in the middle of its transaction
+    direct = log.submit([decision(1)], direct=True)
+    queued = log.submit([decision(2)])
+    assert not direct.done() and not queued.done()  # neither the caller nor the writer thread got past the lock
+    with pytest.raises(TimeoutError):
+        queued.result(timeout=0.3)
+    other._unlock_file()
+    direct.result(timeout=30)
+    queued.result(timeout=30)
+    assert log.count() == 2
     other.close()
     log.close()
