@@ -425,15 +425,18 @@ def verdicts(results: list[Result], target: str = "personalize") -> dict[str, An
     ratios = {c: (by[(target, c)].rps / bare[c].rps if bare[c].rps else None) for c in CONNECTIONS}
     at = by[(target, TARGET_CONNECTIONS)]
     errors = sum(r.errors for r in results if r.target == target)
+    ratio = ratios[TARGET_CONNECTIONS]
+    # The issue states all three targets at 8 connections (its own reference figures for the bare service are at
+    # 8); the ratios at 1 and 32 connections are reported beside them, not judged.
     checks = {
-        f"{target}: req/s >= {RATIO_TARGET:g}x bare at every connection count": all(
-            x is not None and x >= RATIO_TARGET for x in ratios.values()
-        ),
+        f"{target}: req/s >= {RATIO_TARGET:g}x bare at {TARGET_CONNECTIONS} connections": ratio is not None
+        and ratio >= RATIO_TARGET,
         f"{target}: p99 < {P99_TARGET_MS:g} ms at {TARGET_CONNECTIONS} connections": at.p99_ms is not None
         and at.p99_ms < P99_TARGET_MS,
         f"{target}: max < {MAX_TARGET_MS:g} ms at {TARGET_CONNECTIONS} connections": at.max_ms is not None
         and at.max_ms < MAX_TARGET_MS,
-        f"{target}: zero errors": errors == 0 and all(r.requests > 0 for r in results if r.target == target),
+        f"{target}: zero errors at every connection count": errors == 0
+        and all(r.requests > 0 for r in results if r.target == target),
     }
     return {"ratios": ratios, "checks": checks}
 
@@ -562,7 +565,9 @@ runs.
 
 Targets (serving issue): personalize at least {RATIO_TARGET:g}x the bare service's requests/s, p99 under
 {P99_TARGET_MS:g} ms and no request over {MAX_TARGET_MS:g} ms at {TARGET_CONNECTIONS} connections, zero errors
-(anything but a 200). Each figure is from a single run: re-run the command above to reproduce it (about
+(anything but a 200; checked at every connection count). The ratios at the other connection counts are reported,
+not judged: the issue sets its targets, and gives its reference figures for the bare service, at
+{TARGET_CONNECTIONS} connections. Each figure is from a single run: re-run the command above to reproduce it (about
 {_minutes(cfg):.0f} minutes). `--duration S` sets the measured seconds per run, `--json FILE` writes the raw
 figures, `--keep` keeps the temporary directory with both servers' logs and hey's reports.
 {DOCS_END}"""
