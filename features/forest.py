@@ -106,7 +106,8 @@ class Forest:
         feature: ``(nodes,)`` split feature of each node (0 for leaves).
         threshold: ``(nodes,)`` float32 split threshold (``x < t`` goes left, as in XGBoost).
         default_right: ``(nodes,)`` whether a missing value goes right.
-        child: ``(2 * nodes,)`` left and right child of each node; a leaf is its own child.
+        child: ``(2 * nodes,)`` the left child of every node, then the right child of every node (``child[n]`` and
+            ``child[nodes + n]``); a leaf is its own child.
         value: ``(nodes,)`` float32 leaf value (0 for inner nodes).
         base_margin: The float32 margin every row starts from.
         transform: ``"identity"``, ``"sigmoid"`` or ``"exp"``: what turns the margin into a prediction.
@@ -156,14 +157,23 @@ class Forest:
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected a (rows, {self.n_features}) matrix, got shape {x.shape}")
         n_nodes = self.feature.shape[0]
-        v = np.take(x, self.feature, axis=1)
-        # Every split decision of every row at once (NaN >= t is False: a missing value goes by its default).
-        right = ((v >= self.threshold) | (np.isnan(v) & self.default_right)).ravel()
+        v = x.take(self.feature, axis=1)
+        # Every split decision of every row at once (NaN >= t is False: a missing value goes by its default), as
+        # the step from a node's index to its child's in ``child``: 0 (left) or ``n_nodes`` (right); int32 halves
+        # the memory written for the whole forest, and the walk's index arithmetic takes it as it is.
+        jump = ((v >= self.threshold) | (np.isnan(v) & self.default_right)).ravel() * np.int32(n_nodes)
+        # The walk is a few array operations per level, whatever the number of trees: their count is what a
+        # prediction of one row costs (ndarray methods rather than np.take: no Python dispatch layer per call).
+        if x.shape[0] == 1:
+            node = self.roots
+            for _ in range(self.depth):
+                node = self.child.take(node + jump.take(node))
+            return self.value.take(node)[None, :]
         offset = (np.arange(x.shape[0]) * n_nodes)[:, None]
         node = np.broadcast_to(self.roots, (x.shape[0], self.roots.shape[0]))
         for _ in range(self.depth):
-            node = np.take(self.child, 2 * node + np.take(right, offset + node))
-        return np.take(self.value, node)
+            node = self.child.take(node + jump.take(offset + node))
+        return self.value.take(node)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Same as ``booster.inplace_predict(x)`` (float32, NaN = missing)."""
@@ -177,7 +187,7 @@ class Forest:
 
 
 def _flatten(trees: list[dict]) -> dict[str, Any]:
-    feature, threshold, default_right, child, value, roots = [], [], [], [], [], []
+    feature, threshold, default_right, left_child, right_child, value, roots = [], [], [], [], [], [], []
     offset = depth = 0
     for tree in trees:
         left = np.asarray(tree["left_children"], np.intp)
@@ -190,7 +200,8 @@ def _flatten(trees: list[dict]) -> dict[str, Any]:
         feature.append(np.where(leaf, 0, np.asarray(tree["split_indices"], np.intp)))
         threshold.append(np.where(leaf, _F32(0.0), conditions))
         default_right.append(~np.asarray(tree["default_left"], bool))
-        child.append(np.stack([np.where(leaf, index, left), np.where(leaf, index, right)], axis=1).ravel() + offset)
+        left_child.append(np.where(leaf, index, left) + offset)
+        right_child.append(np.where(leaf, index, right) + offset)
         # A leaf's "split condition" is its value (already scaled by the learning rate).
         value.append(np.where(leaf, conditions, _F32(0.0)))
         levels = np.zeros(n, np.intp)
@@ -205,7 +216,7 @@ def _flatten(trees: list[dict]) -> dict[str, Any]:
         "feature": np.concatenate(feature).astype(np.intp),
         "threshold": np.concatenate(threshold).astype(_F32),
         "default_right": np.concatenate(default_right),
-        "child": np.concatenate(child).astype(np.intp),
+        "child": np.concatenate(left_child + right_child).astype(np.intp),
         "value": np.concatenate(value).astype(_F32),
     }
 
@@ -214,7 +225,7 @@ def _probe_rows(arrays: dict[str, Any], n_features: int) -> np.ndarray:
     """Rows that land on, just below and beside every split threshold, with missing values mixed in."""
     rng = np.random.default_rng(0)
     feature, threshold, child = arrays["feature"], arrays["threshold"], arrays["child"]
-    inner = child[0::2] != np.arange(len(feature))
+    inner = child[: len(feature)] != np.arange(len(feature))
     by_feature: dict[int, np.ndarray] = {}
     for f in range(n_features):
         t = threshold[inner & (feature == f)]
