@@ -8,10 +8,10 @@ takes about as long as on one), and the models' memory is walked once while it i
 next pass. Given an executor, the call runs there (XGBoost releases the GIL, so the event loop keeps reading,
 validating and answering HTTP on the other core meanwhile), and whatever is submitted while a call runs is handed
 over as one batch the moment it returns: the busier the service, the larger the batches. A lone request waits
-for nothing but one loop pass and, with an executor, one thread hand-off, or for nothing at all when the
-``inline`` predicate says it should be handled on the event loop (a request alone in the worker: the loop has
-nothing else to do, and handing over to a thread and back costs it two wake-ups). Nothing here knows about
-models: the handler does the work.
+for nothing but one loop pass and, with an executor, one thread hand-off, or none when the ``inline`` predicate
+says the call should run on the event loop (a request alone in the worker: the loop has nothing else to do, and
+handing over to a thread and back costs it two wake-ups). Nothing here knows about models: the handler does the
+work.
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ class Coalescer(Generic[T, R]):
         executor: Where ``handle`` runs. ``None`` runs it on the event loop (one call per loop pass); an executor
             runs one call at a time there, and items submitted meanwhile form the next call.
         inline: With an executor: called with the size of each batch about to be handed over; True runs that call
-            on the event loop instead. A submit that finds nothing pending asks it for one item: True answers that
-            item within ``submit``, without waiting for a loop pass.
+            on the event loop instead.
     """
 
     def __init__(
@@ -63,12 +62,6 @@ class Coalescer(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         """The handler's result for ``item``, computed together with whatever else is waiting."""
-        if not self._busy and self.inline is not None and self.inline(1):
-            # Nothing waiting and nothing else to do: no loop pass, no future (the handler runs right here).
-            results, error = self._call([item])
-            if results is None:
-                raise error or RuntimeError("handler failed")
-            return results[0]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, future))

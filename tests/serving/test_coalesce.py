@@ -220,39 +220,21 @@ def test_the_inline_predicate_keeps_chosen_calls_on_the_event_loop() -> None:
         return [i * 10 for i in items]
 
     sizes: list[int] = []
-    others = {"busy": False}  # like the service's count of requests in flight
 
     def alone(n: int) -> bool:
         sizes.append(n)
-        return n == 1 and not others["busy"]
+        return n == 1
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         coalescer = Coalescer(handler, executor=pool, inline=alone)
 
-        async def main() -> tuple[int, list[int], list[int], bool]:
-            answered = [await coalescer.submit(1)]
-            others["busy"] = True
+        async def main() -> tuple[int, list[int], list[int]]:
+            lone = [await coalescer.submit(1)]
             together = await asyncio.gather(*(coalescer.submit(i) for i in range(2, 5)))
-            return threading.get_ident(), answered, list(together), coalescer._busy
+            return threading.get_ident(), lone, list(together)
 
-        loop_thread, lone, together, busy_after = asyncio.run(main())
-    assert lone == [10] and together == [20, 30, 40] and not busy_after
-    assert sizes == [1, 1, 3]  # asked by a submit that finds nothing pending, then for the batch handed over
+        loop_thread, lone, together = asyncio.run(main())
+    assert lone == [10] and together == [20, 30, 40]
+    assert sizes == [1, 3]
     assert threads[0] == ([1], loop_thread)
     assert threads[1][0] == [2, 3, 4] and threads[1][1] != loop_thread
-
-
-def test_a_lone_item_is_answered_without_a_pass_of_the_event_loop() -> None:
-    passes: list[str] = []
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        coalescer = Coalescer(lambda items: [i + 1 for i in items], executor=pool, inline=lambda n: True)
-
-        async def main() -> tuple[int, list[str]]:
-            asyncio.get_running_loop().call_soon(passes.append, "a loop pass ran")
-            answer = await coalescer.submit(41)
-            return answer, list(passes)
-
-        answer, seen = asyncio.run(main())
-    # The callback scheduled before submit had not run when the answer came back: submit never yielded to the loop.
-    assert answer == 42 and seen == [] and passes == ["a loop pass ran"]
