@@ -18,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 STORE_FILE = "features.sqlite"
 
 
@@ -47,6 +49,19 @@ def _clean(value: Any) -> Any:
         if isinstance(value, float) and math.isnan(value):
             return None
     return value
+
+
+def decode_row(raw: str | bytes) -> dict[str, Any]:
+    """A stored feature row from its JSON text.
+
+    orjson reads the usual row about five times as fast as the standard library (a lookup's largest cost); a row
+    holding an infinite value, which the standard library writes as ``Infinity`` and orjson refuses, is read by
+    the standard library.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def write_store(directory: Path, frame: Any, as_of: datetime, feature_set_version: str) -> Path:
@@ -120,7 +135,7 @@ class SQLiteOnlineStore:
     def get(self, customer_id: str) -> dict[str, Any] | None:
         """The customer's latest feature row, or None when unknown."""
         row = self._con().execute("SELECT row FROM features WHERE customer_id = ?", (customer_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return decode_row(row[0]) if row else None
 
     def get_many(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Rows of the known customers among ``customer_ids``."""
@@ -131,7 +146,7 @@ class SQLiteOnlineStore:
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             for cid, row in con.execute(f"SELECT customer_id, row FROM features WHERE customer_id IN ({marks})", chunk):
-                out[cid] = json.loads(row)
+                out[cid] = decode_row(row)
         return out
 
     def metadata(self) -> dict[str, Any]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 try:
     import fcntl
 except ImportError:  # Windows: writers fall back to SQLite's own busy wait
@@ -199,6 +201,16 @@ def new_decision_id() -> str:
     return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
 
 
+def _dumps(value: Any) -> str:
+    # orjson takes a tenth of the standard library's time for an answer (and writes NaN and infinities as null,
+    # valid JSON); what it refuses (integers beyond 64 bits, keys that are not strings, from a caller's context)
+    # the standard library writes.
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(value, default=str)
+
+
 def _row(decision: Mapping[str, Any]) -> tuple[Any, ...]:
     experiment = decision.get("experiment") or {}
     outputs = {k: v for k, v in decision.items() if k not in _OWN_COLUMNS}
@@ -209,9 +221,9 @@ def _row(decision: Mapping[str, Any]) -> tuple[Any, ...]:
         decision.get("endpoint", "personalize"),
         experiment.get("name"),
         experiment.get("variant"),
-        json.dumps(decision.get("model_versions") or {}),
-        json.dumps(decision.get("context") or {}, default=str),
-        json.dumps(outputs, default=str),
+        _dumps(decision.get("model_versions") or {}),
+        _dumps(decision.get("context") or {}),
+        _dumps(outputs),
         _finite(decision.get("propensity")),
         decision.get("offer_id"),
         1 if decision.get("shadow") else 0,

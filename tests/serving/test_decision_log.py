@@ -235,3 +235,15 @@ def test_writers_of_other_processes_take_turns_on_the_file_lock(tmp_path: Path) 
     assert log.count() == 2
     other.close()
     log.close()
+
+
+def test_any_json_a_caller_sends_as_context_is_logged(tmp_path: Path) -> None:
+    """Integers beyond 64 bits, non-finite outputs: written as valid JSON or as the standard library writes them."""
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+    huge = 10**30
+    log.record(decision(1, context={"campaign": huge, "tags": ["a", 1.5]}, cltv={"value": float("nan")}))
+    log.record(decision(2, context={"channel": "email"}))
+    assert log.get("d1")["context"] == {"campaign": huge, "tags": ["a", 1.5]}
+    assert log.get("d1")["outputs"]["cltv"] == {"value": None}
+    assert log.get("d2")["context"] == {"channel": "email"} and log.get("d2")["model_versions"] == {"churn": 1}
+    log.close()
