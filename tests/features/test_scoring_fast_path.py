@@ -43,3 +43,26 @@ def test_other_inputs_take_the_public_path(booster: xgb.Booster) -> None:
     np.testing.assert_array_equal(fast.predict(x.astype(np.float64)), booster.inplace_predict(x.astype(np.float64)))
     with pytest.raises(xgb.core.XGBoostError):
         fast.predict(np.zeros((2, 3), dtype=np.float32))  # wrong number of features: XGBoost's own error
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 1e300 is inf in float32
+def test_rows_are_encoded_as_value_by_value_encoding_would() -> None:
+    """``Encoder.encode_rows`` reads numeric columns in one numpy call; the result is ``_value``'s, cell by cell."""
+    from features.scoring import Encoder
+
+    enc = Encoder(columns=["a", "b", "c", "attr_x"], categories={"attr_x": ["p", "q"]})
+    odd = [None, 0, 1, -2, 3.25, 1e300, -1e-300, float("nan"), float("inf"), True, False, 2**60 + 1]
+    odd += ["3.5", " 3.5 ", "1e3", "1_000", "nan", "-inf", "abc", "", [1, 2], {"k": 1}]
+    rng = np.random.default_rng(0)
+    rows: list[dict] = [{}, {"unknown": 1.0}, {"attr_x": "q", "a": 1}, {"attr_x": 7}, {"attr_x": None}]
+    for _ in range(400):
+        row = {c: odd[rng.integers(len(odd))] for c in ("a", "b", "c") if rng.random() < 0.8}
+        row["attr_x"] = ["p", "q", "r", None][rng.integers(4)]
+        rows.append(row)
+    expected = np.full((len(rows), 4), np.nan, dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, col in enumerate(enc.columns):
+            if col in row:
+                expected[i, j] = enc._value(col, row[col])
+    np.testing.assert_array_equal(enc.encode_rows(rows), expected)
+    np.testing.assert_array_equal(np.vstack([enc.encode_rows([r]) for r in rows]), expected)
