@@ -353,7 +353,8 @@ class Bundle:
                     {
                         "feature": self.encoder.columns[j],
                         "description": describe(self.encoder.columns[j]),
-                        "value": None if math.isnan(float(x[i, j])) else float(x[i, j]),
+                        # JSON has no NaN or infinity: a missing value, or one beyond float32's range, is null.
+                        "value": float(x[i, j]) if math.isfinite(x[i, j]) else None,
                         "contribution": float(contribs[i, j]),
                     }
                     for j in order

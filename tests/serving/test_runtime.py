@@ -166,3 +166,25 @@ def test_items_decided_together_equal_items_decided_alone(tmp_path: Path, bundle
             rt.prepare("nobody", {"channel": "email"})
     finally:
         rt.decisions.close()
+
+
+def test_stored_values_beyond_float32_still_give_a_json_answer(tmp_path: Path, bundles: dict[str, Path]) -> None:
+    """A stored value float32 cannot hold (or an infinity) is read as infinity; its reason shows it as null."""
+    write_test_manifest(tmp_path, bundles, {"churn": 1, "cltv": 1, "next_best_offer": 1})
+    frame = feature_frame(3, seed=3)
+    numeric = [c for c in frame.columns if frame[c].dtype.kind == "f"]
+    frame.loc[0, numeric] = 1e300
+    frame.loc[1, numeric] = float("inf")
+    frame.insert(0, "customer_id", ["huge", "inf", "plain"])
+    write_store(tmp_path / "online", frame, AS_OF, feature_set_version())
+    runtime = Runtime(settings_for(tmp_path))
+    try:
+        for cid in ("huge", "inf"):
+            answer = runtime.personalize(cid)
+            json.dumps(answer, allow_nan=False)  # what the service sends; a non-finite number would raise here
+            reasons = answer["churn"]["reasons"]
+            assert reasons and all(r["value"] is None for r in reasons if r["feature"] in numeric)
+            assert 0.0 <= answer["churn"]["probability"] <= 1.0
+        assert any(r["value"] is not None for r in runtime.personalize("plain")["churn"]["reasons"])
+    finally:
+        runtime.decisions.close()
