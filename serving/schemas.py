@@ -72,7 +72,7 @@ class Reason(BaseModel):
 
     feature: str
     description: str
-    value: float | None
+    value: float | None = Field(description="the customer's value; null when missing or beyond float32's range")
     contribution: float = Field(description="SHAP contribution in log-odds")
 
 
