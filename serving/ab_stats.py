@@ -147,6 +147,34 @@ class Comparison(_DictMixin):
     cuped_p_value: float | None = None
     variance_reduction: float | None = None
 
+    @classmethod
+    def not_computed(
+        cls,
+        variant: str,
+        control: str,
+        metric: str,
+        control_mean: float | None,
+        variant_mean: float | None,
+        why: str,
+        difference: float | None = None,
+        relative_lift: float | None = None,
+    ) -> Comparison:
+        """A comparison whose test could not run: the means (and difference) that exist, ``method`` says why."""
+        return cls(
+            variant=variant,
+            control=control,
+            metric=metric,
+            control_mean=control_mean,
+            variant_mean=variant_mean,
+            difference=difference,
+            ci_low=None,
+            ci_high=None,
+            relative_lift=relative_lift,
+            p_value=None,
+            prob_better=None,
+            method=f"not computed: {why}",
+        )
+
 
 @dataclass(frozen=True)
 class SrmCheck(_DictMixin):
@@ -381,19 +409,8 @@ def compare_rates(
     p_c = conv_c / n_c if n_c > 0 else None
     empty = [name for name, n in ((control, n_c), (variant, n_v)) if n == 0]
     if p_v is None or p_c is None:
-        return Comparison(
-            variant=variant,
-            control=control,
-            metric=RATE,
-            control_mean=p_c,
-            variant_mean=p_v,
-            difference=None,
-            ci_low=None,
-            ci_high=None,
-            relative_lift=None,
-            p_value=None,
-            prob_better=None,
-            method=f"not computed: no customers in {', '.join(repr(e) for e in empty)}",
+        return Comparison.not_computed(
+            variant, control, RATE, p_c, p_v, f"no customers in {', '.join(repr(e) for e in empty)}"
         )
     diff = p_v - p_c
     pooled = (conv_v + conv_c) / (n_v + n_c)
@@ -519,15 +536,11 @@ def compare_values(
     base = dict(variant=variant, control=control, metric=VALUE, control_mean=mean_c, variant_mean=mean_v)
     small = [name for name, y in ((control, y_c), (variant, y_v)) if len(y) < 2]
     if small:
-        return Comparison(
+        return Comparison.not_computed(
             **base,
+            why=f"Welch needs at least 2 customers per arm ({', '.join(map(repr, small))})",
             difference=diff,
-            ci_low=None,
-            ci_high=None,
             relative_lift=_lift(diff, mean_c),
-            p_value=None,
-            prob_better=None,
-            method=f"not computed: Welch needs at least 2 customers per arm ({', '.join(map(repr, small))})",
         )
     plain = _welch(y_v, y_c, alpha)
     method = "Welch t-test; Welch-Satterthwaite CI; P(better) = Phi(difference / se)"
