@@ -168,6 +168,7 @@ def test_items_decided_together_equal_items_decided_alone(tmp_path: Path, bundle
         rt.decisions.close()
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 1e300 is inf in float32
 def test_stored_values_beyond_float32_still_give_a_json_answer(tmp_path: Path, bundles: dict[str, Path]) -> None:
     """A stored value float32 cannot hold (or an infinity) is read as infinity; its reason shows it as null."""
     write_test_manifest(tmp_path, bundles, {"churn": 1, "cltv": 1, "next_best_offer": 1})
