@@ -202,6 +202,17 @@ def new_decision_id() -> str:
     return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
 
 
+_Outcome = tuple[Future[Any], Any, BaseException | None]
+
+
+def _settle(outcomes: Sequence[_Outcome]) -> None:
+    for future, result, error in outcomes:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
 def _dumps(value: Any) -> str:
     # orjson takes a tenth of the standard library's time for an answer (and writes NaN and infinities as null,
     # valid JSON); what it refuses (integers beyond 64 bits, keys that are not strings, from a caller's context)
@@ -325,9 +336,11 @@ class SQLiteDecisionLog:
             with self._commit_lock:
                 self._lock_file()
                 try:
-                    self._commit(con, group)
+                    outcome = self._commit(con, group)
                 finally:
                     self._unlock_file()
+            # Woken only once both locks are free, so a caller's next lone decision can take the direct path.
+            _settle(outcome)
 
     def _lock_file(self, wait: bool = True) -> bool:
         """Take the cross-process write lock; False if ``wait`` is off and another process holds it."""
@@ -346,8 +359,11 @@ class SQLiteDecisionLog:
         if fcntl is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def _commit(self, con: sqlite3.Connection, group: list[tuple[_Op, Future[Any]]], begun: bool = False) -> None:
-        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+    def _commit(
+        self, con: sqlite3.Connection, group: list[tuple[_Op, Future[Any]]], begun: bool = False
+    ) -> list[_Outcome]:
+        """Run ``group`` in one transaction; return each future's outcome, to be settled after the locks are freed."""
+        results: list[_Outcome] = []
         try:
             if not begun:
                 con.execute("BEGIN IMMEDIATE")
@@ -368,14 +384,8 @@ class SQLiteDecisionLog:
             log.exception("decision log commit failed (%d operations)", len(group))
             if con.in_transaction:
                 con.execute("ROLLBACK")
-            for _, future in group:
-                future.set_exception(exc)
-            return
-        for future, result, error in results:
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+            return [(future, None, exc) for _, future in group]
+        return results
 
     def _commit_here(self, op: _Op) -> Future[Any] | None:
         """Commit ``op`` on the calling thread if no other write is queued or running; None if it must queue."""
@@ -393,12 +403,13 @@ class SQLiteDecisionLog:
                 except sqlite3.OperationalError:  # a writer that does not take the file lock (another tool)
                     return None
                 future: Future[Any] = Future()
-                self._commit(self._direct_con, [(op, future)], begun=True)
-                return future
+                outcome = self._commit(self._direct_con, [(op, future)], begun=True)
             finally:
                 self._unlock_file()
         finally:
             self._commit_lock.release()
+        _settle(outcome)
+        return future
 
     def _enqueue(self, op: _Op, priority: int = 0) -> Future[Any]:
         future: Future[Any] = Future()

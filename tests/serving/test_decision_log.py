@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -191,11 +192,22 @@ def test_decision_ids_are_unique_unguessable_and_grow_with_time() -> None:
 
 def test_a_direct_decision_on_an_idle_log_is_committed_by_the_submitting_thread(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(tmp_path / "d.sqlite")
-    log.submit([decision(0)]).result(timeout=30)  # not direct: through the writer thread
-    future = log.submit([decision(1)], direct=True)
-    assert future.done() and future.result() is None  # no hand-off: durable before submit returned
+    # The writer thread used to wake its caller before freeing its locks, so the caller's next direct decision
+    # found them held and queued whenever the writer was descheduled in between (a CI failure under load). A slow
+    # unlock holds that window open: a waiter woken before the locks are free fails this every time.
+    unlock = log._unlock_file
+
+    def slow_unlock() -> None:
+        unlock()
+        time.sleep(0.005)
+
+    log._unlock_file = slow_unlock  # type: ignore[method-assign]
+    for i in range(0, 20, 2):
+        log.submit([decision(i)]).result(timeout=30)  # not direct: through the writer thread
+        future = log.submit([decision(i + 1)], direct=True)
+        assert future.done() and future.result() is None, i  # no hand-off: durable before submit returned
     with sqlite3.connect(tmp_path / "d.sqlite") as con:
-        assert con.execute("SELECT decision_id FROM decisions ORDER BY 1").fetchall() == [("d0",), ("d1",)]
+        assert con.execute("SELECT count(*) FROM decisions").fetchone() == (20,)
     log.close()
     # Closed: refused with an error, never silently dropped.
     assert isinstance(log.submit([decision(2)], direct=True).exception(timeout=5), RuntimeError)
