@@ -102,6 +102,10 @@ _INSERT = f"INSERT OR IGNORE INTO decisions ({', '.join(_COLUMNS)}) VALUES ({', 
 _OWN_COLUMNS = frozenset({"context", "model_versions", "experiment", "propensity", "offer_id", "shadow", "pre_value"})
 
 
+class DecisionLogError(ValueError):
+    """The decision log file cannot be opened (not a SQLite database, unreadable, or its directory read-only)."""
+
+
 class UnknownDecisions(ValueError):  # noqa: N818 - reads better at the raise site
     """Feedback names decision ids this log never issued (``ids`` lists them, ``rows`` their positions)."""
 
@@ -256,28 +260,45 @@ class SQLiteDecisionLog:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._read_lock = threading.Lock()
         #: Held while a transaction is written, by the writer thread or by a submitting thread (see submit).
         self._commit_lock = threading.Lock()
         self._closed = False
         # Writers of every process take this file's lock around each transaction (see _lock_file).
-        self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        # Switching a new file to WAL fails at once ("database is locked", no busy wait) while another process
-        # does the same: processes opening a fresh log together take turns.
-        self._lock_file()
+        lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            self._write_con = self._connect()
-            self._write_con.executescript(_SCHEMA)
-            have = {r[1] for r in self._write_con.execute("PRAGMA table_info(decisions)").fetchall()}
-            for column, kind in _ADDED_COLUMNS.items():
-                if column not in have:
-                    self._write_con.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
-            self._read_con = self._connect()
-            # A submitting thread may be the event loop: it must never wait for another process's write lock.
-            self._direct_con = self._connect(busy_timeout_ms=0)
-        finally:
-            self._unlock_file()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DecisionLogError(f"decision log {self.path}: cannot create its lock file {lock_path}: {exc}") from exc
+        opened: list[sqlite3.Connection] = []
+        try:
+            # Switching a new file to WAL fails at once ("database is locked", no busy wait) while another process
+            # does the same: processes opening a fresh log together take turns.
+            self._lock_file()
+            try:
+                self._write_con = self._connect(opened)
+                self._write_con.executescript(_SCHEMA)
+                have = {r[1] for r in self._write_con.execute("PRAGMA table_info(decisions)").fetchall()}
+                for column, kind in _ADDED_COLUMNS.items():
+                    if column not in have:
+                        self._write_con.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
+                self._read_con = self._connect(opened)
+                # A submitting thread may be the event loop: it must never wait for another process's write lock.
+                self._direct_con = self._connect(opened, busy_timeout_ms=0)
+            finally:
+                self._unlock_file()
+        except BaseException as exc:
+            # A service that cannot start must not leave connections and the lock descriptor behind (tests,
+            # a caller that retries).
+            for con in opened:
+                con.close()
+            os.close(self._lock_fd)
+            if isinstance(exc, sqlite3.Error):
+                raise DecisionLogError(
+                    f"decision log {self.path} cannot be opened: {exc} (move the file away to start a new log)"
+                ) from exc
+            raise
         # Served decisions (priority 0) always go before background records (1); the stop marker goes last (2).
         self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
         self._seq = itertools.count()
@@ -291,8 +312,12 @@ class SQLiteDecisionLog:
         )
         self._checkpointer.start()
 
-    def _connect(self, busy_timeout_ms: int = 30_000) -> sqlite3.Connection:
+    def _connect(
+        self, opened: list[sqlite3.Connection] | None = None, busy_timeout_ms: int = 30_000
+    ) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        if opened is not None:
+            opened.append(con)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
         con.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
@@ -334,11 +359,17 @@ class SQLiteDecisionLog:
                     break
                 group.append(nxt[2])
             with self._commit_lock:
-                self._lock_file()
                 try:
-                    outcome = self._commit(con, group)
-                finally:
-                    self._unlock_file()
+                    self._lock_file()
+                except OSError as exc:  # ENOLCK on some network file systems: fail these callers, keep writing
+                    self.write_errors += 1
+                    log.error("decision log %s: cannot take the write lock: %s", self.path, exc)
+                    outcome = [(future, None, exc) for _, future in group]
+                else:
+                    try:
+                        outcome = self._commit(con, group)
+                    finally:
+                        self._unlock_file()
             # Woken only once both locks are free, so a caller's next lone decision can take the direct path.
             _settle(outcome)
 
@@ -349,9 +380,12 @@ class SQLiteDecisionLog:
         # 0.6-0.7 ms against 1.4-3.4 ms (benchmarks/decision_log_processes.py).
         if fcntl is None:
             return True
+        if wait:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            return True
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held elsewhere (BlockingIOError), or failing: the writer thread reports it to the caller
             return False
         return True
 

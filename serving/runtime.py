@@ -31,7 +31,7 @@ from features.online_store import STORE_FILE, SQLiteOnlineStore, merge_overrides
 from features.schema import CONTROL_OFFER
 from features.scoring import Bundle, Encoder, FeatureSetMismatch, risk_band
 from features.settings import Settings
-from serving.decision_log import DECISIONS_FILE, DecisionLog, SQLiteDecisionLog, new_decision_id
+from serving.decision_log import DECISIONS_FILE, DecisionLog, DecisionLogError, SQLiteDecisionLog, new_decision_id
 from serving.experiments import HOLDOUT, assign
 
 log = logging.getLogger(__name__)
@@ -401,7 +401,10 @@ class Runtime:
         self._store_path = Path(settings.online_store_dir) / STORE_FILE
         self._store = _StoreInfo()
         self._refresh_store(strict=True)
-        self.decisions: DecisionLog = decision_log or SQLiteDecisionLog(Path(settings.home) / DECISIONS_FILE)
+        try:
+            self.decisions: DecisionLog = decision_log or SQLiteDecisionLog(Path(settings.home) / DECISIONS_FILE)
+        except DecisionLogError as exc:
+            raise StartupError(str(exc)) from exc
         self.reloads = 0
         self.reload_errors = 0
         self.shadow_scored = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from features.settings import load_settings
 from serving import ab
-from serving.decision_log import FeedbackRow, SQLiteDecisionLog, UnknownDecisions, new_decision_id
+from serving.decision_log import DecisionLogError, FeedbackRow, SQLiteDecisionLog, UnknownDecisions, new_decision_id
 
 
 def decision(i: int, **extra) -> dict:
@@ -80,6 +81,41 @@ def test_old_database_gains_the_new_columns(tmp_path: Path) -> None:
     log.record(decision(1, offer_id="discount10", pre_value=12.5))
     assert log.get("old")["offer_id"] is None
     assert log.get("d1")["offer_id"] == "discount10" and log.get("d1")["pre_value"] == 12.5
+    log.close()
+
+
+def test_a_log_that_cannot_be_opened_names_its_file_and_leaves_nothing_open(tmp_path: Path) -> None:
+    bad = tmp_path / "d.sqlite"
+    bad.write_bytes(b"not a database " * 100)
+    fd_dir = Path("/proc/self/fd")  # Linux; elsewhere the descriptor count is not checked
+    fds = set(os.listdir(fd_dir)) if fd_dir.is_dir() else set()
+    for _ in range(3):
+        with pytest.raises(DecisionLogError, match=r"d\.sqlite cannot be opened: file is not a database"):
+            SQLiteDecisionLog(bad)
+    if fd_dir.is_dir():
+        assert set(os.listdir(fd_dir)) <= fds  # no connection nor lock descriptor left behind
+    assert bad.read_bytes() == b"not a database " * 100  # and the file is untouched
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(DecisionLogError, match="cannot create its lock file"):
+        SQLiteDecisionLog(blocked / "d.sqlite")  # its directory would be a file
+
+
+def test_a_failing_write_lock_fails_its_callers_and_the_writer_goes_on(tmp_path: Path) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+    take = log._lock_file
+    failures = iter([OSError(37, "No locks available")])
+
+    def flaky_lock(wait: bool = True) -> bool:
+        if (error := next(failures, None)) is not None:
+            raise error
+        return take(wait)
+
+    log._lock_file = flaky_lock  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="No locks available"):
+        log.submit([decision(0)]).result(timeout=30)
+    log.submit([decision(1)]).result(timeout=30)  # the writer thread survived
+    assert log.write_errors == 1 and log.get("d1") is not None and log.get("d0") is None
     log.close()
 
 

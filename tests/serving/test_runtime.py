@@ -71,6 +71,13 @@ def test_refuses_to_start_without_keys_models_or_store(tmp_path: Path, bundles: 
         Runtime(settings_for(home))
 
 
+def test_refuses_to_start_on_a_decision_log_that_is_not_a_database(tmp_path: Path, bundles: dict[str, Path]) -> None:
+    home = make_home(tmp_path, bundles)
+    (home / "decisions.sqlite").write_bytes(b"not a database " * 100)
+    with pytest.raises(StartupError, match=r"decisions\.sqlite cannot be opened.*move the file away"):
+        Runtime(settings_for(home))
+
+
 def test_keys_and_absent_model(tmp_path: Path, bundles: dict[str, Path]) -> None:
     home = make_home(tmp_path, bundles)
     manifest = {n: {"version": 1, "path": str(p)} for n, p in bundles.items()}
