@@ -21,7 +21,11 @@ def test_new_manifest_is_picked_up_without_restart(client: httpx.Client, server:
 
     # A broken manifest is refused; the service keeps answering with what it has.
     (server.home / "serving.json").write_text("{not json")
-    time.sleep(1.5)
+    # Waiting for the service to report it, not a fixed sleep: a loaded machine may check later than usual.
+    deadline = time.monotonic() + 10
+    while "cxpredict_model_reload_errors_total 1" not in client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the broken manifest was not noticed within 10 s"
+        time.sleep(0.2)
     assert _versions(client) == {"churn": 1, "cltv": 1, "next_best_offer": 1}
 
     paths = build_bundles(server.home / "models" / "v2", seed=1)
