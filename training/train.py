@@ -314,30 +314,43 @@ def _log_table(df: pd.DataFrame, name: str, out: Path) -> None:
     mlflow.log_artifact(str(path))
 
 
-def _register(
-    client: Any, bundle: Bundle, name: str, example: pd.DataFrame, config: TrainConfig, tmp: Path, as_of: datetime
-) -> tuple[int, str]:
-    bundle.meta["trained_as_of"] = as_of.isoformat()
-    path = bundle.save(tmp / f"{name}_bundle")
-    version = registry.log_bundle(path, name, example, feature_set_version())
-    assert version is not None
-    alias = registry.assign_alias(client, name, version, config.promote)
-    return version, alias
+@dataclass(frozen=True)
+class _Job:
+    """What every model of one training run shares: the data, the cut-off, the settings and the registry."""
+
+    con: duckdb.DuckDBPyConnection
+    as_of: datetime
+    config: TrainConfig
+    feat_cfg: FeatureConfig
+    client: Any
+    tmp: Path
+    report: LoadReport
+
+    def params(self) -> dict[str, Any]:
+        """Parameters logged on every model's run, so each can be reproduced on its own."""
+        return {
+            "as_of": self.as_of.isoformat(),
+            "feature_set_version": feature_set_version(),
+            "data_hash": self.report.data_hash,
+            "seed": self.config.seed,
+        }
+
+    def register(self, bundle: Bundle, name: str, example: pd.DataFrame) -> tuple[int, str]:
+        """Log ``bundle`` to the active run as a new version of ``name``; return the version and its alias."""
+        bundle.meta["trained_as_of"] = self.as_of.isoformat()
+        path = bundle.save(self.tmp / f"{name}_bundle")
+        version = registry.log_bundle(path, name, example, feature_set_version())
+        assert version is not None
+        alias = registry.assign_alias(self.client, name, version, self.config.promote)
+        return version, alias
 
 
-def _train_churn_cltv(
-    con: duckdb.DuckDBPyConnection,
-    as_of: datetime,
-    config: TrainConfig,
-    feat_cfg: FeatureConfig,
-    client: Any,
-    tmp: Path,
-    report: LoadReport,
-) -> dict[str, ModelResult]:
+def _train_churn_cltv(job: _Job) -> dict[str, ModelResult]:
+    con, as_of, config, tmp = job.con, job.as_of, job.config, job.tmp
     results: dict[str, ModelResult] = {}
     start = data_start(con)
     cuts, holdout_cut = snapshot_cutoffs(as_of, start, config)
-    frame = build_snapshots(con, [*cuts, holdout_cut], config.horizon_days, config.cltv_horizon_days, feat_cfg)
+    frame = build_snapshots(con, [*cuts, holdout_cut], config.horizon_days, config.cltv_horizon_days, job.feat_cfg)
     counts = frame.groupby("snapshot").size()
     if counts.min() < config.min_customers:
         raise TrainingDataError(
@@ -348,13 +361,10 @@ def _train_churn_cltv(
     encoder = Encoder.fit(frame)
     example = frame[encoder_input_columns(frame)].head(5)
     common = {
-        "as_of": as_of.isoformat(),
+        **job.params(),
         "horizon_days": config.horizon_days,
         "snapshots": ",".join(f"{c:%Y-%m-%d}" for c in cuts),
         "holdout_snapshot": f"{holdout_cut:%Y-%m-%d}",
-        "feature_set_version": feature_set_version(),
-        "data_hash": report.data_hash,
-        "seed": config.seed,
     }
 
     if "churn" in config.models:
@@ -374,7 +384,7 @@ def _train_churn_cltv(
             _log_trees(final)
             gains = final.boosters["main"].get_score(importance_type="total_gain")
             mlflow.log_artifact(str(plots.importance_plot(encoder.columns, gains, tmp, "churn")), "plots")
-            version, alias = _register(client, final, "churn", example, config, tmp, as_of)
+            version, alias = job.register(final, "churn", example)
             results["churn"] = ModelResult("churn", version, alias, metrics)
 
     if "cltv" in config.models:
@@ -405,7 +415,7 @@ def _train_churn_cltv(
             mlflow.set_tag("cltv_method_note", note)
             final = fit_cltv(frame, config, encoder, scale_final, method)
             _log_trees(final)
-            version, alias = _register(client, final, "cltv", example, config, tmp, as_of)
+            version, alias = job.register(final, "cltv", example)
             results["cltv"] = ModelResult("cltv", version, alias, metrics, notes=[note])
     return results
 
@@ -434,19 +444,12 @@ def encoder_input_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in drop]
 
 
-def _train_nbo(
-    con: duckdb.DuckDBPyConnection,
-    as_of: datetime,
-    config: TrainConfig,
-    feat_cfg: FeatureConfig,
-    client: Any,
-    tmp: Path,
-    report: LoadReport,
-) -> ModelResult:
+def _train_nbo(job: _Job) -> ModelResult:
+    con, as_of, config = job.con, job.as_of, job.config
     n_offers = con.execute("SELECT count(*) FROM offers").fetchall()[0][0]
     if n_offers == 0:
         return ModelResult("next_best_offer", skipped="no offers table (or it is empty): nothing to learn offers from")
-    frame = offer_frame(con, as_of, data_start(con), config, feat_cfg)
+    frame = offer_frame(con, as_of, data_start(con), config, job.feat_cfg)
     if len(frame) < config.min_customers:
         return ModelResult("next_best_offer", skipped=f"only {len(frame)} offer outcomes before {as_of:%Y-%m-%d}")
     catalog = con.execute("SELECT * FROM offer_catalog").df()
@@ -461,26 +464,17 @@ def _train_nbo(
         split = "random"
     encoder = Encoder.fit(frame[encoder_input_columns(frame)])
     with mlflow.start_run(run_name="next_best_offer", nested=True):
-        mlflow.log_params(
-            {
-                "as_of": as_of.isoformat(),
-                "holdout_split": split,
-                "offer_rows": len(frame),
-                "feature_set_version": feature_set_version(),
-                "data_hash": report.data_hash,
-                "seed": config.seed,
-            }
-        )
+        mlflow.log_params({**job.params(), "holdout_split": split, "offer_rows": len(frame)})
         eval_bundle = fit_nbo(frame[~hold_mask], catalog, config, encoder)
         metrics, extra = nbo_metrics(eval_bundle, frame[hold_mask].reset_index(drop=True), config.seed)
         mlflow.log_metrics(metrics)
         mlflow.set_tag("nbo_method", eval_bundle.meta["method"])
         mlflow.set_tag("best_single_offer", extra["best_single_offer"])
         if extra["qini_curves"]:
-            mlflow.log_artifact(str(plots.qini_plot(extra["qini_curves"], tmp)), "plots")
+            mlflow.log_artifact(str(plots.qini_plot(extra["qini_curves"], job.tmp)), "plots")
         final = fit_nbo(frame, catalog, config, encoder)
         example = frame[encoder_input_columns(frame)].head(5)
-        version, alias = _register(client, final, "next_best_offer", example, config, tmp, as_of)
+        version, alias = job.register(final, "next_best_offer", example)
         notes = (
             []
             if final.meta["has_control"]
@@ -522,10 +516,11 @@ def train(data_dir: Path, as_of: datetime | None, config: TrainConfig, settings:
                 mlflow.log_metrics(
                     {f"rows_{table}": rep.rows_kept, **{f"{table}_{k}": v for k, v in rep.oddities.items()}}
                 )
+        job = _Job(con, as_of, config, feat_cfg, client, tmp, report)
         if {"churn", "cltv"} & set(config.models):
-            results.update(_train_churn_cltv(con, as_of, config, feat_cfg, client, tmp, report))
+            results.update(_train_churn_cltv(job))
         if "next_best_offer" in config.models:
-            results["next_best_offer"] = res = _train_nbo(con, as_of, config, feat_cfg, client, tmp, report)
+            results["next_best_offer"] = res = _train_nbo(job)
             if res.skipped:
                 mlflow.set_tag("next_best_offer_skipped", res.skipped)
                 log.warning("next_best_offer skipped: %s", res.skipped)
