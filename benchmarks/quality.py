@@ -47,7 +47,7 @@ from features.data import connect, load_data_dir  # noqa: E402
 from features.importers import run_import  # noqa: E402
 from features.pipeline import FeatureConfig, build_snapshots, data_end, data_start  # noqa: E402
 from features.schema import CONTROL_OFFER  # noqa: E402
-from features.scoring import Encoder  # noqa: E402
+from features.scoring import Encoder, best_offer  # noqa: E402
 from features.synthetic import SyntheticConfig, generate, write_dataset  # noqa: E402
 from training.btyd import BTYDModel, rfm_summary  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -253,7 +253,7 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
     ranked = bundle.offer_scores(bundle.encoder.encode_frame(hold), hold.to_dict("records"))
     logged = hold.offer_id.astype(str).to_numpy()
     if bundle.meta["has_control"]:
-        chosen = [rk[0]["offer_id"] if rk and rk[0]["expected_value"] > 0 else CONTROL_OFFER for rk in ranked]
+        chosen = [pick["offer_id"] if (pick := best_offer(rk, has_control=True)) else CONTROL_OFFER for rk in ranked]
     else:
         chosen = [rk[0]["offer_id"] if rk else logged[i] for i, rk in enumerate(ranked)]
     res.nbo_info["single_logged_arm"] = len(set(logged)) < 2

@@ -41,6 +41,20 @@ def _client_errors() -> Iterator[None]:
     except (UsageError, DataValidationError, RuleError, FileNotFoundError, ValueError) as exc:  # noqa: B014
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except OSError as exc:
+        # A path the user named that cannot be written or read (a directory given as --out, no permission).
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        # Only commands that talk to MLflow can raise its errors, and they have imported it by then: looking it up
+        # here keeps MLflow's import (seconds) out of every other command.
+        mlflow_errors = sys.modules.get("mlflow.exceptions")
+        if mlflow_errors is None or not isinstance(exc, mlflow_errors.MlflowException):
+            raise
+        message = " ".join(str(exc.message if hasattr(exc, "message") else exc).split())
+        typer.echo(f"error: MLflow: {message}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _parse_time(value: str, flag: str = "--as-of") -> datetime:
@@ -50,9 +64,25 @@ def _parse_time(value: str, flag: str = "--as-of") -> datetime:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{flag} {value!r} is not a date or timestamp") from exc
+    # pandas reads "" and "NaT" as the missing time, which is no cut-off at all.
+    if pd.isna(ts):
+        raise UsageError(f"{flag} {value!r} is not a date or timestamp (for example 2024-06-30)")
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return ts.to_pydatetime()
+
+
+def _optional_time(value: str | None, flag: str = "--as-of") -> datetime | None:
+    """The parsed time, or None when the flag was not given (an empty value is an error, not the default)."""
+    return None if value is None else _parse_time(value, flag)
+
+
+def _check_out(out: Path, flag: str = "--out") -> None:
+    """Fail before any work when the output path cannot become a table file."""
+    if out.suffix not in (".parquet", ".csv"):
+        raise UsageError(f"{flag} {out}: must end in .parquet or .csv")
+    if out.is_dir():
+        raise UsageError(f"{flag} {out} is a directory; name a .parquet or .csv file")
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -80,13 +110,14 @@ def features_build(
 
     def go() -> None:
         from features.data import load_data_dir
-        from features.pipeline import FeatureConfig, build_features, default_as_of, write_frame
+        from features.pipeline import FeatureConfig, build_features, default_as_of, require_population, write_frame
 
-        if out.suffix not in (".parquet", ".csv"):
-            raise UsageError(f"--out {out}: must end in .parquet or .csv")
+        _check_out(out)
+        t = _optional_time(as_of)
         con, _ = load_data_dir(data)
-        t = _parse_time(as_of) if as_of else default_as_of(con)
+        t = t or default_as_of(con)
         frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days))
+        require_population(con, frame, t)
         write_frame(frame, out)
         typer.echo(f"wrote {len(frame)} customers x {frame.shape[1] - 1} features at {t:%Y-%m-%d %H:%M} to {out}")
 
@@ -106,10 +137,24 @@ def features_materialize(
         from features.settings import load_settings
 
         settings = load_settings()
-        n, t = materialize(data, _parse_time(as_of) if as_of else None, settings, lookback_days)
+        n, t = materialize(data, _optional_time(as_of), settings, lookback_days)
         typer.echo(f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {settings.online_store_dir}")
 
     _run(go)
+
+
+def _check_before_data(data: Path, t: datetime) -> None:
+    """Say plainly when a failure came from an as-of before the data starts (checked only after one)."""
+    from features.data import load_data_dir
+    from features.pipeline import data_end, data_start
+
+    con, _ = load_data_dir(data, tables=["transactions"])
+    start, end = data_start(con), data_end(con)
+    if start is not None and t <= start:
+        raise UsageError(
+            f"--as-of {t:%Y-%m-%d %H:%M} is before the data starts: {data} covers {start:%Y-%m-%d} to "
+            f"{end:%Y-%m-%d}, and training needs history before T"
+        )
 
 
 def _print_training(result: object) -> None:
@@ -140,21 +185,30 @@ def train_cmd(
 
     def go() -> None:
         from features.settings import load_settings
-        from training.config import TrainConfig
-        from training.train import train
+        from training.config import MODEL_NAMES, TrainConfig
+        from training.train import TrainingDataError, train
 
+        names = tuple(m.strip() for m in models.split(",") if m.strip())
+        if not names:
+            raise UsageError(f"--models {models!r} names no model; one or more of {','.join(MODEL_NAMES)}")
         try:
             config = TrainConfig(
                 horizon_days=horizon_days,
                 cltv_horizon_days=cltv_horizon_days,
-                models=tuple(m.strip() for m in models.split(",") if m.strip()),
+                models=names,
                 promote=promote,
                 seed=seed,
             )
         except Exception as exc:  # pydantic's message names the bad field
             raise UsageError(str(exc)) from exc
+        t = _optional_time(as_of)
         settings = load_settings()
-        result = train(data, _parse_time(as_of) if as_of else None, config, settings)
+        try:
+            result = train(data, t, config, settings)
+        except TrainingDataError:
+            if t is not None:
+                _check_before_data(data, t)
+            raise
         typer.echo(f"MLflow run {result.run_id} (tracking {settings.tracking_uri})")
         _print_training(result)
 
@@ -174,9 +228,8 @@ def predict_cmd(
         from features.settings import load_settings
         from training.predict import predict
 
-        if out.suffix not in (".parquet", ".csv"):
-            raise UsageError(f"--out {out}: must end in .parquet or .csv")
-        frame, t = predict(data, _parse_time(as_of) if as_of else None, load_settings())
+        _check_out(out)
+        frame, t = predict(data, _optional_time(as_of), load_settings())
         write_frame(frame, out)
         typer.echo(f"scored {len(frame)} customers at {t:%Y-%m-%d %H:%M} into {out}")
 
@@ -220,6 +273,10 @@ def promote_cmd(
 
         if model not in MODEL_NAMES:
             raise UsageError(f"unknown model {model!r}; one of {', '.join(MODEL_NAMES)}")
+        try:
+            registry.validate_alias(alias)
+        except ValueError as exc:
+            raise UsageError(f"--alias: {exc}") from exc
         registry.promote(registry.configure(load_settings()), model, version, alias)
         typer.echo(f"{model}@{alias} -> version {version}")
 
@@ -230,6 +287,9 @@ def promote_cmd(
 def demo_cmd(
     data: DataOpt = Path("demo-data"),
     customers: Annotated[int, typer.Option("--customers", help="synthetic customers to generate")] = 5000,
+    force: Annotated[
+        bool, typer.Option("--force", help="overwrite DIR even if it holds files an earlier demo did not write")
+    ] = False,
 ) -> None:
     """Synthetic data, features, three trained and registered models and the online store, end to end."""
 
@@ -238,7 +298,7 @@ def demo_cmd(
         from training.demo import run_demo
 
         settings = load_settings()
-        result = run_demo(data, customers, settings)
+        result = run_demo(data, customers, settings, force=force)
         typer.echo(f"data:          {result.data_dir}/ (canonical tables, {customers} synthetic customers)")
         typer.echo(f"MLflow:        {settings.tracking_uri}  (mlflow ui --backend-store-uri {settings.tracking_uri})")
         typer.echo(f"training run:  {result.train.run_id} at as-of {result.train.as_of:%Y-%m-%d}")
@@ -376,6 +436,8 @@ def ab_report(
         from features.settings import load_settings
         from serving import ab
 
+        if html is not None and html.is_dir():
+            raise UsageError(f"--html {html} is a directory; name the report file (for example {html / name}.html)")
         text, path = ab.report(load_settings(), name, html)
         typer.echo(text, nl=False)
         typer.echo(f"HTML report: {path}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from features.schema import TABLES, TableSpec
+from features.schema import SURVEY_KINDS, TABLES, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,17 @@ class LoadReport:
 
 
 def find_table_file(data_dir: Path, table: str) -> Path | None:
-    """The file holding ``table`` in ``data_dir`` (Parquet preferred over CSV), or None."""
-    for ext in (".parquet", ".csv"):
-        path = data_dir / f"{table}{ext}"
-        if path.exists():
-            return path
-    return None
+    """The file holding ``table`` in ``data_dir``, or None.
+
+    Raises:
+        DataValidationError: both ``<table>.parquet`` and ``<table>.csv`` exist (which one is meant is unknown).
+    """
+    found = [p for p in (data_dir / f"{table}.parquet", data_dir / f"{table}.csv") if p.exists()]
+    if len(found) > 1:
+        raise DataValidationError(
+            found[0], None, f"{found[0].name} and {found[1].name} both hold table '{table}'; keep only one of them"
+        )
+    return found[0] if found else None
 
 
 def _file_hash(path: Path) -> str:
@@ -130,6 +135,15 @@ def _cast_expr(col: str, kind: str, source_type: str) -> str:
     return f"NULLIF(trim(CAST({q} AS VARCHAR)), '')"
 
 
+def _ids_written_as_floats(con: duckdb.DuckDBPyConnection, src: str, col: str) -> bool:
+    """Whether every non-empty value of a text id column is an integer written as a float ("815.0")."""
+    text = f"NULLIF(trim(CAST({_quote(col)} AS VARCHAR)), '')"
+    n_values, n_floats = con.execute(
+        f"SELECT count({text}), count({text}) FILTER (WHERE regexp_full_match({text}, '-?[0-9]+\\.0+')) FROM {src}"
+    ).fetchall()[0]
+    return n_values > 0 and n_values == n_floats
+
+
 def _examples(con: duckdb.DuckDBPyConnection, src: str, col: str, bad_pred: str) -> list[str]:
     rows = con.execute(
         f"SELECT rn, CAST({_quote(col)} AS VARCHAR) FROM "
@@ -159,6 +173,9 @@ def _load_table(
             selects.append(f"CAST(NULL AS {_SQL_TYPES[col.kind]}) AS {_quote(col.name)}")
             continue
         expr = _cast_expr(col.name, col.kind, types[col.name])
+        if col.name == "customer_id" and types[col.name] == "VARCHAR" and _ids_written_as_floats(con, src, col.name):
+            # A CSV exported from a float column: "12346.0" must become "12346", as for a Parquet DOUBLE column.
+            expr = f"regexp_replace({expr}, '\\.0+$', '')"
         if col.kind in ("timestamp", "number", "bool"):
             raw = _quote(col.name)
             bad = f"{raw} IS NOT NULL AND trim(CAST({raw} AS VARCHAR)) <> '' AND ({expr}) IS NULL"
@@ -211,6 +228,8 @@ def _load_table(
     report.rows_kept = con.execute(f"SELECT count(*) FROM {spec.name}").fetchall()[0][0]
     report.oddities["rows_without_customer"] = no_customer
     report.oddities["duplicates_dropped"] = report.rows_read - no_customer - report.rows_kept
+    if spec.name == "surveys":
+        _drop_bad_surveys(con, report)
     if spec.name == "transactions":
         returns, zero = con.execute(
             "SELECT count(*) FILTER (WHERE amount < 0), count(*) FILTER (WHERE amount = 0) FROM transactions"
@@ -218,6 +237,26 @@ def _load_table(
         report.oddities["returns"] = returns
         report.oddities["zero_amount"] = zero
     return report
+
+
+def _drop_bad_surveys(con: duckdb.DuckDBPyConnection, report: TableReport) -> None:
+    """Drop and count survey answers no feature can use: an unknown kind, or a score off the kind's scale.
+
+    Like rows without a customer they are unusable rather than malformed, so they are counted, not fatal; kept,
+    an NPS of 42 would skew the average-score features and an unknown kind would still count as a survey.
+    """
+    con.execute("UPDATE surveys SET kind = lower(kind)")
+    known = ", ".join(f"'{k}'" for k in SURVEY_KINDS)
+    in_range = " OR ".join(f"(kind = '{k}' AND score BETWEEN {lo} AND {hi})" for k, (lo, hi) in SURVEY_KINDS.items())
+    usable = f"coalesce({in_range}, false)"  # a missing kind makes the test NULL, which must count as unusable
+    unknown, off_scale = con.execute(
+        f"SELECT count(*) FILTER (WHERE kind IS NULL OR kind NOT IN ({known})), "
+        f"count(*) FILTER (WHERE kind IN ({known}) AND NOT {usable}) FROM surveys"
+    ).fetchall()[0]
+    con.execute(f"DELETE FROM surveys WHERE NOT {usable}")
+    report.oddities["unknown_kind_dropped"] = unknown
+    report.oddities["score_out_of_range_dropped"] = off_scale
+    report.rows_kept -= unknown + off_scale
 
 
 def _create_empty(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:

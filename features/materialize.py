@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 
 from features.data import load_data_dir
 from features.definitions import feature_set_version
-from features.online_store import write_store
-from features.pipeline import FeatureConfig, build_features, default_as_of
+from features.online_store import SQLiteOnlineStore, write_store
+from features.pipeline import FeatureConfig, build_features, default_as_of, require_population
 from features.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _stored_customers(directory: Path) -> int | None:
+    """Customers in the current store generation, or None when there is no readable store."""
+    try:
+        return int(SQLiteOnlineStore(directory).metadata()["customers"])
+    except (FileNotFoundError, sqlite3.Error, KeyError, TypeError, ValueError):
+        return None
 
 
 def materialize(
@@ -19,9 +31,23 @@ def materialize(
 
     Returns:
         Number of customers written and the as-of time used.
+
+    Raises:
+        features.pipeline.EmptyPopulationError: no customer is active at ``as_of``; the store is left as it was
+            (an empty store would make the running service answer 404 for everyone).
     """
     con, _ = load_data_dir(Path(data_dir))
     t = as_of or default_as_of(con)
     frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days))
+    require_population(con, frame, t)
+    before = _stored_customers(settings.online_store_dir)
     write_store(settings.online_store_dir, frame, t, feature_set_version())
+    if before is not None and len(frame) < before / 2:
+        log.warning(
+            "the online store now holds %d customers as of %s, fewer than half of the %d it held before: "
+            "the service answers 404 for the others (check --as-of and --data)",
+            len(frame),
+            f"{t:%Y-%m-%d %H:%M}",
+            before,
+        )
     return len(frame), t

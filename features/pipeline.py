@@ -6,6 +6,7 @@ in DuckDB and hands pandas frames to the edges (training, batch scoring, the onl
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Sequence
@@ -72,6 +73,25 @@ def default_as_of(con: duckdb.DuckDBPyConnection) -> datetime:
     """Midnight after the last transaction: "now" for the latest features when no as-of is given."""
     end = data_end(con)
     return datetime(end.year, end.month, end.day) + timedelta(days=1)
+
+
+class EmptyPopulationError(ValueError):
+    """No customer is active at the as-of time: there is nothing to compute, score or store."""
+
+
+def require_population(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, as_of: datetime) -> None:
+    """Refuse an empty feature table: an as-of outside the data would otherwise give an empty file or store.
+
+    Raises:
+        EmptyPopulationError: ``frame`` has no rows; the message gives the data's date range.
+    """
+    if len(frame):
+        return
+    start, end = data_start(con), data_end(con)
+    raise EmptyPopulationError(
+        f"no customer is active at {as_of:%Y-%m-%d %H:%M} (the data covers {start:%Y-%m-%d} to {end:%Y-%m-%d}): "
+        "choose an as-of time inside the data"
+    )
 
 
 def attribute_names(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -150,10 +170,13 @@ def write_frame(frame: pd.DataFrame, out: Path) -> None:
 
     Raises:
         ValueError: unsupported file extension.
+        IsADirectoryError: ``out`` is a directory (checked first, so no temporary file is left behind).
     """
     out = Path(out)
     if out.suffix not in (".parquet", ".csv"):
         raise ValueError(f"{out}: output must end in .parquet or .csv")
+    if out.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "output is a directory, not a file", str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
@@ -171,6 +194,7 @@ def write_frame(frame: pd.DataFrame, out: Path) -> None:
 
 
 __all__ = [
+    "EmptyPopulationError",
     "FeatureConfig",
     "attribute_names",
     "build_features",
@@ -182,5 +206,6 @@ __all__ = [
     "default_as_of",
     "feature_names",
     "is_contract",
+    "require_population",
     "write_frame",
 ]

@@ -404,11 +404,34 @@ class Bundle:
         return out
 
 
+NO_OFFER_PAYS = "no eligible offer is expected to earn more than it costs: showing none is worth more"
+
+
+def best_offer(ranked: Sequence[Mapping[str, Any]], has_control: bool) -> Mapping[str, Any] | None:
+    """The offer to show from a ranking (:meth:`Bundle.offer_scores`), or None when showing none is worth more.
+
+    With a control arm, expected values are incremental over showing nothing, so an offer whose expected value is
+    not above 0 loses money against no contact (the policy that training evaluates, too). Without one (the
+    propensity fallback) they are not incremental, and the top eligible offer is shown.
+
+    Args:
+        ranked: One customer's eligible offers, best first.
+        has_control: Whether the model learned from a control arm (``bundle.meta["has_control"]``).
+
+    Returns:
+        The top entry of ``ranked``, or None (nothing eligible, or nothing that pays).
+    """
+    if not ranked or (has_control and ranked[0]["expected_value"] <= 0):
+        return None
+    return ranked[0]
+
+
 def score_frame(bundle: Bundle, frame: Any) -> Any:
     """Batch-score a pandas feature frame with one bundle; returns a frame aligned with ``frame``.
 
     Columns: ``churn_probability`` (churn); ``predicted_spend`` and ``cltv`` (cltv); ``next_best_offer`` and
-    ``next_best_offer_value`` (next_best_offer; ``None`` when no offer is eligible).
+    ``next_best_offer_value`` (next_best_offer, see :func:`best_offer`: ``None`` and 0.0 when no eligible offer
+    pays, ``None`` and NaN when none is eligible).
     """
     import pandas as pd
 
@@ -420,10 +443,14 @@ def score_frame(bundle: Bundle, frame: Any) -> Any:
         return pd.DataFrame({"predicted_spend": spend, "cltv": value}, index=frame.index)
     rows = frame.to_dict("records")
     ranked = bundle.offer_scores(x, rows)
+    best = [best_offer(r, bool(bundle.meta["has_control"])) for r in ranked]
     return pd.DataFrame(
         {
-            "next_best_offer": [r[0]["offer_id"] if r else None for r in ranked],
-            "next_best_offer_value": [r[0]["expected_value"] if r else float("nan") for r in ranked],
+            "next_best_offer": [b["offer_id"] if b else None for b in best],
+            # Showing none is worth 0 over showing none; with nothing eligible there is no value at all.
+            "next_best_offer_value": [
+                b["expected_value"] if b else (0.0 if r else float("nan")) for b, r in zip(best, ranked, strict=True)
+            ],
         },
         index=frame.index,
     )

@@ -7,27 +7,30 @@ same decision log the service writes to; ``report`` reads it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
 from features.settings import Settings
 from serving.decision_log import DECISIONS_FILE, FeedbackRow, IngestResult, SQLiteDecisionLog, UnknownDecisions
 from serving.experiments import (
-    TARGET_MODELS,
+    MANIFEST_FILE,
     Experiment,
     ExperimentError,
     experiments_path,
     load_experiments,
+    new_experiment,
     parse_variant,
     start_experiment,
     stop_experiment,
 )
+from serving.schemas import MAX_FEEDBACK_VALUE
 
 INGEST_COLUMNS = ("decision_id", "outcome")
 INGEST_OPTIONAL = ("value", "ts")
@@ -38,8 +41,10 @@ def decision_log(settings: Settings) -> SQLiteDecisionLog:
     return SQLiteDecisionLog(Path(settings.home) / DECISIONS_FILE)
 
 
-def check_variants_exist(settings: Settings, models: Sequence[str], refs: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Resolve every variant in the registry for every model it swaps.
+def check_variants_exist(
+    settings: Settings, models: Sequence[str], refs: Sequence[str], shadow: str | None = None
+) -> dict[str, dict[str, int]]:
+    """Resolve every variant (and the shadow, if given) in the registry for every model it swaps.
 
     Returns:
         ``{ref: {model: version}}``.
@@ -51,7 +56,8 @@ def check_variants_exist(settings: Settings, models: Sequence[str], refs: Sequen
 
     client = registry.configure(settings)
     resolved: dict[str, dict[str, int]] = {}
-    for ref in refs:
+    labelled = [("variant", ref) for ref in refs] + ([("shadow", shadow)] if shadow else [])
+    for label, ref in labelled:
         resolved[ref] = {}
         for model in models:
             try:
@@ -59,7 +65,7 @@ def check_variants_exist(settings: Settings, models: Sequence[str], refs: Sequen
                 client.get_model_version(model, str(version))
             except Exception as exc:
                 raise ExperimentError(
-                    f"variant {ref!r}: model '{model}' has no alias or version {ref!r} in the registry "
+                    f"{label} {ref!r}: model '{model}' has no alias or version {ref!r} in the registry "
                     f"({settings.tracking_uri})"
                 ) from exc
             resolved[ref][model] = version
@@ -88,16 +94,9 @@ def start(
         raise ExperimentError("give at least one --variant ALIAS=SHARE (the first is the report's control)")
     variants = [parse_variant(spec) for spec in variant_specs]
     path = experiments_path(settings.home)
-    if model not in TARGET_MODELS:
-        raise ExperimentError(f"--model {model!r}: choose one of {', '.join(TARGET_MODELS)}")
     # Validate the declaration before touching the registry, so a typo in the shares is reported first.
-    try:
-        Experiment(name=name, model=model, variants=variants, shadow=shadow, holdout=holdout, outcome=outcome)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise ExperimentError(exc.errors(include_url=False)[0]["msg"]) from exc
-    models = TARGET_MODELS[model]
-    refs = [v.ref for v in variants] + ([shadow] if shadow else [])
-    resolved = check_variants_exist(settings, models, refs)
+    declared = new_experiment(name, model, variants, shadow=shadow, holdout=holdout, outcome=outcome)
+    resolved = check_variants_exist(settings, declared.models, [v.ref for v in variants], shadow=declared.shadow)
     experiment = start_experiment(path, name, model, variants, shadow=shadow, holdout=holdout, outcome=outcome)
     return experiment, resolved
 
@@ -108,7 +107,12 @@ def stop(settings: Settings, name: str) -> Experiment:
 
 
 def list_experiments(settings: Settings) -> list[dict[str, Any]]:
-    """Every declared experiment with its state and the decisions logged for it so far."""
+    """Every declared experiment with its state and the decisions logged for it so far.
+
+    A running experiment the service's manifest lists with an ``error`` (a variant naming an alias the registry
+    lacks, say) gets ``routed`` false, the ``error``, and status ``unrouted``: the service answers everyone with
+    the champions.
+    """
     declared = load_experiments(experiments_path(settings.home))
     counts: dict[str, tuple[int, int]] = {}
     db = Path(settings.home) / DECISIONS_FILE
@@ -121,9 +125,11 @@ def list_experiments(settings: Settings) -> list[dict[str, Any]]:
                 counts[experiment.name] = (len(served), len({r["customer_id"] for r in served}))
         finally:
             log.close()
+    unrouted = _unrouted(settings)
     out = []
     for e in declared.experiments:
         decisions, customers = counts.get(e.name, (0, 0))
+        error = unrouted.get(e.name) if e.status == "running" else None
         out.append(
             {
                 "name": e.name,
@@ -136,9 +142,30 @@ def list_experiments(settings: Settings) -> list[dict[str, Any]]:
                 "stopped_at": e.stopped_at.isoformat() if e.stopped_at else None,
                 "decisions": decisions,
                 "customers": customers,
+                "routed": e.status == "running" and error is None,
+                "error": error,
             }
         )
+        if error:
+            # `ab list` prints status and variants: both say it, so the table cannot read as a running test.
+            out[-1]["status"] = "unrouted"
+            out[-1]["variants"] += f" — NOT ROUTED (everyone gets the champions): {error}"
     return out
+
+
+def _unrouted(settings: Settings) -> dict[str, str]:
+    """Experiment name -> why the service's current manifest does not route it (empty when no manifest)."""
+    try:
+        manifest = json.loads((Path(settings.home) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(manifest, dict):
+        return {}
+    return {
+        str(e.get("name")): str(e["error"])
+        for e in manifest.get("experiments") or []
+        if isinstance(e, dict) and e.get("error")
+    }
 
 
 # --- bulk feedback ---------------------------------------------------------------------------------------
@@ -190,9 +217,12 @@ def read_feedback_file(path: Path) -> list[FeedbackRow]:
     values: list[float | None] = [None] * len(frame)
     if "value" in frame.columns:
         numeric = pd.to_numeric(frame["value"], errors="coerce")
-        bad = numeric.isna() & frame["value"].notna() | numeric.abs().eq(math.inf)
+        bad = numeric.isna() & frame["value"].notna() | ~numeric.abs().le(MAX_FEEDBACK_VALUE) & numeric.notna()
         if bad.any():
-            raise ValueError(f"{path}: column 'value' is not a finite number in {rows_where(bad)}")
+            raise ValueError(
+                f"{path}: column 'value' is not a finite number between -{MAX_FEEDBACK_VALUE:.0e} and "
+                f"{MAX_FEEDBACK_VALUE:.0e} in {rows_where(bad)}"
+            )
         values = [None if pd.isna(v) else float(v) for v in numeric]
     stamps: list[float | None] = [None] * len(frame)
     if "ts" in frame.columns:
@@ -331,14 +361,27 @@ def report(settings: Settings, name: str, html: Path | None = None) -> tuple[str
     experiment = data.experiment
     if data.units.empty:
         raise ValueError(f"experiment {name!r} has no logged decisions yet: send traffic through `cxpredict serve`")
-    result = analyze(data.units, dict(experiment.arms()), control=experiment.variants[0].ref)
+    units = data.units
+    overflowed = ~np.isfinite(units["value"].to_numpy(dtype=float))
+    if overflowed.any():
+        # Feedback stored before values were bounded can add up past a float's range. Clipped to the largest
+        # float, they make analyze() skip the value comparison and say so, instead of printing inf and nan.
+        units = units.assign(
+            value=units["value"].fillna(np.finfo(float).max).clip(-np.finfo(float).max, np.finfo(float).max)
+        )
+    result = analyze(units, dict(experiment.arms()), control=experiment.variants[0].ref)
     text = format_text(result, name)
     notes = [f"outcome analysed: {experiment.outcome!r}; control: {experiment.variants[0].ref!r}"]
+    if overflowed.any():
+        notes.append(
+            f"WARNING: the feedback values of {int(overflowed.sum())} customer(s) are not finite (they add up beyond a "
+            "float's range): value per customer is not compared"
+        )
     if experiment.shadow:
         notes.append(f"shadow variant {experiment.shadow!r}: {data.shadow_decisions} decisions scored and logged")
     if data.switched:
         notes.append(f"WARNING: {data.switched} customers were logged under more than one arm")
     text = text.rstrip("\n") + "\n" + "\n".join(notes) + "\n"
     target = Path(html) if html else Path(settings.home) / "reports" / f"{name}.html"
-    write_html(result, data.units, target, name)
+    write_html(result, units, target, name)
     return text, target

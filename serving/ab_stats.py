@@ -484,15 +484,31 @@ def _cuped(
         return f"CUPED not applied: pre_value known for {coverage:.0%} of customers (< {CUPED_MIN_COVERAGE:.0%})"
     if known.sum() < 2 or float(np.var(x[known])) == 0:
         return "CUPED not applied: pre_value has no variance"
-    var_y = float(y.var(ddof=1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        var_y = float(y.var(ddof=1))
     if var_y == 0:
         return "CUPED not applied: value has no variance"
     x = np.where(known, x, x[known].mean())
     x_centered = x - x.mean()
-    theta = float(np.dot(x_centered, y - y.mean()) / np.dot(x_centered, x_centered))
-    adjusted = y - theta * x_centered
-    reduction = 1.0 - float(adjusted.var(ddof=1)) / var_y
+    with np.errstate(over="ignore", invalid="ignore"):
+        theta = float(np.dot(x_centered, y - y.mean()) / np.dot(x_centered, x_centered))
+        adjusted = y - theta * x_centered
+        reduction = 1.0 - float(adjusted.var(ddof=1)) / var_y
+    if not (math.isfinite(var_y) and math.isfinite(theta) and math.isfinite(reduction)):
+        return "CUPED not applied: value or pre_value too large to adjust"
     return adjusted[: len(y_v)], adjusted[len(y_v) :], theta, reduction
+
+
+def _overflow(y: np.ndarray) -> str | None:
+    """Why the values cannot be averaged (not finite, or so large their mean or variance overflows), or None."""
+    if not np.isfinite(y).all():
+        return "values are not finite; value comparison skipped"
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(y.mean()) if len(y) else 0.0
+        var = float(y.var(ddof=1)) if len(y) >= 2 else 0.0
+    if not (math.isfinite(mean) and math.isfinite(var)):
+        return f"values are too large to average (up to {float(np.abs(y).max()):.3g}); value comparison skipped"
+    return None
 
 
 def compare_values(
@@ -512,6 +528,9 @@ def compare_values(
     have constant values the interval collapses to the difference and the p-value is 1.0 if the means are equal,
     0.0 otherwise.
 
+    Values too large to average (their mean or variance overflows a float) give ``None`` statistics and a note
+    instead of infinities and NaN.
+
     CUPED: when ``pre_v``/``pre_c`` are given, known (not NaN) for at least half of the pooled customers and not
     constant, NaN are filled with the pooled mean, theta = cov(Y, X) / var(X) on the pooled sample and Welch runs
     on Y' = Y - theta (X - mean X). Otherwise the ``cuped_*`` fields are ``None`` and ``method`` says why.
@@ -530,6 +549,9 @@ def compare_values(
     """
     y_v = np.asarray(y_v, dtype=float)
     y_c = np.asarray(y_c, dtype=float)
+    overflow = _overflow(y_v) or _overflow(y_c)
+    if overflow:
+        return Comparison.not_computed(variant, control, VALUE, None, None, overflow)
     mean_v = float(y_v.mean()) if len(y_v) else None
     mean_c = float(y_c.mean()) if len(y_c) else None
     diff = mean_v - mean_c if mean_v is not None and mean_c is not None else None
@@ -672,6 +694,8 @@ def analyze(
     for arm, mask in masks.items():
         n = int(mask.sum())
         y = value[mask]
+        # Values too large to average have no meaningful mean: None (shown as n/a), and the comparison says why.
+        averaged = n > 0 and _overflow(y) is None
         summaries.append(
             VariantSummary(
                 variant=arm,
@@ -679,8 +703,8 @@ def analyze(
                 decisions=int(decisions[mask].sum()),
                 conversions=int(converted[mask].sum()),
                 outcome_rate=float(converted[mask].mean()) if n else None,
-                value_per_customer=float(y.mean()) if n else None,
-                value_sd=float(y.std(ddof=1)) if n >= 2 else None,
+                value_per_customer=float(y.mean()) if averaged else None,
+                value_sd=float(y.std(ddof=1)) if averaged and n >= 2 else None,
                 expected_share=shares[arm],
                 observed_share=n / total,
             )

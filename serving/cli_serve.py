@@ -6,9 +6,11 @@ only the manifest, the bundles and the online store.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +38,32 @@ def default_workers() -> int:
     return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Fail with a one-line message when ``host:port`` cannot be listened on (checked before anything starts).
+
+    The probe binds the way BentoML's server (circus) does, with ``SO_REUSEADDR``: a port held only by closed
+    connections of a stopped server is free to it, one another process listens on is not.
+
+    Raises:
+        StartupError: the port is in use, or the host or port cannot be bound (unknown host, no permission).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, OverflowError) as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"port {port} on {host} is already in use: stop what holds it or choose another --port"
+                ) from exc
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 def serve(port: int, host: str = "127.0.0.1", workers: int | None = None) -> None:
     """Serve the champions on ``host:port`` until interrupted (Ctrl-C stops everything cleanly).
 
@@ -47,9 +75,10 @@ def serve(port: int, host: str = "127.0.0.1", workers: int | None = None) -> Non
             (see :mod:`serving.metrics`).
 
     Raises:
-        StartupError: no model, store or API key to serve with (the message says how to fix it).
+        StartupError: the port is taken, or no model, store or API key to serve with (the message says how to fix it).
         features.scoring.FeatureSetMismatch: a champion was trained on another feature set.
     """
+    check_port_free(host, port)
     workers = workers or default_workers()
     settings = load_settings()
     manifest = resolve_champions(settings)

@@ -135,6 +135,26 @@ class FeedbackRow:
 
 
 @dataclass(frozen=True)
+class FeedbackReceipt:
+    """What storing one feedback record did.
+
+    Attributes:
+        known: The decision id was issued by the service (nothing is stored otherwise).
+        duplicate: An earlier record of this (decision, outcome) exists and stands: this one was not stored.
+        value: The value on record for the (decision, outcome): the earlier one for a duplicate.
+    """
+
+    known: bool
+    duplicate: bool = False
+    value: float | None = None
+
+    @property
+    def recorded(self) -> bool:
+        """Whether this call stored a new record."""
+        return self.known and not self.duplicate
+
+
+@dataclass(frozen=True)
 class IngestResult:
     """What a bulk feedback load did: rows newly stored and rows that were already there."""
 
@@ -169,6 +189,12 @@ class DecisionLog(Protocol):
 
     def record_feedback(self, decision_id: str, outcome: str, value: float | None, ts: float | None = None) -> bool:
         """Store feedback; False when the decision id is unknown. Repeating it changes nothing."""
+        ...
+
+    def add_feedback(
+        self, decision_id: str, outcome: str, value: float | None, ts: float | None = None
+    ) -> FeedbackReceipt:
+        """Store feedback like :meth:`record_feedback`, saying whether it was new or an earlier record stands."""
         ...
 
     def ingest_feedback(self, rows: Sequence[FeedbackRow]) -> IngestResult:
@@ -510,15 +536,31 @@ class SQLiteDecisionLog:
         Returns:
             False when ``decision_id`` is unknown (nothing is stored).
         """
+        return self.add_feedback(decision_id, outcome, value, ts).known
+
+    def add_feedback(
+        self, decision_id: str, outcome: str, value: float | None, ts: float | None = None
+    ) -> FeedbackReceipt:
+        """Store feedback for a known decision; the first record of an outcome wins, repeats are no-ops.
+
+        Returns:
+            Whether the decision is known, and whether an earlier record of the outcome stands (with its value).
+        """
         row = (decision_id, outcome, _finite(value), float(ts if ts is not None else time.time()))
 
-        def op(con: sqlite3.Connection) -> bool:
+        def op(con: sqlite3.Connection) -> FeedbackReceipt:
             if con.execute("SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone() is None:
-                return False
+                return FeedbackReceipt(known=False)
+            before = con.total_changes
             con.execute("INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?)", row)
-            return True
+            if con.total_changes > before:
+                return FeedbackReceipt(known=True, value=row[2])
+            (stored,) = con.execute(
+                "SELECT value FROM feedback WHERE decision_id = ? AND outcome = ?", (decision_id, outcome)
+            ).fetchone()
+            return FeedbackReceipt(known=True, duplicate=True, value=stored)
 
-        return bool(self._enqueue(op).result())
+        return self._enqueue(op).result()
 
     def ingest_feedback(self, rows: Sequence[FeedbackRow]) -> IngestResult:
         """Store many feedback rows in one transaction, all or nothing; repeats of stored rows are skipped.

@@ -27,6 +27,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 EXPERIMENTS_FILE = "experiments.yaml"
+#: The serving manifest under ``$CXPREDICT_HOME`` (written by serving.manifest, read by the workers and `ab list`).
+MANIFEST_FILE = "serving.json"
+#: Manifest key holding why ``experiments.yaml`` did not load (absent while it loads).
+EXPERIMENTS_ERROR = "experiments_error"
 HOLDOUT = "holdout"
 TARGETS: tuple[str, ...] = ("churn", "cltv", "next_best_offer", "personalize")
 #: The models each experiment target swaps; the other models stay on their champion.
@@ -39,6 +43,17 @@ TARGET_MODELS: dict[str, tuple[str, ...]] = {
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _REF = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]{0,63}|[1-9][0-9]{0,8})$")
 _SHARE_TOLERANCE = 1e-6
+#: The targets where a holdout means something: its customers get no offer.
+HOLDOUT_TARGETS: tuple[str, ...] = ("next_best_offer", "personalize")
+#: The ``cxpredict ab start`` option that sets each field, for messages.
+_FLAGS = {
+    "name": "experiment name",
+    "model": "--model",
+    "variants": "--variant",
+    "shadow": "--shadow",
+    "holdout": "--holdout",
+    "outcome": "--outcome",
+}
 
 
 class ExperimentError(ValueError):
@@ -56,7 +71,7 @@ class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ref: str = Field(description="registry alias (e.g. champion) or version number (e.g. 3)")
-    share: float = Field(gt=0.0, le=1.0, description="fraction of customers in this arm")
+    share: float = Field(gt=0.0, le=1.0, allow_inf_nan=False, description="fraction of customers in this arm")
 
     @field_validator("ref", mode="before")
     @classmethod
@@ -112,7 +127,15 @@ class Experiment(BaseModel):
     @field_validator("shadow", mode="before")
     @classmethod
     def _shadow_ok(cls, value: object) -> str | None:
-        return None if value is None else Variant(ref=str(value), share=1.0).ref
+        if value is None:
+            return None
+        ref = str(value).strip()
+        if ref == HOLDOUT or not _REF.match(ref):
+            raise ValueError(
+                f"shadow {ref!r} must be a registry alias (letters, digits, _ or -) or a version number, "
+                f"and not '{HOLDOUT}'"
+            )
+        return ref
 
     @model_validator(mode="after")
     def _shares_ok(self) -> Experiment:
@@ -202,10 +225,7 @@ def load_experiments(path: Path) -> ExperimentsFile:
     try:
         return ExperimentsFile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise ExperimentError(f"{path}: {problems}") from exc
+        raise ExperimentError(f"{path}: {describe_validation_error(exc)}") from exc
 
 
 def save_experiments(path: Path, experiments: ExperimentsFile) -> None:
@@ -228,15 +248,92 @@ def parse_variant(spec: str) -> Variant:
     if not sep:
         raise ExperimentError(f"--variant {spec!r}: expected ALIAS=SHARE or VERSION=SHARE, e.g. champion=0.5")
     try:
-        return Variant(ref=ref.strip(), share=float(share))
-    except ValueError as exc:
-        raise ExperimentError(f"--variant {spec!r}: {_first_error(exc)}") from exc
+        value = float(share)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise ExperimentError(
+            f"--variant {spec!r}: the share must be a number between 0 and 1 (above 0), "
+            f"e.g. {ref.strip() or 'champion'}=0.5"
+        )
+    try:
+        return Variant(ref=ref.strip(), share=value)
+    except ValidationError as exc:
+        raise ExperimentError(
+            f"--variant {spec!r}: {describe_validation_error(exc, flags=True, located=False)}"
+        ) from exc
 
 
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return exc.errors(include_url=False)[0]["msg"]
-    return str(exc)
+def describe_validation_error(exc: ValidationError, flags: bool = False, located: bool = True) -> str:
+    """Pydantic's errors as plain sentences, each naming its field (no "Value error, " prefix, no links).
+
+    Args:
+        exc: The validation error.
+        flags: Name fields by their ``cxpredict ab start`` option (``--holdout``) rather than their path.
+        located: Prefix each message with its field.
+    """
+    problems = []
+    for error in exc.errors(include_url=False):
+        # Our validators' messages are whole sentences; pydantic would prefix them with "Value error, ".
+        cause = (error.get("ctx") or {}).get("error")
+        message = str(cause) if error["type"] == "value_error" and cause is not None else error["msg"]
+        loc = [str(p) for p in error["loc"]]
+        if flags and loc:
+            where = _FLAGS.get(loc[0], loc[0])
+        else:
+            where = ".".join(loc) or ("" if error["type"] == "value_error" else "(top level)")
+        problems.append(f"{where}: {message}" if located and where else message)
+    return "; ".join(problems)
+
+
+def new_experiment(
+    name: str,
+    model: str,
+    variants: Sequence[Variant],
+    shadow: str | None = None,
+    holdout: float = 0.0,
+    outcome: str = "converted",
+    now: datetime | None = None,
+) -> Experiment:
+    """Validate a declaration for ``cxpredict ab start``; messages name the command's options.
+
+    Beyond what a declaration in the file must satisfy, a new experiment must compare something (two variants, or
+    one and a holdout), and a holdout only applies where it withholds an offer.
+
+    Raises:
+        ExperimentError: the declaration is invalid (the message names the option and says why).
+    """
+    if model not in TARGETS:
+        raise ExperimentError(f"--model {model!r}: choose one of {', '.join(TARGETS)}")
+    if (
+        isinstance(holdout, bool)
+        or not isinstance(holdout, int | float)
+        or not (math.isfinite(holdout) and 0 <= holdout < 1)
+    ):
+        raise ExperimentError(f"--holdout {holdout!r}: must be a number from 0 up to (not including) 1, e.g. 0.1")
+    if holdout > 0 and model not in HOLDOUT_TARGETS:
+        raise ExperimentError(
+            f"--holdout applies only to --model {' or '.join(HOLDOUT_TARGETS)}: its customers get no offer, which "
+            f"means nothing for --model {model}"
+        )
+    if len(variants) == 1 and holdout == 0:
+        alternative = " or a --holdout" if model in HOLDOUT_TARGETS else ""
+        raise ExperimentError(
+            f"experiment {name!r} has one --variant and no holdout: nothing to compare; add a second --variant "
+            f"(e.g. challenger=0.5){alternative}"
+        )
+    try:
+        return Experiment(
+            name=name,
+            model=model,  # type: ignore[arg-type]
+            variants=list(variants),
+            shadow=shadow,
+            holdout=holdout,
+            outcome=outcome,
+            started_at=now or datetime.now(UTC),
+        )
+    except ValidationError as exc:
+        raise ExperimentError(describe_validation_error(exc, flags=True)) from exc
 
 
 def start_experiment(
@@ -249,7 +346,7 @@ def start_experiment(
     outcome: str = "converted",
     now: datetime | None = None,
 ) -> Experiment:
-    """Declare and start an experiment in the file at ``path``.
+    """Declare and start an experiment in the file at ``path`` (validated by :func:`new_experiment`).
 
     A stopped experiment of the same name is replaced only when its definition is unchanged (restarting it);
     a running one or a different definition is refused, since its logged decisions belong to the old one.
@@ -257,21 +354,8 @@ def start_experiment(
     Raises:
         ExperimentError: the declaration is invalid or clashes with another experiment.
     """
-    if model not in TARGETS:
-        raise ExperimentError(f"--model {model!r}: choose one of {', '.join(TARGETS)}")
+    experiment = new_experiment(name, model, variants, shadow=shadow, holdout=holdout, outcome=outcome, now=now)
     current = load_experiments(path)
-    try:
-        experiment = Experiment(
-            name=name,
-            model=model,  # type: ignore[arg-type]
-            variants=list(variants),
-            shadow=shadow,
-            holdout=holdout,
-            outcome=outcome,
-            started_at=now or datetime.now(UTC),
-        )
-    except ValidationError as exc:
-        raise ExperimentError(_first_error(exc)) from exc
     others = [e for e in current.experiments if e.name != name]
     for old in current.experiments:
         if old.name != name:
@@ -290,7 +374,7 @@ def start_experiment(
     try:
         updated = ExperimentsFile(experiments=[*others, experiment])
     except ValidationError as exc:
-        raise ExperimentError(_first_error(exc)) from exc
+        raise ExperimentError(describe_validation_error(exc)) from exc
     save_experiments(path, updated)
     return experiment
 

@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from features.settings import Settings
-from serving.experiments import ExperimentError, experiments_path, load_experiments
-from serving.runtime import MANIFEST_FILE, MODELS, file_key
+from serving.experiments import (
+    EXPERIMENTS_ERROR,
+    MANIFEST_FILE,
+    ExperimentError,
+    experiments_path,
+    load_experiments,
+)
+from serving.runtime import MODELS, file_key
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +86,29 @@ def _bundle_entry(client: Any, cache: Path, name: str, ref: str, known: dict[tup
 
 
 def _resolve_experiments(
-    settings: Settings, client: Any, cache: Path, known: dict[tuple[str, int], str]
-) -> list[dict[str, Any]]:
-    """The running experiments with every arm's bundles resolved and downloaded.
+    settings: Settings,
+    client: Any,
+    cache: Path,
+    known: dict[tuple[str, int], str],
+    previous: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The running experiments with every arm's bundles resolved and downloaded, and the file's error if any.
 
     An experiment whose variants do not resolve (a missing alias, a bundle on another feature set) is listed with
-    an ``error`` and no arms; the service then answers with the champions and says so in its log.
+    an ``error`` and no arms; the service then answers with the champions and says so in its log. An
+    ``experiments.yaml`` that does not load (a bad hand edit) keeps the previous manifest's experiments: switching
+    everyone to the champions in the middle of a test would spoil it, and the next valid save takes over.
     """
     try:
         declared = load_experiments(experiments_path(settings.home))
     except ExperimentError as exc:
-        log.error("ignoring experiments: %s", exc)
-        return []
+        kept = list((previous or {}).get("experiments") or [])
+        log.error(
+            "experiments file does not load, keeping the last valid experiments %s: %s",
+            [e.get("name") for e in kept],
+            exc,
+        )
+        return kept, str(exc)
     out: list[dict[str, Any]] = []
     for experiment in declared.running():
         entry: dict[str, Any] = {
@@ -113,7 +130,7 @@ def _resolve_experiments(
             log.error("experiment %r not served: %s", experiment.name, exc)
             entry = {"name": experiment.name, "model": experiment.model, "error": str(exc)}
         out.append(entry)
-    return out
+    return out, None
 
 
 def _resolve(settings: Settings, client: Any, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -130,7 +147,10 @@ def _resolve(settings: Settings, client: Any, previous: dict[str, Any] | None) -
             continue
         entry = _bundle_entry(client, cache, name, str(version), known)
         manifest[name] = {"version": entry["version"], "path": entry["path"]}
-    manifest["experiments"] = _resolve_experiments(settings, client, cache, known)
+    manifest["experiments"], error = _resolve_experiments(settings, client, cache, known, previous)
+    if error:
+        # The workers count it (cxpredict_experiments_errors_total); `cxpredict ab list` shows it.
+        manifest[EXPERIMENTS_ERROR] = error
     return manifest
 
 
@@ -147,8 +167,14 @@ def resolve_champions(settings: Settings) -> dict[str, Any]:
     from training import registry
 
     client = registry.configure(settings)
-    manifest = _resolve(settings, client, None)
-    write_manifest(manifest_path(settings), manifest)
+    path = manifest_path(settings)
+    try:
+        # A restart while experiments.yaml is broken keeps routing the experiments the last manifest had.
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        previous = None
+    manifest = _resolve(settings, client, previous if isinstance(previous, dict) else None)
+    write_manifest(path, manifest)
     return manifest
 
 

@@ -51,6 +51,11 @@ class ServiceMetrics:
         self._totals: dict[str, Any] = {
             "reloads": counter("cxpredict_model_reloads", "Model generations swapped in since start."),
             "reload_errors": counter("cxpredict_model_reload_errors", "Manifests that failed to load."),
+            "experiments_errors": counter(
+                "cxpredict_experiments_errors",
+                "Experiment problems in new manifests: experiments.yaml did not load (the last valid experiments "
+                "stay routed) or a declared experiment cannot be routed.",
+            ),
             "shadow_scored": counter("cxpredict_shadow_decisions", "Shadow-variant decisions scored and logged."),
             "shadow_skipped": counter(
                 "cxpredict_shadow_skipped", "Requests the shadow variant skipped (backlog full) or failed on."

@@ -29,14 +29,20 @@ import numpy as np
 from features.definitions import feature_set_version
 from features.online_store import STORE_FILE, SQLiteOnlineStore, merge_overrides
 from features.schema import CONTROL_OFFER
-from features.scoring import Bundle, Encoder, FeatureSetMismatch, risk_band
+from features.scoring import NO_OFFER_PAYS, Bundle, Encoder, FeatureSetMismatch, best_offer, risk_band
 from features.settings import Settings
-from serving.decision_log import DECISIONS_FILE, DecisionLog, DecisionLogError, SQLiteDecisionLog, new_decision_id
-from serving.experiments import HOLDOUT, assign
+from serving.decision_log import (
+    DECISIONS_FILE,
+    DecisionLog,
+    DecisionLogError,
+    FeedbackReceipt,
+    SQLiteDecisionLog,
+    new_decision_id,
+)
+from serving.experiments import EXPERIMENTS_ERROR, HOLDOUT, MANIFEST_FILE, assign
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "serving.json"
 MODELS: tuple[str, ...] = ("churn", "cltv", "next_best_offer")
 RELOAD_CHECK_SECONDS = 1.0
 #: Stored feature logged with every decision as the pre-period covariate of the A/B report (CUPED).
@@ -99,6 +105,7 @@ class Models:
         categorical: Known string attribute columns.
         key: The manifest file identity the generation was loaded from.
         experiments: Running experiments (only on the champions' generation).
+        experiment_errors: Why ``experiments.yaml`` did not load and why declared experiments are not routed.
     """
 
     bundles: dict[str, Bundle]
@@ -110,6 +117,7 @@ class Models:
     categorical: frozenset[str]
     key: tuple[int, int, int] | None = None
     experiments: tuple[LiveExperiment, ...] = ()
+    experiment_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -276,7 +284,13 @@ def load_models(manifest_path: Path) -> Models:
         )
     champions = _assemble(bundles, versions, absent, key)
     experiments = _load_experiments(manifest, champions, manifest_path.parent, cache)
-    return dataclasses.replace(champions, experiments=experiments)
+    errors = [
+        f"experiment {e.get('name')!r}: {e['error']}" for e in manifest.get("experiments") or [] if e.get("error")
+    ]
+    if manifest.get(EXPERIMENTS_ERROR):
+        log.error("experiments file does not load; routing the last valid experiments: %s", manifest[EXPERIMENTS_ERROR])
+        errors.insert(0, str(manifest[EXPERIMENTS_ERROR]))
+    return dataclasses.replace(champions, experiments=experiments, experiment_errors=tuple(errors))
 
 
 def load_api_keys(settings: Settings) -> tuple[str, ...]:
@@ -356,7 +370,7 @@ def _record(
     offer = answer.get("next_best_offer")
     if offer is None:
         shown = None
-    elif offer.get("holdout") or not offer.get("available"):
+    elif offer.get("holdout") or not offer.get("available") or offer.get("offer_id") is None:
         shown = CONTROL_OFFER
     else:
         shown = offer.get("offer_id")
@@ -407,6 +421,9 @@ class Runtime:
             raise StartupError(str(exc)) from exc
         self.reloads = 0
         self.reload_errors = 0
+        #: Experiment problems seen (a broken experiments.yaml, an experiment that cannot be routed), each counted
+        #: once when a manifest first reports it.
+        self.experiments_errors = len(self.models.experiment_errors)
         self.shadow_scored = 0
         self.shadow_dropped = 0
         self.shadow_errors = 0
@@ -470,6 +487,7 @@ class Runtime:
                 self.models = dataclasses.replace(self.models, key=key)
                 return False
             old = self.models.versions
+            self.experiments_errors += len(set(models.experiment_errors) - set(self.models.experiment_errors))
             self.models = models  # one reference swap: in-flight requests keep their own `models`
             self.reloads += 1
             log.info("serving new models %s (were %s)", models.versions, old)
@@ -498,6 +516,11 @@ class Runtime:
             raise InvalidFeatures(
                 f"unknown feature(s) {unknown}: `features` may only name model inputs "
                 f"({len(models.numeric) + len(models.categorical)} known, e.g. recency_days, frequency_total)"
+            )
+        flags = sorted(k for k, v in overrides.items() if isinstance(v, bool))
+        if flags:
+            raise InvalidFeatures(
+                f"feature(s) {flags} are true/false: send a number (or a string for an attribute) or null"
             )
         wrong = sorted(k for k, v in overrides.items() if k in models.numeric and isinstance(v, str))
         if wrong:
@@ -560,14 +583,16 @@ class Runtime:
                             "reason": "no offer in the catalog is eligible for this customer",
                         }
                         continue
-                    best = ranked[i][0]
+                    best = best_offer(ranked[i], bool(bundle.meta.get("has_control")))
                     o[part] = {
                         "available": True,
-                        "offer_id": best["offer_id"],
-                        "expected_value": best["expected_value"],
+                        "offer_id": best["offer_id"] if best else None,
+                        "expected_value": best["expected_value"] if best else 0.0,
                         "ranking": ranked[i],
                         "method": method,
                     }
+                    if best is None:
+                        o[part]["reason"] = NO_OFFER_PAYS
         return out
 
     def _route(self, models: Models, customer_id: str, parts: Sequence[str]) -> _Route:
@@ -726,6 +751,11 @@ class Runtime:
         if overrides:
             self._validate(self.models, overrides)
         stored = self.store.get(customer_id)
+        if stored is None and overrides is not None and not overrides:
+            raise UnknownCustomer(
+                f"customer_id {customer_id!r} is unknown to the online store and `features` is empty: a cold start is "
+                "scored from the features sent, so send at least one (e.g. recency_days, frequency_total)"
+            )
         if stored is None and not overrides:
             raise UnknownCustomer(
                 f"customer_id {customer_id!r} is unknown to the online store; send its `features` in the request "
@@ -812,9 +842,9 @@ class Runtime:
         ack.result()
         return results
 
-    def feedback(self, decision_id: str, outcome: str, value: float | None) -> bool:
-        """Record feedback; False when the decision id is unknown."""
-        return self.decisions.record_feedback(decision_id, outcome, value)
+    def feedback(self, decision_id: str, outcome: str, value: float | None) -> FeedbackReceipt:
+        """Record feedback: whether the decision id is known, and whether an earlier record of the outcome stands."""
+        return self.decisions.add_feedback(decision_id, outcome, value)
 
     # --- observability -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -834,6 +864,7 @@ class Runtime:
         return {
             "reloads": self.reloads,
             "reload_errors": self.reload_errors,
+            "experiments_errors": self.experiments_errors,
             "shadow_scored": self.shadow_scored,
             "shadow_skipped": self.shadow_dropped + self.shadow_errors,
         }

@@ -6,14 +6,49 @@ list); the response models document the answers in the OpenAPI spec (``GET /docs
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 #: Most customer ids one batch call may carry.
 MAX_BATCH = 1000
+#: Largest magnitude of a feedback ``value`` (API and ``cxpredict ab ingest``): far above any real order amount, and
+#: small enough that a report's sums, means and variances over millions of customers stay finite.
+MAX_FEEDBACK_VALUE = 1e12
 
-FeatureValue = Annotated[float, Field(allow_inf_nan=False)] | str | None
+#: Most keys a request's ``context`` may have, and its largest size as compact JSON (it is logged with every
+#: decision, so it must stay small).
+MAX_CONTEXT_KEYS = 50
+MAX_CONTEXT_BYTES = 4096
+
+
+def _feature_value(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # true/false pass untouched: pydantic would read them as 1.0/0.0, and the runtime rejects them as 422
+    # invalid_features naming the feature, like every other bad feature value.
+    if isinstance(value, bool):
+        return value
+    try:
+        return handler(value)
+    except ValidationError:
+        # A failed union reports every member ("should be a valid string" beside the real number error): one
+        # message naming what is accepted reads better, under the feature's own name.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PydanticCustomError("finite_number", "Input should be a finite number") from None
+        raise PydanticCustomError("feature_value", "Input should be a number, a string or null") from None
+
+
+FeatureValue = Annotated[Annotated[float, Field(allow_inf_nan=False)] | str | None, WrapValidator(_feature_value)]
 
 
 class PersonalizeRequest(BaseModel):
@@ -32,12 +67,33 @@ class PersonalizeRequest(BaseModel):
 
     customer_id: str = Field(min_length=1, max_length=128, description="the customer's id (a string)")
     context: dict[str, Any] = Field(
-        default_factory=dict, description="where the decision happens, e.g. the channel; logged with the decision"
+        default_factory=dict,
+        description=f"where the decision happens, e.g. the channel; logged with the decision (at most "
+        f"{MAX_CONTEXT_KEYS} keys and {MAX_CONTEXT_BYTES} bytes as compact JSON)",
     )
     features: dict[str, FeatureValue] | None = Field(
         default=None,
-        description="feature values that replace the stored ones; for an unknown id they are the whole row",
+        description="feature values (numbers, strings for attributes, or null) that replace the stored ones; for an "
+        "unknown id they are the whole row (at least one feature: an empty object is no cold start)",
     )
+
+    @field_validator("context")
+    @classmethod
+    def _context_small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > MAX_CONTEXT_KEYS:
+            raise PydanticCustomError(
+                "context_too_large",
+                "context has {keys} keys; at most {limit} are logged with a decision",
+                {"keys": len(value), "limit": MAX_CONTEXT_KEYS},
+            )
+        size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+        if size > MAX_CONTEXT_BYTES:
+            raise PydanticCustomError(
+                "context_too_large",
+                "context is {size} bytes as JSON; at most {limit} are logged with a decision",
+                {"size": size, "limit": MAX_CONTEXT_BYTES},
+            )
+        return value
 
 
 class BatchRequest(BaseModel):
@@ -64,7 +120,11 @@ class FeedbackRequest(BaseModel):
 
     decision_id: str = Field(min_length=1, max_length=64, description="the decision_id of an earlier answer")
     outcome: str = Field(min_length=1, max_length=64, description="what happened, e.g. converted, clicked, churned")
-    value: Annotated[float, Field(allow_inf_nan=False)] | None = Field(default=None, description="optional amount")
+    value: Annotated[float, Field(allow_inf_nan=False, ge=-MAX_FEEDBACK_VALUE, le=MAX_FEEDBACK_VALUE)] | None = Field(
+        default=None,
+        description=f"optional amount (revenue, margin...): a finite number between -{MAX_FEEDBACK_VALUE:.0e} and "
+        f"{MAX_FEEDBACK_VALUE:.0e}",
+    )
 
 
 class Reason(BaseModel):
@@ -112,8 +172,14 @@ class NextBestOfferPart(BaseModel):
     """The offer with the highest expected incremental value, with the full ranking."""
 
     available: bool = True
-    offer_id: str | None = None
-    expected_value: float | None = None
+    offer_id: str | None = Field(
+        default=None,
+        description="the offer to show; null when none is available or, with the uplift method, when no eligible "
+        "offer's expected value is above 0 (showing none is worth more; `reason` says so, `ranking` still lists them)",
+    )
+    expected_value: float | None = Field(
+        default=None, description="expected incremental value of showing `offer_id` (0.0 when showing none)"
+    )
     ranking: list[OfferScore] = Field(default_factory=list)
     method: str | None = Field(default=None, description="uplift, or propensity when offers had no control arm")
     reason: str | None = None
@@ -200,17 +266,35 @@ class BatchResponse(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
-    """Acknowledgement of a feedback record."""
+    """Acknowledgement of a feedback record.
+
+    Feedback is idempotent per (decision, outcome): the first record wins. A repeat is answered 200 with
+    ``recorded`` false and ``duplicate`` true, and ``stored_value`` is the earlier record's value (a different value
+    sent again was discarded).
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
-            "example": {"decision_id": "3f0c2a0b9d1e4f7a8b6c5d4e3f2a1b0c", "outcome": "converted", "recorded": True}
+            "example": {
+                "decision_id": "3f0c2a0b9d1e4f7a8b6c5d4e3f2a1b0c",
+                "outcome": "converted",
+                "recorded": True,
+                "duplicate": False,
+                "stored_value": 12.5,
+            }
         }
     )
 
     decision_id: str
     outcome: str
-    recorded: bool
+    recorded: bool = Field(description="this request stored a new record (false for a repeat of the outcome)")
+    duplicate: bool = Field(
+        default=False,
+        description="an earlier record of this (decision, outcome) exists and stands; this one is ignored",
+    )
+    stored_value: float | None = Field(
+        default=None, description="the value on record for the (decision, outcome): the earlier one for a duplicate"
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -60,6 +60,7 @@ from serving.schemas import (  # noqa: E402
     MAX_BATCH,
     BatchRequest,
     BatchResponse,
+    ErrorResponse,
     FeedbackRequest,
     FeedbackResponse,
     PersonalizeRequest,
@@ -167,8 +168,11 @@ class ApiGuard:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Guard one ``/v1`` request; everything else passes through untouched."""
+        """Guard one ``/v1`` request; everything else passes through untouched (the OpenAPI spec gets completed)."""
         path = scope.get("path", "")
+        if scope["type"] == "http" and path == OPENAPI_PATH:
+            await self.app(scope, receive, _CompletedSpec(send))
+            return
         if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
             await self.app(scope, receive, send)
             return
@@ -278,6 +282,78 @@ def normalize_error(status: int, body: bytes) -> tuple[int, str, Any]:
     if isinstance(data, list) and data and isinstance(data[0], dict) and "error" in data[0]:
         return status, _STATUS_CODES.get(status, "error"), data[0]["error"]
     return status, _STATUS_CODES.get(status, "error"), text[:500] or None
+
+
+OPENAPI_PATH = "/docs.json"
+#: The error answers of every ``/v1`` endpoint, documented with the contract's body.
+_ERROR_DOCS = {
+    400: "`invalid_json`: the body is not JSON",
+    401: "`unauthorized`: missing or wrong `Authorization: Bearer <key>`",
+    404: "`unknown_customer` (an unknown id without `features`) or `unknown_decision` (feedback)",
+    413: "`payload_too_large` (body over 1 MB) or `batch_too_large` (over 1,000 ids)",
+    422: "`invalid_request` (wrong types, missing or extra fields; `detail` lists them) or `invalid_features`",
+    500: "`internal_error`: a bug; the server log has the details",
+}
+
+
+def document_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """BentoML's OpenAPI spec completed with what the middleware adds: bearer auth and the real error answers.
+
+    BentoML builds the spec itself (no hook for security schemes or per-route responses), and documents its own
+    error bodies; :class:`ApiGuard` answers those statuses with ``{"error", "detail"}`` instead.
+    """
+    components = spec.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API key from CXPREDICT_API_KEYS (or the demo key); /livez, /readyz, /metrics need none",
+    }
+    schemas = components.setdefault("schemas", {})
+    schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    for path, item in (spec.get("paths") or {}).items():
+        if not path.startswith("/v1/") or not isinstance(item, dict):
+            continue
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            operation["security"] = [{"bearer": []}]
+            responses = operation["responses"]
+            for status in list(responses):
+                if str(status) != "200":  # BentoML's own error bodies: never what /v1 answers
+                    del responses[status]
+            for status, description in _ERROR_DOCS.items():
+                responses[str(status)] = {"description": description, "content": body}
+    return spec
+
+
+class _CompletedSpec:
+    """Wraps ``send`` for ``GET /docs.json``: the spec BentoML answers, completed by :func:`document_spec`."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.start: Message | None = None
+        self.body: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 200:
+            self.start = message
+            return
+        if self.start is None or message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.body.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = b"".join(self.body)
+        try:
+            body = json.dumps(document_spec(json.loads(body))).encode()
+        except (ValueError, TypeError, AttributeError):  # not the spec we know: pass it on unchanged
+            log.warning("could not complete the OpenAPI spec; serving BentoML's as is")
+        headers = [(k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({**self.start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class _JsonErrors:
@@ -448,12 +524,20 @@ class CxPredict:
 
     async def _feedback(self, request: FeedbackRequest) -> Response:
         # The log's writer thread does the (short) write; waiting for it off the event loop keeps other requests going.
-        recorded = await asyncio.to_thread(self.runtime.feedback, request.decision_id, request.outcome, request.value)
-        if not recorded:
+        receipt = await asyncio.to_thread(self.runtime.feedback, request.decision_id, request.outcome, request.value)
+        if not receipt.known:
             return error_response(
                 404, "unknown_decision", f"decision_id {request.decision_id!r} was not issued by this service"
             )
-        return json_response({"decision_id": request.decision_id, "outcome": request.outcome, "recorded": True})
+        return json_response(
+            {
+                "decision_id": request.decision_id,
+                "outcome": request.outcome,
+                "recorded": receipt.recorded,
+                "duplicate": receipt.duplicate,
+                "stored_value": receipt.value,
+            }
+        )
 
 
 CxPredict.add_asgi_middleware(ApiGuard, max_body=MAX_BODY_BYTES)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.data import load_data_dir
-from features.pipeline import FeatureConfig, build_features, default_as_of
+from features.pipeline import FeatureConfig, build_features, default_as_of, require_population
 from features.scoring import risk_band, score_frame
 from features.settings import Settings
 from training import registry
@@ -22,10 +22,15 @@ def predict(
 
     Returns:
         The prediction frame (CONTRACT §3 columns; a model without that alias leaves its columns out) and T.
+
+    Raises:
+        features.pipeline.EmptyPopulationError: no customer is active at ``as_of``.
+        ValueError: no model has ``alias``.
     """
     con, _ = load_data_dir(Path(data_dir))
     t = as_of or default_as_of(con)
     frame = build_features(con, t, FeatureConfig())
+    require_population(con, frame, t)
     client = registry.configure(settings)
     out = frame[["customer_id"]].copy()
     found = False

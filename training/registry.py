@@ -8,12 +8,14 @@ files directly and never imports MLflow in its workers.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
+from mlflow.protos.databricks_pb2 import ErrorCode
 from mlflow.tracking import MlflowClient
 
 from features.scoring import Bundle, score_frame
@@ -103,16 +105,42 @@ def assign_alias(client: MlflowClient, name: str, version: int, promote: bool) -
     return alias
 
 
+#: Aliases MLflow accepts, minus its reserved ``latest`` and ``v<digits>`` (those name versions).
+_ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_RESERVED_ALIAS = re.compile(r"latest|v\d+", re.IGNORECASE)
+
+
+def validate_alias(alias: str) -> None:
+    """Check an alias before MLflow sees it, so that the error says what is allowed.
+
+    Raises:
+        ValueError: empty, a character other than letters, digits, ``_`` and ``-``, longer than 255, or reserved.
+    """
+    if not _ALIAS.fullmatch(alias):
+        raise ValueError(
+            f"alias {alias!r} is not valid: use 1 to 255 letters, digits, '_' or '-' (for example 'champion')"
+        )
+    if _RESERVED_ALIAS.fullmatch(alias):
+        raise ValueError(f"alias {alias!r} is reserved by MLflow ('latest' and 'v<number>' name versions)")
+
+
 def promote(client: MlflowClient, name: str, version: int, alias: str = CHAMPION) -> None:
     """Point ``alias`` of model ``name`` at ``version``.
 
     Raises:
-        ValueError: the model or version does not exist.
+        ValueError: the alias is not valid, or the model or version does not exist.
+        mlflow.exceptions.MlflowException: the registry failed otherwise (unreachable, bad URI); said as such.
     """
+    validate_alias(alias)
     try:
         client.get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException as exc:
-        raise ValueError(f"model '{name}' has no version {version}") from exc
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ValueError(f"model '{name}' has no version {version}") from exc
+        raise mlflow.exceptions.MlflowException(
+            f"cannot look up version {version} of model '{name}': {exc.message}",
+            error_code=ErrorCode.Value(exc.error_code),
+        ) from exc
     client.set_registered_model_alias(name, alias, str(version))
 
 

@@ -33,7 +33,7 @@ from features.pipeline import (
     data_start,
 )
 from features.schema import CONTROL_OFFER
-from features.scoring import Bundle, Encoder
+from features.scoring import Bundle, Encoder, best_offer
 from features.settings import Settings
 from training import plots, registry
 from training.btyd import BTYDModel, rfm_summary
@@ -173,10 +173,33 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Bun
     else:
         booster = _fit_booster(x, y, config, "binary:logistic")
     raw = booster.inplace_predict(x[cal_mask])
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y[cal_mask])
-    calibration = {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
-    meta = {"calibration": calibration, "horizon_days": config.horizon_days}
+    meta = {"calibration": isotonic_calibration(raw, y[cal_mask]), "horizon_days": config.horizon_days}
     return Bundle(kind="churn", meta=meta, encoder=encoder, boosters={"main": booster})
+
+
+def isotonic_calibration(raw: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
+    """Isotonic map from raw scores to churn probabilities, never exactly 0 or 1.
+
+    Isotonic regression gives the lowest block of scores the rate 0 when none of its ``m`` customers churned, and
+    the highest the rate 1 when all did, so a customer scored there would be called certain on a few hundred
+    examples (a quarter of the demo's customers got exactly 1.0). Those two end blocks take the rule of
+    succession instead, ``1 / (m + 2)`` and ``(m + 1) / (m + 2)``; clipping keeps the map monotone.
+
+    Args:
+        raw: The booster's scores on the calibration snapshot.
+        y: Whether each of those customers churned (0/1).
+
+    Returns:
+        ``{"x": thresholds, "y": probabilities}``, read by ``np.interp`` when scoring.
+    """
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
+    fitted = iso.predict(raw)
+    low, high = 0.0, 1.0
+    if (m := int(np.sum(fitted <= 0.0))) > 0:
+        low = 1.0 / (m + 2)
+    if (m := int(np.sum(fitted >= 1.0))) > 0:
+        high = (m + 1) / (m + 2)
+    return {"x": iso.X_thresholds_.tolist(), "y": np.clip(iso.y_thresholds_, low, high).tolist()}
 
 
 # --- cltv -------------------------------------------------------------------------------------------------
@@ -288,7 +311,9 @@ def nbo_metrics(bundle: Bundle, frame: pd.DataFrame, seed: int) -> tuple[dict[st
             metrics[f"qini_{o}"] = float(qini_coefficient(uplift[o][mask], treated, y[mask]))
             metrics[f"uplift_at_30pct_{o}"] = float(uplift_at_k(uplift[o][mask], treated, y[mask], 0.3))
             curves[o] = qini_curve(uplift[o][mask], treated, y[mask])
-        chosen = np.array([rk[0]["offer_id"] if rk and rk[0]["expected_value"] > 0 else CONTROL_OFFER for rk in ranked])
+        # The served policy (best_offer): an offer only where one pays, otherwise the control (no offer).
+        picks = [best_offer(rk, has_control=True) for rk in ranked]
+        chosen = np.array([pick["offer_id"] if pick else CONTROL_OFFER for pick in picks])
     else:
         chosen = np.array([rk[0]["offer_id"] if rk else logged[i] for i, rk in enumerate(ranked)])
     arms = sorted(set(logged))

@@ -182,3 +182,37 @@ def test_write_html_keeps_the_global_backend(
     write_html(result, units, tmp_path / "r.html", "e")
     assert dict.__getitem__(matplotlib.rcParams, "backend") == before
     assert ("matplotlib.pyplot" in sys.modules) == had_pyplot
+
+
+def test_values_too_large_to_average_are_not_compared_and_never_print_nan_or_inf(tmp_path: Path) -> None:
+    import warnings
+
+    from features.settings import load_settings
+    from serving import ab
+    from serving.experiments import parse_variant, start_experiment
+
+    settings = load_settings({"CXPREDICT_HOME": str(tmp_path)})
+    start_experiment(tmp_path / "experiments.yaml", "e1", "churn", [parse_variant(s) for s in ("a=0.5", "b=0.5")])
+    log = ab.decision_log(settings)
+    rows = [
+        {
+            "decision_id": f"d{i}",
+            "customer_id": f"c{i % 40}",
+            "model_versions": {"churn": 1},
+            "experiment": {"name": "e1", "variant": "a" if i % 2 else "b"},
+            "pre_value": float(i),
+        }
+        for i in range(80)
+    ]
+    log.record_many(rows)
+    # Stored before the API bounded values: c0 gets two 1.7e308 (its sum overflows), c2 one.
+    for decision_id in ("d0", "d40", "d2"):
+        assert log.record_feedback(decision_id, "converted", 1.7e308)
+    log.record_feedback("d1", "converted", 5.0)
+    log.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning either
+        text, _ = ab.report(settings, "e1", tmp_path / "r.html")
+    assert "nan" not in text.lower() and "inf" not in text.lower().replace("info", ""), text
+    assert "value comparison skipped" in text and "not finite" in text
+    assert "outcome rate: b vs a" in text and "p-value 0." in text  # the rate comparison is still there

@@ -57,12 +57,15 @@ def check_answer(body: dict, customer_id: str, parts: tuple[str, ...] = PARTS) -
     if "next_best_offer" in parts:
         nbo = body["next_best_offer"]
         if nbo["available"]:
-            assert nbo["offer_id"] in ("discount10", "loyalty")
             assert _is_num(nbo["expected_value"])
             assert nbo["method"] == "uplift"
-            assert nbo["ranking"][0]["offer_id"] == nbo["offer_id"]
             values = [r["expected_value"] for r in nbo["ranking"]]
-            assert values == sorted(values, reverse=True)
+            assert values and values == sorted(values, reverse=True)
+            if values[0] > 0:
+                assert nbo["offer_id"] in ("discount10", "loyalty")
+                assert nbo["ranking"][0]["offer_id"] == nbo["offer_id"] and nbo["expected_value"] == values[0]
+            else:  # no offer pays: show none, and say so
+                assert nbo["offer_id"] is None and nbo["expected_value"] == 0.0 and "showing none" in nbo["reason"]
         else:
             assert isinstance(nbo["reason"], str)
     for part in set(PARTS) - set(parts):
@@ -229,7 +232,11 @@ def test_overrides_change_the_answer(client: httpx.Client) -> None:
 def test_unknown_customer_is_404(client: httpx.Client) -> None:
     body = assert_error(client.post("/v1/personalize", json={"customer_id": "nobody"}), 404, "unknown_customer")
     assert "nobody" in body["detail"] and "features" in body["detail"]
-    assert_error(client.post("/v1/churn", json={"customer_id": "nobody", "features": {}}), 404, "unknown_customer")
+    # An empty `features` object was sent: the answer must not ask for features as if none had been.
+    body = assert_error(
+        client.post("/v1/churn", json={"customer_id": "nobody", "features": {}}), 404, "unknown_customer"
+    )
+    assert "`features` is empty" in body["detail"] and "at least one" in body["detail"]
 
 
 def test_bad_features_are_422(client: httpx.Client) -> None:
@@ -238,6 +245,31 @@ def test_bad_features_are_422(client: httpx.Client) -> None:
     )
     assert "no_such_feature" in body["detail"]
     assert_error(client.post("/v1/personalize", json={"customer_id": "c1", "features": {"recency_days": "x"}}), 422)
+    for customer_id in ("c1", "cold-start"):
+        r = client.post("/v1/personalize", json={"customer_id": customer_id, "features": {"recency_days": True}})
+        assert "recency_days" in assert_error(r, 422, "invalid_features")["detail"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("1e999", "Input should be a finite number"), ("[1]", "Input should be a number, a string or null")],
+)
+def test_a_bad_feature_value_is_one_error_under_its_name(client: httpx.Client, value: str, message: str) -> None:
+    body = f'{{"customer_id": "c1", "features": {{"recency_days": {value}}}}}'
+    r = client.post("/v1/personalize", content=body, headers={"Content-Type": "application/json"})
+    detail = assert_error(r, 422, "invalid_request")["detail"]
+    assert [(e["loc"], e["msg"]) for e in detail] == [(["features", "recency_days"], message)]
+
+
+@pytest.mark.parametrize(
+    "context", [{f"k{i}": i for i in range(51)}, {"blob": "x" * 5000}, {"nested": [{"a": "y" * 100}] * 50}]
+)
+def test_context_is_bounded(client: httpx.Client, server: Server, context: dict) -> None:
+    r = client.post("/v1/personalize", json={"customer_id": "c1", "context": context})
+    detail = assert_error(r, 422, "invalid_request")["detail"]
+    assert [e["loc"] for e in detail] == [["context"]] and "context" in detail[0]["msg"]
+    limit = {f"k{i}": "v" * 60 for i in range(50)}  # 50 keys, under 4 KB: accepted
+    assert client.post("/v1/personalize", json={"customer_id": "c1", "context": limit}).status_code == 200
 
 
 @pytest.mark.parametrize("route", ["/v1/personalize", "/v1/churn", "/v1/personalize/batch", "/v1/feedback"])
@@ -335,12 +367,26 @@ def test_feedback(client: httpx.Client) -> None:
     payload = {"decision_id": decision, "outcome": "converted", "value": 12.5}
     first = client.post("/v1/feedback", json=payload)
     assert first.status_code == 200, first.text
-    assert first.json() == {"decision_id": decision, "outcome": "converted", "recorded": True}
-    again = client.post("/v1/feedback", json=payload)
-    assert again.status_code == 200 and again.json() == first.json()
+    ack = {"decision_id": decision, "outcome": "converted"}
+    assert first.json() == {**ack, "recorded": True, "duplicate": False, "stored_value": 12.5}
+    # The first record wins, and a repeat says so: with another value, the client sees its value was discarded.
+    again = client.post("/v1/feedback", json={**payload, "value": 99.0})
+    assert again.status_code == 200
+    assert again.json() == {**ack, "recorded": False, "duplicate": True, "stored_value": 12.5}
     other = client.post("/v1/feedback", json={"decision_id": decision, "outcome": "clicked"})
-    assert other.status_code == 200
+    assert other.status_code == 200 and other.json()["recorded"] is True
     assert_error(client.post("/v1/feedback", json={**payload, "decision_id": "f" * 32}), 404, "unknown_decision")
+
+
+@pytest.mark.parametrize("value", [1.7e308, -2e12, "1e999"])
+def test_feedback_values_are_bounded(client: httpx.Client, value: float | str) -> None:
+    decision = client.post("/v1/personalize", json={"customer_id": "c7"}).json()["decision_id"]
+    body = f'{{"decision_id": "{decision}", "outcome": "converted", "value": {value}}}'
+    r = client.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
+    detail = assert_error(r, 422, "invalid_request")["detail"]
+    assert [e["loc"] for e in detail] == [["value"]], detail
+    ok = client.post("/v1/feedback", json={"decision_id": decision, "outcome": "converted", "value": 1e12})
+    assert ok.status_code == 200 and ok.json()["recorded"] is True
 
 
 def test_decisions_are_logged(client: httpx.Client, server: Server) -> None:
@@ -376,11 +422,14 @@ def test_service_equals_batch_scoring(client: httpx.Client, server: Server) -> N
         assert answer["churn"]["probability"] == pytest.approx(row.churn_probability, rel=1e-6, abs=1e-9)
         assert answer["cltv"]["predicted_spend"] == pytest.approx(row.predicted_spend, rel=1e-6, abs=1e-9)
         assert answer["cltv"]["value"] == pytest.approx(row.cltv, rel=1e-6, abs=1e-9)
-        if row.next_best_offer is None:
-            assert answer["next_best_offer"]["available"] is False
+        nbo = answer["next_best_offer"]
+        if pd.isna(row.next_best_offer_value):  # nothing eligible
+            assert nbo["available"] is False and pd.isna(row.next_best_offer)
+        elif pd.isna(row.next_best_offer):  # eligible offers, none pays: both show none
+            assert nbo["offer_id"] is None and nbo["expected_value"] == row.next_best_offer_value == 0.0
         else:
-            assert answer["next_best_offer"]["offer_id"] == row.next_best_offer
-            assert answer["next_best_offer"]["expected_value"] == pytest.approx(row.next_best_offer_value, rel=1e-6)
+            assert nbo["offer_id"] == row.next_best_offer
+            assert nbo["expected_value"] == pytest.approx(row.next_best_offer_value, rel=1e-6)
 
 
 def test_openapi_documents_the_api(anon: httpx.Client) -> None:
@@ -389,6 +438,23 @@ def test_openapi_documents_the_api(anon: httpx.Client) -> None:
         assert path in spec["paths"]
     schemas = json.dumps(spec["components"]["schemas"])
     assert '"example"' in schemas
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    assert set(spec["components"]["schemas"]["ErrorResponse"]["properties"]) == {"error", "detail"}
+    for path, item in spec["paths"].items():
+        if not path.startswith("/v1/"):
+            assert "security" not in json.dumps(item)
+            continue
+        operation = item["post"]
+        assert operation["security"] == [{"bearer": []}]
+        for status in ("401", "404", "413", "422"):
+            assert operation["responses"][status]["content"] == error, (path, status)
+    feedback = spec["paths"]["/v1/feedback"]["post"]["responses"]["200"]
+    assert "FeedbackResponse" in json.dumps(feedback)
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,20 @@ def test_feedback_is_idempotent_and_bulk_ingest_all_or_nothing(tmp_path: Path) -
     log.close()
 
 
+def test_add_feedback_says_when_an_earlier_record_stands(tmp_path: Path) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+    log.record(decision(0))
+    first = log.add_feedback("d0", "converted", 10.0)
+    assert first.recorded and not first.duplicate and first.value == 10.0
+    again = log.add_feedback("d0", "converted", 99.0)
+    assert (again.known, again.recorded, again.duplicate, again.value) == (True, False, True, 10.0)
+    assert log.add_feedback("d0", "clicked", None).recorded
+    unknown = log.add_feedback("nope", "converted", 1.0)
+    assert not unknown.known and not unknown.recorded
+    assert [f["value"] for f in log.get("d0")["feedback"] if f["outcome"] == "converted"] == [10.0]
+    log.close()
+
+
 def test_old_database_gains_the_new_columns(tmp_path: Path) -> None:
     path = tmp_path / "d.sqlite"
     with sqlite3.connect(path) as con:
@@ -130,11 +144,14 @@ def test_closed_log_refuses_writes(tmp_path: Path) -> None:
     ("content", "message"),
     [
         ("decision_id,value\nd1,3\n", r"missing column\(s\) \['outcome'\]"),
-        ("decision_id,outcome,value\nd1,converted,abc\n", r"'value' is not a finite number in row\(s\) \[1\]"),
+        ("decision_id,outcome,value\nd1,converted,abc\n", r"'value' is not a finite number .* in row\(s\) \[1\]"),
         ("decision_id,outcome,ts\nd1,converted,yesterday-ish\n", r"'ts' is not a timestamp in row\(s\) \[1\]"),
         ("decision_id,outcome\nd1,converted\n,converted\n", r"'decision_id' is empty in row\(s\) \[2\]"),
         ("decision_id,outcome,colour\nd1,converted,red\n", "unexpected column"),
         ("decision_id,outcome\n", "no rows"),
+        ("decision_id,outcome,value\nd1,converted,1.7e308\n", r"'value' is not a finite number between -1e\+12"),
+        ("decision_id,outcome,value\nd1,converted,5\nd2,converted,-2e12\n", r"1e\+12 in row\(s\) \[2\]"),
+        ("decision_id,outcome,value\nd1,converted,inf\n", r"'value' is not a finite number .* row\(s\) \[1\]"),
     ],
 )
 def test_feedback_file_errors_name_file_column_and_row(tmp_path: Path, content: str, message: str) -> None:

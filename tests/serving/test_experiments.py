@@ -42,13 +42,13 @@ def test_start_stop_roundtrip_and_restart(tmp_path: Path) -> None:
     with pytest.raises(ExperimentError, match="already running"):
         start_experiment(path, "nbo-1", "next_best_offer", variants, holdout=0.1)
     with pytest.raises(ExperimentError, match="only one experiment can run"):
-        start_experiment(path, "other", "churn", [Variant(ref="champion", share=1.0)])
+        start_experiment(path, "other", "churn", [Variant(ref="champion", share=0.5), Variant(ref="b", share=0.5)])
     stopped = stop_experiment(path, "nbo-1")
     assert stopped.status == "stopped" and stopped.stopped_at is not None
     with pytest.raises(ExperimentError, match="already stopped"):
         stop_experiment(path, "nbo-1")
     with pytest.raises(ExperimentError, match="another definition"):
-        start_experiment(path, "nbo-1", "next_best_offer", [Variant(ref="champion", share=1.0)])
+        start_experiment(path, "nbo-1", "next_best_offer", [Variant(ref="champion", share=0.9)], holdout=0.1)
     again = start_experiment(path, "nbo-1", "next_best_offer", variants, shadow="challenger", holdout=0.1)
     assert again.status == "running" and again.started_at == exp.started_at
     assert not list(tmp_path.glob(".*tmp"))
@@ -61,17 +61,48 @@ def test_start_stop_roundtrip_and_restart(tmp_path: Path) -> None:
         ({"variants": ["champion=0.5", "champion=0.5"]}, "twice"),
         ({"variants": ["champion=0.5", "challenger=0.5"], "shadow": "champion"}, "also a served variant"),
         ({"variants": ["champion=0.5", "holdout=0.5"]}, "not 'holdout'"),
-        ({"variants": ["champion=1"], "name": "bad name!"}, "experiment name"),
-        ({"variants": ["champion=1.5"]}, "less than or equal to 1"),
+        ({"variants": ["champion=0.5", "b=0.5"], "name": "bad name!"}, "experiment name"),
+        ({"variants": ["champion=1.5"]}, "must be a number between 0 and 1"),
+        ({"variants": ["champion=nan"]}, r"--variant 'champion=nan': the share must be a number between 0 and 1"),
+        ({"variants": ["champion=1.0"]}, "one --variant and no holdout: nothing to compare"),
+        ({"variants": ["champion=0.9"], "holdout": 0.1}, "--holdout applies only to --model next_best_offer or"),
+        ({"variants": ["champion=0.5", "b=0.5"], "holdout": 1.5}, r"--holdout 1\.5: must be a number from 0"),
+        ({"variants": ["champion=0.5", "b=0.5"], "holdout": float("nan")}, "--holdout nan: must be a number"),
+        ({"variants": ["champion=0.5", "b=0.5"], "shadow": "bad ref!"}, r"--shadow: shadow 'bad ref!' must be"),
+        ({"variants": ["champion=0.5", "b=0.5"], "outcome": 3}, "--outcome: Input should be a valid string"),
     ],
 )
 def test_invalid_declarations_say_why(tmp_path: Path, kwargs: dict, message: str) -> None:
     path = tmp_path / "experiments.yaml"
     specs = kwargs.pop("variants")
     name = kwargs.pop("name", "e1")
-    with pytest.raises(ExperimentError, match=message):
+    with pytest.raises(ExperimentError, match=message) as err:
         start_experiment(path, name, "churn", [parse_variant(s) for s in specs], **kwargs)
     assert not path.exists()
+    # Plain sentences: none of pydantic's wording or links.
+    assert "Value error" not in str(err.value) and "pydantic" not in str(err.value)
+
+
+def test_a_bad_shadow_is_called_shadow_in_the_registry_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from serving import ab
+    from training import registry
+
+    def resolve(client, model, ref) -> int:
+        if ref == "nosuch":
+            raise ValueError("no such alias")
+        return 1
+
+    monkeypatch.setattr(registry, "configure", lambda settings: SimpleNamespace(get_model_version=lambda m, v: None))
+    monkeypatch.setattr(registry, "resolve", resolve)
+    settings = load_settings({"CXPREDICT_HOME": "/nonexistent"})
+    assert ab.check_variants_exist(settings, ["churn"], ["champion", "b"]) == {
+        "champion": {"churn": 1},
+        "b": {"churn": 1},
+    }
+    with pytest.raises(ExperimentError, match="^shadow 'nosuch': model 'churn' has no alias or version 'nosuch'"):
+        ab.check_variants_exist(settings, ["churn"], ["champion", "b"], shadow="nosuch")
 
 
 def test_hand_edited_file_errors_name_the_field(tmp_path: Path) -> None:
@@ -175,8 +206,12 @@ def test_runtime_routes_by_arm_logs_propensity_and_shadow(runtime: Runtime) -> N
         }
         if arm == HOLDOUT:
             assert a["next_best_offer"]["available"] is False and a["next_best_offer"]["holdout"] is True
-        else:
-            assert a["next_best_offer"]["offer_id"] in {"discount10", "loyalty"}
+        else:  # an offer, or none where no offer pays
+            assert a["next_best_offer"]["available"] and a["next_best_offer"]["offer_id"] in {
+                "discount10",
+                "loyalty",
+                None,
+            }
     # Same customer, same arm; and the arms really answer with different models.
     again = runtime.personalize("c0")
     assert again["experiment"] == answers[0]["experiment"]
@@ -194,7 +229,7 @@ def test_runtime_routes_by_arm_logs_propensity_and_shadow(runtime: Runtime) -> N
     for a in answers:
         row = served[a["decision_id"]]
         assert row["propensity"] == pytest.approx({HOLDOUT: 0.2, "champion": 0.4, "challenger": 0.4}[row["variant"]])
-        shown = "none" if a["experiment"]["holdout"] else a["next_best_offer"]["offer_id"]
+        shown = "none" if a["experiment"]["holdout"] else (a["next_best_offer"]["offer_id"] or "none")
         assert row["offer_id"] == shown
     # Every shadow record points at the served decision it shadows; no answer ever carried the shadow's scores.
     stored = log.get(shadow[0]["decision_id"])
@@ -220,3 +255,62 @@ def test_single_model_experiment_keeps_champions_for_other_parts(tmp_path: Path,
         assert [b["experiment"] for b in batch] == [a["experiment"] for a in answers]
     finally:
         rt.decisions.close()
+
+
+# --- a broken experiments file or an unroutable experiment ----------------------------------------------------
+
+
+def test_broken_experiments_file_keeps_the_last_valid_experiments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.manifest as manifest_module
+    from training import registry
+
+    def bundle_entry(client, cache, name, ref, known) -> dict:
+        if ref == "nosuch":
+            raise ValueError(f"model '{name}' has no alias '{ref}'")
+        return {"model": name, "version": 2 if ref == "challenger" else 1, "path": f"/b/{name}/{ref}"}
+
+    monkeypatch.setattr(registry, "resolve", lambda client, name, ref: 1)
+    monkeypatch.setattr(manifest_module, "_bundle_entry", bundle_entry)
+    settings = load_settings({"CXPREDICT_HOME": str(tmp_path), "CXPREDICT_API_KEYS": "k"})
+    path = tmp_path / "experiments.yaml"
+    start_experiment(path, "e1", "churn", [parse_variant("champion=0.5"), parse_variant("challenger=0.5")])
+    valid = manifest_module._resolve(settings, None, None)
+    assert [e["name"] for e in valid["experiments"]] == ["e1"] and "experiments_error" not in valid
+
+    path.write_text("experiments: [\n")  # a bad hand edit mid-test
+    broken = manifest_module._resolve(settings, None, valid)
+    assert broken["experiments"] == valid["experiments"]
+    assert "not valid YAML" in broken["experiments_error"]
+
+    # An experiment whose variant names an unknown alias is listed with its error, and `ab list` says so.
+    path.unlink()
+    start_experiment(path, "e2", "churn", [parse_variant("champion=0.5"), parse_variant("nosuch=0.5")])
+    unrouted = manifest_module._resolve(settings, None, valid)
+    assert unrouted["experiments"] == [{"name": "e2", "model": "churn", "error": "model 'churn' has no alias 'nosuch'"}]
+    manifest_module.write_manifest(tmp_path / "serving.json", unrouted)
+    from serving.ab import list_experiments
+
+    (row,) = list_experiments(settings)
+    assert row["status"] == "unrouted" and row["routed"] is False
+    assert "no alias 'nosuch'" in row["error"] and "NOT ROUTED" in row["variants"]
+
+
+def test_worker_counts_experiment_errors_and_keeps_routing(tmp_path: Path, runtime: Runtime) -> None:
+    home = Path(runtime.settings.home)
+    manifest = json.loads((home / "serving.json").read_text())
+    assert runtime.experiments_errors == 0 and runtime.totals()["experiments_errors"] == 0
+    manifest["experiments_error"] = "experiments.yaml: not valid YAML"
+    (home / "serving.json").write_text(json.dumps(manifest))
+    assert runtime.maybe_reload(force=True)
+    assert [e.name for e in runtime.models.experiments] == ["exp1"]
+    assert runtime.personalize("c1")["experiment"]["name"] == "exp1"
+    assert runtime.totals()["experiments_errors"] == 1
+    # The same error in a rewritten manifest (a champion change, say) is not counted again; a new one is.
+    manifest["churn"]["version"] = 7
+    (home / "serving.json").write_text(json.dumps(manifest))
+    assert runtime.maybe_reload(force=True) and runtime.experiments_errors == 1
+    manifest["experiments"].append({"name": "exp2", "model": "churn", "error": "model 'churn' has no alias 'x'"})
+    (home / "serving.json").write_text(json.dumps(manifest))
+    assert runtime.maybe_reload(force=True) and runtime.experiments_errors == 2

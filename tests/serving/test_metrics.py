@@ -29,7 +29,13 @@ class FakeRuntime:
     """What :meth:`ServiceMetrics.publish` reads from a runtime."""
 
     def __init__(self) -> None:
-        self.counts = {"reloads": 0, "reload_errors": 0, "shadow_scored": 0, "shadow_skipped": 0}
+        self.counts = {
+            "reloads": 0,
+            "reload_errors": 0,
+            "experiments_errors": 0,
+            "shadow_scored": 0,
+            "shadow_skipped": 0,
+        }
         self.models = SimpleNamespace(versions={"churn": 3, "cltv": 2}, experiments=[object()])
 
     def totals(self) -> dict[str, int]:
@@ -53,6 +59,9 @@ def test_publish_turns_growth_of_totals_into_counter_increments() -> None:
     assert sample(metrics._totals["shadow_scored"]) == 15
     assert sample(metrics._totals["shadow_skipped"]) == 1
     assert sample(metrics._totals["reload_errors"]) == 0
+    runtime.counts.update(experiments_errors=1)
+    metrics.publish(runtime)  # type: ignore[arg-type]
+    assert sample(metrics._totals["experiments_errors"]) == 1
     assert sample(metrics.model_version, model="churn") == 3
     assert sample(metrics.model_version, model="next_best_offer") == 0  # absent model
     assert sample(metrics.experiments) == 1 and sample(metrics.store_customers) == 42

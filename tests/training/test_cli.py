@@ -16,6 +16,7 @@ def test_demo_then_predict_and_evaluate(tmp_path, monkeypatch):
     assert "churn: version 1 (champion)" in demo.output and "API key:" in demo.output
     assert (tmp_path / "home" / "online" / "features.sqlite").exists()
     assert (tmp_path / "home" / "api_key").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "d" / ".cxpredict-demo").exists()  # a later `cxpredict demo` may overwrite d
 
     pred = runner.invoke(app, ["predict", "--data", "d", "--out", "p.parquet"], env=env)
     assert pred.exit_code == 0, pred.output
