@@ -316,11 +316,12 @@ def new_experiment(
             f"--holdout applies only to --model {' or '.join(HOLDOUT_TARGETS)}: its customers get no offer, which "
             f"means nothing for --model {model}"
         )
-    if len(variants) == 1 and holdout == 0:
-        alternative = " or a --holdout" if model in HOLDOUT_TARGETS else ""
+    # One served variant is still an experiment beside a holdout or a shadow (scored and logged, never served).
+    if len(variants) == 1 and holdout == 0 and shadow is None:
+        alternative = ", a --holdout" if model in HOLDOUT_TARGETS else ""
         raise ExperimentError(
-            f"experiment {name!r} has one --variant and no holdout: nothing to compare; add a second --variant "
-            f"(e.g. challenger=0.5){alternative}"
+            f"experiment {name!r} has one --variant, no holdout and no shadow: nothing to compare; add a second "
+            f"--variant (e.g. challenger=0.5){alternative} or a --shadow"
         )
     try:
         return Experiment(

@@ -64,7 +64,7 @@ def test_start_stop_roundtrip_and_restart(tmp_path: Path) -> None:
         ({"variants": ["champion=0.5", "b=0.5"], "name": "bad name!"}, "experiment name"),
         ({"variants": ["champion=1.5"]}, "must be a number between 0 and 1"),
         ({"variants": ["champion=nan"]}, r"--variant 'champion=nan': the share must be a number between 0 and 1"),
-        ({"variants": ["champion=1.0"]}, "one --variant and no holdout: nothing to compare"),
+        ({"variants": ["champion=1.0"]}, "one --variant, no holdout and no shadow: nothing to compare"),
         ({"variants": ["champion=0.9"], "holdout": 0.1}, "--holdout applies only to --model next_best_offer or"),
         ({"variants": ["champion=0.5", "b=0.5"], "holdout": 1.5}, r"--holdout 1\.5: must be a number from 0"),
         ({"variants": ["champion=0.5", "b=0.5"], "holdout": float("nan")}, "--holdout nan: must be a number"),
@@ -81,6 +81,12 @@ def test_invalid_declarations_say_why(tmp_path: Path, kwargs: dict, message: str
     assert not path.exists()
     # Plain sentences: none of pydantic's wording or links.
     assert "Value error" not in str(err.value) and "pydantic" not in str(err.value)
+
+
+def test_one_variant_with_a_shadow_is_an_experiment(tmp_path: Path) -> None:
+    # The shadow is scored and logged beside the served variant: that is the comparison.
+    experiment = start_experiment(tmp_path / "e.yaml", "e1", "personalize", [parse_variant("champion=1")], shadow="2")
+    assert experiment.shadow == "2" and [v.ref for v in experiment.variants] == ["champion"]
 
 
 def test_a_bad_shadow_is_called_shadow_in_the_registry_check(monkeypatch: pytest.MonkeyPatch) -> None:
