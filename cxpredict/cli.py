@@ -143,20 +143,6 @@ def features_materialize(
     _run(go)
 
 
-def _check_before_data(data: Path, t: datetime) -> None:
-    """Say plainly when a failure came from an as-of before the data starts (checked only after one)."""
-    from features.data import load_data_dir
-    from features.pipeline import data_end, data_start
-
-    con, _ = load_data_dir(data, tables=["transactions"])
-    start, end = data_start(con), data_end(con)
-    if start is not None and t <= start:
-        raise UsageError(
-            f"--as-of {t:%Y-%m-%d %H:%M} is before the data starts: {data} covers {start:%Y-%m-%d} to "
-            f"{end:%Y-%m-%d}, and training needs history before T"
-        )
-
-
 def _print_training(result: object) -> None:
     for name, res in result.models.items():  # type: ignore[attr-defined]
         if res.skipped:
@@ -186,7 +172,7 @@ def train_cmd(
     def go() -> None:
         from features.settings import load_settings
         from training.config import MODEL_NAMES, TrainConfig
-        from training.train import TrainingDataError, train
+        from training.train import train
 
         names = tuple(m.strip() for m in models.split(",") if m.strip())
         if not names:
@@ -203,12 +189,7 @@ def train_cmd(
             raise UsageError(str(exc)) from exc
         t = _optional_time(as_of)
         settings = load_settings()
-        try:
-            result = train(data, t, config, settings)
-        except TrainingDataError:
-            if t is not None:
-                _check_before_data(data, t)
-            raise
+        result = train(data, t, config, settings)
         typer.echo(f"MLflow run {result.run_id} (tracking {settings.tracking_uri})")
         _print_training(result)
 

@@ -517,6 +517,15 @@ def train(data_dir: Path, as_of: datetime | None, config: TrainConfig, settings:
     con, report = load_data_dir(Path(data_dir))
     end = data_end(con)
     as_of = as_of or datetime(end.year, end.month, end.day) + timedelta(days=1)
+    # Checked before the MLflow run is opened, so that a mistaken as-of leaves no failed, empty run behind.
+    start = data_start(con)
+    if as_of <= start:
+        raise TrainingDataError(
+            f"as-of {as_of:%Y-%m-%d %H:%M} is before the data starts: {data_dir} covers {start:%Y-%m-%d} to "
+            f"{end:%Y-%m-%d}, and training needs history before T"
+        )
+    if {"churn", "cltv"} & set(config.models):
+        snapshot_cutoffs(as_of, start, config)
     feat_cfg = FeatureConfig(lookback_days=config.lookback_days)
     client = registry.configure(settings)
     registry.use_experiment()

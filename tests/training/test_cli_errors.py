@@ -47,7 +47,13 @@ def test_as_of_before_the_data_writes_nothing(env):
 
 
 def test_train_as_of_before_the_data_says_so(env):
-    _fails(["train", "--data", "d", "--as-of", "1990-01-01"], env, "--as-of 1990-01-01", "before the data starts")
+    _fails(["train", "--data", "d", "--as-of", "1990-01-01"], env, "as-of 1990-01-01", "before the data starts")
+    _fails(["train", "--data", "d", "--as-of", "2024-02-01"], env, "history too short")
+    # Both refused before any MLflow run was opened: no failed, empty runs.
+    import mlflow
+
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 def test_train_with_no_model_named(env):
