@@ -257,6 +257,19 @@ _STATUS_CODES = {
 }
 
 
+#: Longest rejected input (as JSON) an error echoes back; a 1 MB context need not travel back to say it is too big.
+MAX_ECHOED_INPUT = 200
+
+
+def _without_long_input(error: Any) -> Any:
+    if not isinstance(error, dict) or "input" not in error:
+        return error
+    size = len(json.dumps(error["input"], default=str))
+    if size <= MAX_ECHOED_INPUT:
+        return error
+    return {**error, "input": f"({size} characters as JSON, not echoed)"}
+
+
 def normalize_error(status: int, body: bytes) -> tuple[int, str, Any]:
     """The contract's ``(status, error, detail)`` for an error response produced by BentoML or Starlette.
 
@@ -275,6 +288,7 @@ def normalize_error(status: int, body: bytes) -> tuple[int, str, Any]:
         if " " not in error and "detail" in data:
             return status, error, detail
         if status == 400 and "validation error" in error and isinstance(detail, list):
+            detail = [_without_long_input(e) for e in detail]
             if any(isinstance(e, dict) and e.get("type") == "json_invalid" for e in detail):
                 return 400, "invalid_json", detail
             return 422, "invalid_request", detail
