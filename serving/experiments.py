@@ -298,7 +298,7 @@ def new_experiment(
     """Validate a declaration for ``cxpredict ab start``; messages name the command's options.
 
     Beyond what a declaration in the file must satisfy, a new experiment must compare something (two variants, or
-    one and a holdout), and a holdout only applies where it withholds an offer.
+    one beside a holdout or a shadow), and a holdout only applies where it withholds an offer.
 
     Raises:
         ExperimentError: the declaration is invalid (the message names the option and says why).

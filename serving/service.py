@@ -171,7 +171,9 @@ class ApiGuard:
         """Guard one ``/v1`` request; everything else passes through untouched (the OpenAPI spec gets completed)."""
         path = scope.get("path", "")
         if scope["type"] == "http" and path == OPENAPI_PATH:
-            await self.app(scope, receive, _CompletedSpec(send))
+            await self.app(
+                scope, receive, _HeldResponse(send, lambda start: start["status"] == 200, _send_completed_spec)
+            )
             return
         if scope["type"] != "http" or not (path == "/v1" or path.startswith("/v1/")):
             await self.app(scope, receive, send)
@@ -237,7 +239,7 @@ class ApiGuard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, _JsonErrors(send))
+        await self.app(scope, replay, _HeldResponse(send, lambda start: start["status"] >= 400, _send_contract_error))
 
 
 #: BentoML's own words for an exception in an endpoint; the fast path answers the same.
@@ -341,60 +343,51 @@ def document_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-class _CompletedSpec:
-    """Wraps ``send`` for ``GET /docs.json``: the spec BentoML answers, completed by :func:`document_spec`."""
+class _HeldResponse:
+    """Wraps ``send``: a response whose start ``hold`` accepts is buffered whole and handed to ``finish`` instead."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(
+        self,
+        send: Send,
+        hold: Callable[[Message], bool],
+        finish: Callable[[Send, Message, bytes], Awaitable[None]],
+    ) -> None:
         self.send = send
+        self.hold = hold
+        self.finish = finish
         self.start: Message | None = None
         self.body: list[bytes] = []
 
     async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start" and message["status"] == 200:
+        if message["type"] == "http.response.start" and self.hold(message):
             self.start = message
             return
         if self.start is None or message["type"] != "http.response.body":
             await self.send(message)
             return
         self.body.append(message.get("body", b""))
-        if message.get("more_body", False):
-            return
-        body = b"".join(self.body)
-        try:
-            body = json.dumps(document_spec(json.loads(body))).encode()
-        except (ValueError, TypeError, AttributeError):  # not the spec we know: pass it on unchanged
-            log.warning("could not complete the OpenAPI spec; serving BentoML's as is")
-        headers = [(k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await self.send({**self.start, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        if not message.get("more_body", False):
+            await self.finish(self.send, self.start, b"".join(self.body))
 
 
-class _JsonErrors:
-    """Wraps ``send`` so that every error response on ``/v1`` has the contract's JSON shape."""
+async def _send_completed_spec(send: Send, start: Message, body: bytes) -> None:
+    """The spec BentoML answered for ``GET /docs.json``, completed by :func:`document_spec`."""
+    try:
+        body = json.dumps(document_spec(json.loads(body))).encode()
+    except (ValueError, TypeError, AttributeError):  # not the spec we know: pass it on unchanged
+        log.warning("could not complete the OpenAPI spec; serving BentoML's as is")
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.start: Message | None = None
-        self.body: list[bytes] = []
 
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            if message["status"] >= 400:
-                self.start = message
-                return
-            await self.send(message)
-            return
-        if self.start is None or message["type"] != "http.response.body":
-            await self.send(message)
-            return
-        self.body.append(message.get("body", b""))
-        if message.get("more_body", False):
-            return
-        status, error, detail = normalize_error(int(self.start["status"]), b"".join(self.body))
-        keep = (b"allow", b"www-authenticate", b"retry-after")
-        extra = {k.decode(): v.decode() for k, v in self.start.get("headers", []) if k.lower() in keep}
-        await _send_error(self.send, status, error, detail, extra)
+async def _send_contract_error(send: Send, start: Message, body: bytes) -> None:
+    """An error answered by BentoML or Starlette on ``/v1``, in the contract's JSON shape."""
+    status, error, detail = normalize_error(int(start["status"]), body)
+    keep = (b"allow", b"www-authenticate", b"retry-after")
+    extra = {k.decode(): v.decode() for k, v in start.get("headers", []) if k.lower() in keep}
+    await _send_error(send, status, error, detail, extra)
 
 
 @bentoml.service(
