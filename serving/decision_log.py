@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -148,11 +148,6 @@ class FeedbackReceipt:
     duplicate: bool = False
     value: float | None = None
 
-    @property
-    def recorded(self) -> bool:
-        """Whether this call stored a new record."""
-        return self.known and not self.duplicate
-
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -187,14 +182,14 @@ class DecisionLog(Protocol):
         """A stored decision with its outputs and feedback, or None."""
         ...
 
-    def record_feedback(self, decision_id: str, outcome: str, value: float | None, ts: float | None = None) -> bool:
-        """Store feedback; False when the decision id is unknown. Repeating it changes nothing."""
-        ...
-
     def add_feedback(
         self, decision_id: str, outcome: str, value: float | None, ts: float | None = None
     ) -> FeedbackReceipt:
-        """Store feedback like :meth:`record_feedback`, saying whether it was new or an earlier record stands."""
+        """Store feedback for a known decision (the first record of an outcome wins; a repeat changes nothing).
+
+        Returns:
+            Whether the decision id is known, and whether an earlier record of the outcome stands (its value).
+        """
         ...
 
     def ingest_feedback(self, rows: Sequence[FeedbackRow]) -> IngestResult:
@@ -237,10 +232,15 @@ _Outcome = tuple[Future[Any], Any, BaseException | None]
 
 def _settle(outcomes: Sequence[_Outcome]) -> None:
     for future, result, error in outcomes:
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
+        try:
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+        except InvalidStateError:
+            # Cancelled by its caller (a request that timed out while waiting): nobody reads it. Its record is
+            # written all the same; raising here would end the writer thread and every later write with it.
+            pass
 
 
 def _dumps(value: Any) -> str:
@@ -320,7 +320,7 @@ class SQLiteDecisionLog:
             for con in opened:
                 con.close()
             os.close(self._lock_fd)
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, sqlite3.Error | OSError):  # OSError: the file lock (ENOLCK on some network disks)
                 raise DecisionLogError(
                     f"decision log {self.path} cannot be opened: {exc} (move the file away to start a new log)"
                 ) from exc
@@ -384,18 +384,17 @@ class SQLiteDecisionLog:
                     self._queue.put(nxt)
                     break
                 group.append(nxt[2])
-            with self._commit_lock:
-                try:
+            try:
+                with self._commit_lock:
                     self._lock_file()
-                except OSError as exc:  # ENOLCK on some network file systems: fail these callers, keep writing
-                    self.write_errors += 1
-                    log.error("decision log %s: cannot take the write lock: %s", self.path, exc)
-                    outcome = [(future, None, exc) for _, future in group]
-                else:
                     try:
                         outcome = self._commit(con, group)
                     finally:
                         self._unlock_file()
+            except Exception as exc:  # the file lock failed (ENOLCK on some network file systems): keep writing
+                self.write_errors += 1
+                log.error("decision log %s: cannot write (%d operations): %r", self.path, len(group), exc)
+                outcome = [(future, None, exc) for _, future in group]
             # Woken only once both locks are free, so a caller's next lone decision can take the direct path.
             _settle(outcome)
 

@@ -213,9 +213,11 @@ def load_experiments(path: Path) -> ExperimentsFile:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return ExperimentsFile()
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or saved in another encoding by an editor
+        raise ExperimentError(f"{path}: cannot be read as UTF-8 text: {exc}") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -54,7 +54,8 @@ class ServiceMetrics:
             "experiments_errors": counter(
                 "cxpredict_experiments_errors",
                 "Experiment problems in new manifests: experiments.yaml did not load (the last valid experiments "
-                "stay routed) or a declared experiment cannot be routed.",
+                "stay routed) or a declared experiment cannot be routed. Each worker counts each problem once, "
+                "so the sum over workers is problems x workers.",
             ),
             "shadow_scored": counter("cxpredict_shadow_decisions", "Shadow-variant decisions scored and logged."),
             "shadow_skipped": counter(

@@ -86,7 +86,8 @@ class PersonalizeRequest(BaseModel):
                 "context has {keys} keys; at most {limit} are logged with a decision",
                 {"keys": len(value), "limit": MAX_CONTEXT_KEYS},
             )
-        size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+        # Measured as the log stores it: UTF-8, not \u escapes (an "é" is 2 bytes there, not 6).
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
         if size > MAX_CONTEXT_BYTES:
             raise PydanticCustomError(
                 "context_too_large",
@@ -120,10 +121,13 @@ class FeedbackRequest(BaseModel):
 
     decision_id: str = Field(min_length=1, max_length=64, description="the decision_id of an earlier answer")
     outcome: str = Field(min_length=1, max_length=64, description="what happened, e.g. converted, clicked, churned")
-    value: Annotated[float, Field(allow_inf_nan=False, ge=-MAX_FEEDBACK_VALUE, le=MAX_FEEDBACK_VALUE)] | None = Field(
+    # Strict: a JSON number only. true would otherwise be stored as 1.0 and "12.5" as 12.5.
+    value: (
+        Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_FEEDBACK_VALUE, le=MAX_FEEDBACK_VALUE)] | None
+    ) = Field(
         default=None,
-        description=f"optional amount (revenue, margin...): a finite number between -{MAX_FEEDBACK_VALUE:.0e} and "
-        f"{MAX_FEEDBACK_VALUE:.0e}",
+        description=f"optional amount (revenue, margin...): a finite JSON number between -{MAX_FEEDBACK_VALUE:.0e} "
+        f"and {MAX_FEEDBACK_VALUE:.0e}",
     )
 
 
@@ -269,8 +273,8 @@ class FeedbackResponse(BaseModel):
     """Acknowledgement of a feedback record.
 
     Feedback is idempotent per (decision, outcome): the first record wins. A repeat is answered 200 with
-    ``recorded`` false and ``duplicate`` true, and ``stored_value`` is the earlier record's value (a different value
-    sent again was discarded).
+    ``recorded`` true (the outcome is on record) and ``duplicate`` true, and ``stored_value`` is the earlier
+    record's value (a different value sent again was discarded).
     """
 
     model_config = ConfigDict(
@@ -287,7 +291,9 @@ class FeedbackResponse(BaseModel):
 
     decision_id: str
     outcome: str
-    recorded: bool = Field(description="this request stored a new record (false for a repeat of the outcome)")
+    recorded: bool = Field(
+        description="the outcome is on record for the decision (also for a repeat: feedback is idempotent)"
+    )
     duplicate: bool = Field(
         default=False,
         description="an earlier record of this (decision, outcome) exists and stands; this one is ignored",

@@ -540,7 +540,7 @@ class CxPredict:
             {
                 "decision_id": request.decision_id,
                 "outcome": request.outcome,
-                "recorded": receipt.recorded,
+                "recorded": True,  # on record, by this request or an earlier one (idempotent)
                 "duplicate": receipt.duplicate,
                 "stored_value": receipt.value,
             }

@@ -12,6 +12,7 @@ import pandas as pd
 from features.data import load_frames
 from features.materialize import materialize
 from features.pipeline import FeatureConfig, build_features, data_start, default_as_of
+from features.schema import TABLES
 from features.settings import Settings
 from features.synthetic import SyntheticConfig, generate, write_dataset
 from training.config import TrainConfig
@@ -53,18 +54,28 @@ def check_demo_dir(data_dir: Path, force: bool = False) -> None:
     """Refuse a data directory that holds files the demo did not write (unless ``force``).
 
     Raises:
-        DemoDirError: ``data_dir`` is a file, or a non-empty directory without the demo's marker.
+        DemoDirError: ``data_dir`` is a file, a non-empty directory without the demo's marker, or (even with
+            ``force``) holds a table as CSV that the demo writes as Parquet (training refuses a table in two files).
     """
     if data_dir.exists() and not data_dir.is_dir():
         raise DemoDirError(f"--data {data_dir} is a file, not a directory")
-    if force or not data_dir.exists() or (data_dir / MARKER).exists():
+    if not data_dir.exists():
+        return
+    clashes = sorted(f"{t}.csv" for t in TABLES if (data_dir / f"{t}.csv").exists())
+    if clashes:
+        raise DemoDirError(
+            f"--data {data_dir} holds {', '.join(clashes)}: the demo writes those tables as Parquet, and a table in "
+            "two files cannot be read. Choose another directory."
+        )
+    if force or (data_dir / MARKER).exists():
         return
     entries = {p.name for p in data_dir.iterdir()}
     if entries:
         shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
         raise DemoDirError(
-            f"--data {data_dir} already holds files the demo did not write ({shown}): the demo would overwrite "
-            "them with synthetic tables. Choose another directory, or pass --force to overwrite it anyway."
+            f"--data {data_dir} already holds files without the demo's marker {MARKER} ({shown}): written by "
+            "another tool, or by a demo older than the marker. The demo would overwrite them with synthetic tables. "
+            "Choose another directory, or pass --force to overwrite it anyway."
         )
 
 

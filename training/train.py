@@ -183,7 +183,8 @@ def isotonic_calibration(raw: np.ndarray, y: np.ndarray) -> dict[str, list[float
     Isotonic regression gives the lowest block of scores the rate 0 when none of its ``m`` customers churned, and
     the highest the rate 1 when all did, so a customer scored there would be called certain on a few hundred
     examples (a quarter of the demo's customers got exactly 1.0). Those two end blocks take the rule of
-    succession instead, ``1 / (m + 2)`` and ``(m + 1) / (m + 2)``; clipping keeps the map monotone.
+    succession instead, ``1 / (m + 2)`` and ``(m + 1) / (m + 2)``, but never beyond the next block's rate (so the
+    map stays monotone); every other block keeps its rate.
 
     Args:
         raw: The booster's scores on the calibration snapshot.
@@ -194,12 +195,16 @@ def isotonic_calibration(raw: np.ndarray, y: np.ndarray) -> dict[str, list[float
     """
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
     fitted = iso.predict(raw)
-    low, high = 0.0, 1.0
+    rates = iso.y_thresholds_.copy()
+    # Only the end blocks move, and never past their neighbours: the map stays monotone and every other block
+    # keeps its observed rate.
     if (m := int(np.sum(fitted <= 0.0))) > 0:
-        low = 1.0 / (m + 2)
+        above = rates[rates > 0.0]
+        rates[rates <= 0.0] = min(1.0 / (m + 2), above.min() if above.size else 1.0)
     if (m := int(np.sum(fitted >= 1.0))) > 0:
-        high = (m + 1) / (m + 2)
-    return {"x": iso.X_thresholds_.tolist(), "y": np.clip(iso.y_thresholds_, low, high).tolist()}
+        below = rates[rates < 1.0]
+        rates[rates >= 1.0] = max((m + 1) / (m + 2), below.max() if below.size else 0.0)
+    return {"x": iso.X_thresholds_.tolist(), "y": rates.tolist()}
 
 
 # --- cltv -------------------------------------------------------------------------------------------------

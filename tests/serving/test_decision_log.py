@@ -72,12 +72,12 @@ def test_add_feedback_says_when_an_earlier_record_stands(tmp_path: Path) -> None
     log = SQLiteDecisionLog(tmp_path / "d.sqlite")
     log.record(decision(0))
     first = log.add_feedback("d0", "converted", 10.0)
-    assert first.recorded and not first.duplicate and first.value == 10.0
+    assert first.known and not first.duplicate and first.value == 10.0
     again = log.add_feedback("d0", "converted", 99.0)
-    assert (again.known, again.recorded, again.duplicate, again.value) == (True, False, True, 10.0)
-    assert log.add_feedback("d0", "clicked", None).recorded
+    assert (again.known, again.duplicate, again.value) == (True, True, 10.0)
+    assert not log.add_feedback("d0", "clicked", None).duplicate
     unknown = log.add_feedback("nope", "converted", 1.0)
-    assert not unknown.known and not unknown.recorded
+    assert not unknown.known and not unknown.duplicate
     assert [f["value"] for f in log.get("d0")["feedback"] if f["outcome"] == "converted"] == [10.0]
     log.close()
 
@@ -130,6 +130,23 @@ def test_a_failing_write_lock_fails_its_callers_and_the_writer_goes_on(tmp_path:
         log.submit([decision(0)]).result(timeout=30)
     log.submit([decision(1)]).result(timeout=30)  # the writer thread survived
     assert log.write_errors == 1 and log.get("d1") is not None and log.get("d0") is None
+    log.close()
+
+
+def test_a_caller_that_stops_waiting_does_not_stop_the_writer(tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+    # Another process holds the write lock long enough for a request to time out and cancel its wait.
+    other = os.open(tmp_path / "d.sqlite.lock", os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        waited = log.submit([decision(0)])
+        assert waited.cancel()
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+    log.submit([decision(1)]).result(timeout=30)  # the writer thread survived settling a cancelled future
+    assert log.get("d0") is not None and log.get("d1") is not None  # the cancelled one was still written
     log.close()
 
 

@@ -289,6 +289,10 @@ def test_broken_experiments_file_keeps_the_last_valid_experiments(
     broken = manifest_module._resolve(settings, None, valid)
     assert broken["experiments"] == valid["experiments"]
     assert "not valid YAML" in broken["experiments_error"]
+    path.write_bytes("experiments: [{name: caf\xe9}]\n".encode("latin-1"))  # an editor saving in Latin-1
+    broken = manifest_module._resolve(settings, None, valid)
+    assert broken["experiments"] == valid["experiments"]
+    assert f"{path}: cannot be read as UTF-8" in broken["experiments_error"]
 
     # An experiment whose variant names an unknown alias is listed with its error, and `ab list` says so.
     path.unlink()

@@ -42,3 +42,4 @@ def test_no_offer_is_shown_where_none_pays(tmp_path: Path, bundles: dict[str, Pa
         assert nbo["ranking"] and all(r["expected_value"] < 0 for r in nbo["ranking"])  # still shown to the client
     log: SQLiteDecisionLog = runtime.decisions  # type: ignore[assignment]
     assert all(log.get(a["decision_id"])["offer_id"] == "none" for a in answers)
+    log.close()

@@ -30,7 +30,7 @@ def test_demo_refuses_a_directory_of_other_data(tmp_path, env):
     before = _real_data(tmp_path / "mine")
     res = CliRunner().invoke(app, ["demo", "--customers", "700", "--data", "mine"], env=env)
     assert res.exit_code == 2, res.output
-    assert "--data mine already holds" in res.output and "--force" in res.output
+    assert "--data mine already holds files without the demo's marker" in res.output and "--force" in res.output
     assert {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()} == before
 
 
@@ -64,6 +64,11 @@ def test_other_directories_need_force(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(DemoDirError, match="is a file"):
         check_demo_dir(tmp_path / "file", force=True)
+    # A table kept as CSV would sit beside the demo's Parquet file, which training refuses: not even --force.
+    (tmp_path / "csvs").mkdir()
+    (tmp_path / "csvs" / "transactions.csv").write_text("customer_id,ts,amount\n")
+    with pytest.raises(DemoDirError, match=r"holds transactions\.csv"):
+        check_demo_dir(tmp_path / "csvs", force=True)
     # Tables like the demo's, but not written by it (no marker): refused too.
     write_dataset(generate(SyntheticConfig(n_customers=20, seed=1)), tmp_path / "lookalike")
     with pytest.raises(DemoDirError):
