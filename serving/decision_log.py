@@ -529,14 +529,6 @@ class SQLiteDecisionLog:
         return out
 
     # --- feedback ----------------------------------------------------------------------------------------
-    def record_feedback(self, decision_id: str, outcome: str, value: float | None, ts: float | None = None) -> bool:
-        """Store feedback for a known decision; the first record of an outcome wins, repeats are no-ops.
-
-        Returns:
-            False when ``decision_id`` is unknown (nothing is stored).
-        """
-        return self.add_feedback(decision_id, outcome, value, ts).known
-
     def add_feedback(
         self, decision_id: str, outcome: str, value: float | None, ts: float | None = None
     ) -> FeedbackReceipt:

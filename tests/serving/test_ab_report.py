@@ -207,8 +207,8 @@ def test_values_too_large_to_average_are_not_compared_and_never_print_nan_or_inf
     log.record_many(rows)
     # Stored before the API bounded values: c0 gets two 1.7e308 (its sum overflows), c2 one.
     for decision_id in ("d0", "d40", "d2"):
-        assert log.record_feedback(decision_id, "converted", 1.7e308)
-    log.record_feedback("d1", "converted", 5.0)
+        assert log.add_feedback(decision_id, "converted", 1.7e308).known
+    log.add_feedback("d1", "converted", 5.0)
     log.close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no numpy RuntimeWarning either

@@ -52,9 +52,9 @@ def test_concurrent_submissions_are_all_committed_in_groups(tmp_path: Path) -> N
 def test_feedback_is_idempotent_and_bulk_ingest_all_or_nothing(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(tmp_path / "d.sqlite")
     log.record_many([decision(i) for i in range(5)])
-    assert log.record_feedback("d0", "converted", 10.0)
-    assert log.record_feedback("d0", "converted", 99.0)  # a repeat is accepted and changes nothing
-    assert not log.record_feedback("nope", "converted", 1.0)
+    assert log.add_feedback("d0", "converted", 10.0).known
+    assert log.add_feedback("d0", "converted", 99.0).known  # a repeat is accepted and changes nothing
+    assert not log.add_feedback("nope", "converted", 1.0).known
     with pytest.raises(UnknownDecisions, match=r"row 1: 'x1'") as err:
         log.ingest_feedback([FeedbackRow("d1", "converted", 5.0), FeedbackRow("x1", "converted", 1.0)])
     assert err.value.ids == ["x1"]

@@ -108,12 +108,12 @@ def test_reload_swaps_models_and_survives_bad_manifest(tmp_path: Path, bundles: 
 def test_decision_log_feedback_is_idempotent(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(tmp_path / "d.sqlite")
     log.record({"decision_id": "d1", "customer_id": "c1", "model_versions": {"churn": 1}, "churn": {"p": 0.5}})
-    assert not log.record_feedback("nope", "converted", 1.0)
-    assert log.record_feedback("d1", "converted", 1.0) and log.record_feedback("d1", "converted", 2.0)
+    assert not log.add_feedback("nope", "converted", 1.0).known
+    assert log.add_feedback("d1", "converted", 1.0).known and log.add_feedback("d1", "converted", 2.0).known
     stored = log.get("d1")
     assert stored is not None and [f["value"] for f in stored["feedback"]] == [1.0]
     assert stored["outputs"]["churn"] == {"p": 0.5}
-    threads = [threading.Thread(target=log.record_feedback, args=("d1", f"o{i}", None)) for i in range(8)]
+    threads = [threading.Thread(target=log.add_feedback, args=("d1", f"o{i}", None)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
