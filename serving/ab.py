@@ -23,11 +23,11 @@ from serving.experiments import (
     MANIFEST_FILE,
     Experiment,
     ExperimentError,
+    add_experiment,
     experiments_path,
     load_experiments,
     new_experiment,
     parse_variant,
-    start_experiment,
     stop_experiment,
 )
 from serving.schemas import MAX_FEEDBACK_VALUE
@@ -97,8 +97,7 @@ def start(
     # Validate the declaration before touching the registry, so a typo in the shares is reported first.
     declared = new_experiment(name, model, variants, shadow=shadow, holdout=holdout, outcome=outcome)
     resolved = check_variants_exist(settings, declared.models, [v.ref for v in variants], shadow=declared.shadow)
-    experiment = start_experiment(path, name, model, variants, shadow=shadow, holdout=holdout, outcome=outcome)
-    return experiment, resolved
+    return add_experiment(path, declared), resolved
 
 
 def stop(settings: Settings, name: str) -> Experiment:

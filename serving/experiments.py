@@ -349,15 +349,25 @@ def start_experiment(
     outcome: str = "converted",
     now: datetime | None = None,
 ) -> Experiment:
-    """Declare and start an experiment in the file at ``path`` (validated by :func:`new_experiment`).
-
-    A stopped experiment of the same name is replaced only when its definition is unchanged (restarting it);
-    a running one or a different definition is refused, since its logged decisions belong to the old one.
+    """Declare and start an experiment in the file at ``path``: :func:`new_experiment`, then :func:`add_experiment`.
 
     Raises:
         ExperimentError: the declaration is invalid or clashes with another experiment.
     """
     experiment = new_experiment(name, model, variants, shadow=shadow, holdout=holdout, outcome=outcome, now=now)
+    return add_experiment(path, experiment)
+
+
+def add_experiment(path: Path, experiment: Experiment) -> Experiment:
+    """Write a validated experiment into the file at ``path`` as running; returns it as written.
+
+    A stopped experiment of the same name is replaced only when its definition is unchanged (restarting it);
+    a running one or a different definition is refused, since its logged decisions belong to the old one.
+
+    Raises:
+        ExperimentError: the experiment clashes with another one in the file.
+    """
+    name = experiment.name
     current = load_experiments(path)
     others = [e for e in current.experiments if e.name != name]
     for old in current.experiments:
