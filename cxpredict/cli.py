@@ -248,8 +248,8 @@ def promote_cmd(
     """Move a registry alias (champion/challenger) to a model version."""
 
     def go() -> None:
+        from cxpredict import registry
         from features.settings import load_settings
-        from training import registry
         from training.config import MODEL_NAMES
 
         if model not in MODEL_NAMES:
@@ -305,7 +305,7 @@ def serve_cmd(
     def go() -> None:
         from features.scoring import FeatureSetMismatch
         from serving.cli_serve import serve
-        from serving.runtime import StartupError
+        from serving.startup import StartupError
 
         try:
             serve(port, host, workers)

@@ -20,7 +20,6 @@ import pandas as pd
 from features.settings import Settings
 from serving.decision_log import DECISIONS_FILE, FeedbackRow, IngestResult, SQLiteDecisionLog, UnknownDecisions
 from serving.experiments import (
-    MANIFEST_FILE,
     Experiment,
     ExperimentError,
     add_experiment,
@@ -30,6 +29,7 @@ from serving.experiments import (
     parse_variant,
     stop_experiment,
 )
+from serving.layout import MANIFEST_FILE
 from serving.schemas import MAX_FEEDBACK_VALUE
 
 INGEST_COLUMNS = ("decision_id", "outcome")
@@ -52,7 +52,8 @@ def check_variants_exist(
     Raises:
         ExperimentError: a ref does not resolve for one of the models.
     """
-    from training import registry
+    # Here rather than at the top: MLflow takes seconds to import, and only `ab start` needs the registry.
+    from cxpredict import registry
 
     client = registry.configure(settings)
     resolved: dict[str, dict[str, int]] = {}

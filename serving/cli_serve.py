@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 
 from features.settings import load_settings
+from serving.layout import MODELS
 from serving.manifest import reload_interval, resolve_champions, watch_champions
-from serving.runtime import MODELS, Runtime, StartupError
+from serving.startup import StartupError, preflight
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,18 @@ def serve(port: int, host: str = "127.0.0.1", workers: int | None = None) -> Non
     workers = workers or default_workers()
     settings = load_settings()
     manifest = resolve_champions(settings)
+    env = {
+        **os.environ,
+        "BENTOML_DO_NOT_TRACK": "true",
+        "CXPREDICT_HOME": str(Path(settings.home).resolve()),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
+        "BENTOML_CONFIG_OPTIONS": " ".join(
+            o for o in (os.environ.get("BENTOML_CONFIG_OPTIONS", ""), f"services.cxpredict.workers={workers}") if o
+        ),
+    }
     # Fail here, with a clear message, rather than in a worker: models, store and keys must all load.
-    probe = Runtime(settings)
-    close = getattr(probe.decisions, "close", None)
-    if close is not None:
-        close()
-    del probe
+    preflight(env, PROJECT_ROOT)
     for name in MODELS:
         entry = manifest.get(name) or {}
         if entry.get("version") is None:
@@ -100,16 +107,6 @@ def serve(port: int, host: str = "127.0.0.1", workers: int | None = None) -> Non
         target=watch_champions, args=(settings, reload_interval(), stop), name="cxpredict-champions", daemon=True
     )
     watcher.start()
-    env = {
-        **os.environ,
-        "BENTOML_DO_NOT_TRACK": "true",
-        "CXPREDICT_HOME": str(Path(settings.home).resolve()),
-        "MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
-        "BENTOML_CONFIG_OPTIONS": " ".join(
-            o for o in (os.environ.get("BENTOML_CONFIG_OPTIONS", ""), f"services.cxpredict.workers={workers}") if o
-        ),
-    }
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port), "--host", host]
     child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
     # `kill`, systemd and `docker stop` send SIGTERM to this process alone: without passing it on, the BentoML

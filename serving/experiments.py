@@ -26,11 +26,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-EXPERIMENTS_FILE = "experiments.yaml"
-#: The serving manifest under ``$CXPREDICT_HOME`` (written by serving.manifest, read by the workers and `ab list`).
-MANIFEST_FILE = "serving.json"
-#: Manifest key holding why ``experiments.yaml`` did not load (absent while it loads).
-EXPERIMENTS_ERROR = "experiments_error"
+from serving.layout import EXPERIMENTS_FILE
+
 HOLDOUT = "holdout"
 TARGETS: tuple[str, ...] = ("churn", "cltv", "next_best_offer", "personalize")
 #: The models each experiment target swaps; the other models stay on their champion.

@@ -17,19 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cxpredict import registry
+from features.scoring import META_FILE, Bundle
 from features.settings import Settings
-from serving.experiments import (
-    EXPERIMENTS_ERROR,
-    MANIFEST_FILE,
-    ExperimentError,
-    experiments_path,
-    load_experiments,
-)
-from serving.runtime import MODELS, file_key
+from serving.experiments import ExperimentError, experiments_path, load_experiments
+from serving.layout import EXPERIMENTS_ERROR, MANIFEST_FILE, MODELS, file_key
 
 log = logging.getLogger(__name__)
 
-ALIAS = "champion"
+ALIAS = registry.CHAMPION
 DEFAULT_RELOAD_SECONDS = 10.0
 
 
@@ -49,9 +45,6 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 def _fetch(client: Any, name: str, version: int, target: Path) -> Path:
     """The bundle directory of a registered version, downloaded into ``target`` once and checked by loading it."""
-    from features.scoring import META_FILE, Bundle
-    from training import registry
-
     found = sorted(target.glob(f"**/{META_FILE}")) if target.exists() else []
     path = found[0].parent if found else registry.download_bundle(client, name, version, target)
     # Loading here makes a feature-set mismatch fail in the parent, early and with a clear message.
@@ -75,8 +68,6 @@ def _known_paths(previous: dict[str, Any] | None) -> dict[tuple[str, int], str]:
 
 
 def _bundle_entry(client: Any, cache: Path, name: str, ref: str, known: dict[tuple[str, int], str]) -> dict[str, Any]:
-    from training import registry
-
     version = registry.resolve(client, name, ref)
     path = known.get((name, version))
     if path is None:
@@ -134,8 +125,6 @@ def _resolve_experiments(
 
 
 def _resolve(settings: Settings, client: Any, previous: dict[str, Any] | None) -> dict[str, Any]:
-    from training import registry
-
     cache = Path(settings.home) / "models"
     known = _known_paths(previous)
     manifest: dict[str, Any] = {}
@@ -164,8 +153,6 @@ def resolve_champions(settings: Settings) -> dict[str, Any]:
     Raises:
         features.scoring.FeatureSetMismatch: a champion was trained on another feature set.
     """
-    from training import registry
-
     client = registry.configure(settings)
     path = manifest_path(settings)
     try:
@@ -195,8 +182,6 @@ def watch_champions(settings: Settings, interval_s: float, stop_event: threading
     failing check (registry down, a new champion on another feature set) is logged and the service keeps its
     current models.
     """
-    from training import registry
-
     path = manifest_path(settings)
     declared = experiments_path(settings.home)
     client = registry.configure(settings)

@@ -39,11 +39,12 @@ from serving.decision_log import (
     SQLiteDecisionLog,
     new_decision_id,
 )
-from serving.experiments import EXPERIMENTS_ERROR, HOLDOUT, MANIFEST_FILE, assign
+from serving.experiments import HOLDOUT, assign
+from serving.layout import EXPERIMENTS_ERROR, MANIFEST_FILE, MODELS, file_key
+from serving.startup import StartupError
 
 log = logging.getLogger(__name__)
 
-MODELS: tuple[str, ...] = ("churn", "cltv", "next_best_offer")
 RELOAD_CHECK_SECONDS = 1.0
 #: Stored feature logged with every decision as the pre-period covariate of the A/B report (CUPED).
 PRE_VALUE_FEATURE = "monetary_365d"
@@ -54,10 +55,6 @@ SHADOW_BATCH_SECONDS = 0.1
 SHADOW_BATCH_ROWS = 256
 #: Largest magnitude a feature value may have: models read float32.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-class StartupError(RuntimeError):
-    """The service cannot start: the message says what is missing and how to fix it."""
 
 
 class ServingError(Exception):
@@ -168,15 +165,6 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StartupError(f"serving manifest {path} must be a JSON object")
     return data
-
-
-def file_key(path: Path) -> tuple[int, int, int] | None:
-    """Identity of a file version (inode, mtime, size), or None when it does not exist."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _load_bundle(name: str, entry: Mapping[str, Any], base: Path, cache: dict[Path, Bundle]) -> Bundle:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import mlflow
 
+from cxpredict import registry
 from features.data import load_data_dir
 from features.pipeline import FeatureConfig, build_features, build_labels, data_end
 from features.scoring import score_frame
 from features.settings import Settings
-from training import registry
 from training.metrics import churn_metrics, cltv_metrics
+from training.registry import use_experiment
 
 
 def evaluate(
@@ -37,7 +38,7 @@ def evaluate(
         build_labels(con, as_of, horizon_days, 365), on="customer_id"
     )
     client = registry.configure(settings)
-    registry.use_experiment()
+    use_experiment()
     results: dict[str, dict[str, float]] = {}
     with mlflow.start_run(run_name="evaluate"):
         # Prefixed keys: under `mlflow run -e evaluate` this run already holds the entry point's own `as_of` and

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxpredict import registry
 from features.data import load_data_dir
 from features.pipeline import FeatureConfig, build_features, default_as_of, require_population
 from features.scoring import risk_band, score_frame
 from features.settings import Settings
-from training import registry
 from training.config import MODEL_NAMES
 
 

@@ -1,4 +1,7 @@
-"""MLflow glue: log a model bundle as a pyfunc model, register it, move aliases, fetch a version back.
+"""Training's side of MLflow: log a model bundle as a pyfunc model, register it and give it its alias.
+
+Resolving and fetching versions back (also needed by serving) lives in :mod:`cxpredict.registry`; ``configure``
+is re-exported so that a training job reads ``registry.configure`` then ``registry.log_bundle``.
 
 The registered artifact is the bundle directory of :mod:`features.scoring` wrapped in a small pyfunc, so
 ``mlflow.pyfunc.load_model("models:/churn@champion")`` works for anyone, while the service reads the bundle
@@ -8,23 +11,22 @@ files directly and never imports MLflow in its workers.
 from __future__ import annotations
 
 import logging
-import re
+import os
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
-from mlflow.protos.databricks_pb2 import ErrorCode
 from mlflow.tracking import MlflowClient
 
+from cxpredict.registry import CHALLENGER, CHAMPION, configure
 from features.scoring import Bundle, score_frame
-from features.settings import Settings
+
+__all__ = ["BUNDLE_ARTIFACT", "BundleModel", "assign_alias", "configure", "log_bundle", "use_experiment"]
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 BUNDLE_ARTIFACT = "bundle"
 
 
@@ -40,17 +42,8 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         return score_frame(self.bundle, model_input).reset_index(drop=True)
 
 
-def configure(settings: Settings) -> MlflowClient:
-    """Point MLflow at the configured tracking/registry URI and return a client."""
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-
-
 def use_experiment(name: str = "cxpredict") -> None:
     """Select the experiment, unless ``mlflow run`` already chose one (it sets ``MLFLOW_RUN_ID``)."""
-    import os
-
     if not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(name)
 
@@ -83,7 +76,7 @@ def log_bundle(
         input_example=example,
         metadata={"feature_set_version": feature_set_version, "kind": name},
         registered_model_name=name if register else None,
-        pip_requirements=["xgboost-cpu>=3.0", "numpy", "pandas", "mlflow"],
+        pip_requirements=["xgboost-cpu>=3.0,<4", "numpy", "pandas", "mlflow"],
         code_paths=None,
     )
     if not register:
@@ -103,78 +96,3 @@ def assign_alias(client: MlflowClient, name: str, version: int, promote: bool) -
     alias = CHAMPION if promote or not has_champion else CHALLENGER
     client.set_registered_model_alias(name, alias, str(version))
     return alias
-
-
-#: Aliases MLflow accepts, minus its reserved ``latest`` and ``v<digits>`` (those name versions).
-_ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")
-_RESERVED_ALIAS = re.compile(r"latest|v\d+", re.IGNORECASE)
-
-
-def validate_alias(alias: str) -> None:
-    """Check an alias before MLflow sees it, so that the error says what is allowed.
-
-    Raises:
-        ValueError: empty, a character other than letters, digits, ``_`` and ``-``, longer than 255, or reserved.
-    """
-    if not _ALIAS.fullmatch(alias):
-        raise ValueError(
-            f"alias {alias!r} is not valid: use 1 to 255 letters, digits, '_' or '-' (for example 'champion')"
-        )
-    if _RESERVED_ALIAS.fullmatch(alias):
-        raise ValueError(f"alias {alias!r} is reserved by MLflow ('latest' and 'v<number>' name versions)")
-
-
-def promote(client: MlflowClient, name: str, version: int, alias: str = CHAMPION) -> None:
-    """Point ``alias`` of model ``name`` at ``version``.
-
-    Raises:
-        ValueError: the alias is not valid, or the model or version does not exist.
-        mlflow.exceptions.MlflowException: the registry failed otherwise (unreachable, bad URI); said as such.
-    """
-    validate_alias(alias)
-    try:
-        client.get_model_version(name, str(version))
-    except mlflow.exceptions.MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise ValueError(f"model '{name}' has no version {version}") from exc
-        raise mlflow.exceptions.MlflowException(
-            f"cannot look up version {version} of model '{name}': {exc.message}",
-            error_code=ErrorCode.Value(exc.error_code),
-        ) from exc
-    client.set_registered_model_alias(name, alias, str(version))
-
-
-def resolve(client: MlflowClient, name: str, ref: str) -> int:
-    """Version number for an alias (``champion``) or a version string (``3``)."""
-    if ref.isdigit():
-        return int(ref)
-    try:
-        return int(client.get_model_version_by_alias(name, ref).version)
-    except mlflow.exceptions.MlflowException as exc:
-        raise ValueError(f"model '{name}' has no alias '{ref}': train first (cxpredict train or demo)") from exc
-
-
-def download_bundle(client: MlflowClient, name: str, version: int, dest: Path) -> Path:
-    """Download the bundle directory of a registered version into ``dest`` and return its path."""
-    dest.mkdir(parents=True, exist_ok=True)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest)))
-    return _bundle_in(local)
-
-
-def _bundle_in(model_dir: Path) -> Path:
-    # pyfunc keeps an artifact directory under its own name inside artifacts/.
-    found = next(model_dir.glob("artifacts/*/bundle.json"), None)
-    if found is None:
-        raise FileNotFoundError(f"{model_dir} holds no cxpredict bundle")
-    return found.parent
-
-
-def load_bundle(client: MlflowClient, name: str, ref: str, cache_dir: Path) -> tuple[Bundle, int]:
-    """Load a registered bundle by alias or version (downloaded once into ``cache_dir``)."""
-    version = resolve(client, name, ref)
-    target = cache_dir / name / str(version)
-    try:
-        path = _bundle_in(target)
-    except FileNotFoundError:
-        path = download_bundle(client, name, version, target)
-    return Bundle.load(path), version

@@ -15,6 +15,7 @@ from tests.serving.conftest import build_bundles, feature_frame
 
 def test_resolve_and_watch_champions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mlflow = pytest.importorskip("mlflow")
+    from cxpredict.registry import promote
     from serving.manifest import resolve_champions, watch_champions
     from serving.runtime import Runtime
     from training import registry
@@ -50,7 +51,7 @@ def test_resolve_and_watch_champions(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert (settings.home / "serving.json").stat().st_mtime_ns == mtime
         with mlflow.start_run():
             version = registry.log_bundle(build_bundles(tmp_path / "b2", seed=2)["churn"], "churn", example, "fsv")
-        registry.promote(client, "churn", version)
+        promote(client, "churn", version)
         deadline = time.monotonic() + 20
         while json.loads((settings.home / "serving.json").read_text())["churn"]["version"] != 2:
             assert time.monotonic() < deadline, "watcher did not pick up the new champion"

@@ -8,12 +8,12 @@ import xgboost as xgb
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from cxpredict import registry
 from cxpredict.cli import app
 from features.data import load_data_dir
 from features.pipeline import build_features
 from features.scoring import Bundle, Encoder, score_frame
 from tests.training.conftest import AS_OF, make_settings, small_config
-from training import registry
 from training.train import TrainingDataError, _xgb_params, fit_churn, fit_cltv, snapshot_cutoffs, train
 
 
