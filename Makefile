@@ -1,4 +1,4 @@
-# Two entry points: `make demo` and `make test`. Both build .venv/ from uv.lock first.
+# Two entry points: `make demo` and `make test` (`make test-fast`: the suite minus tests marked slow). Both build .venv/ from uv.lock first.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV_VERSION := 0.13.9
 UV_BOOT := .uv-boot
@@ -8,7 +8,7 @@ export UV_PYTHON_DOWNLOADS := never
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo test lint venv bench clean
+.PHONY: demo test test-fast lint venv bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(UV_BOOT)
@@ -27,6 +27,9 @@ test: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q
+
+test-fast: venv
+	$(VENV)/bin/pytest -q -m "not slow"
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
