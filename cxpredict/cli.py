@@ -7,13 +7,14 @@ flag) into a one-paragraph message on stderr and exit code 2. Heavy imports happ
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ParamSpec
 
 import typer
 
@@ -23,6 +24,7 @@ app.add_typer(features_app, name="features")
 ab_app = typer.Typer(no_args_is_help=True, help="A/B tests between model versions.")
 app.add_typer(ab_app, name="ab")
 
+P = ParamSpec("P")
 DataOpt = Annotated[Path, typer.Option("--data", help="data directory with the canonical tables")]
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="cut-off time T (ISO date or timestamp)")]
 
@@ -93,13 +95,20 @@ def _setup_logging(verbose: bool = False) -> None:
     )
 
 
-def _run(fn: Callable[[], None]) -> None:
-    _setup_logging()
-    with _client_errors():
-        fn()
+def _guarded(command: Callable[P, None]) -> Callable[P, None]:
+    """Run a command with logging set up and its client mistakes reported as ``error: ...``, exit code 2."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        _setup_logging()
+        with _client_errors():
+            command(*args, **kwargs)
+
+    return run
 
 
 @features_app.command("build")
+@_guarded
 def features_build(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="output file (.parquet or .csv)")],
@@ -107,40 +116,33 @@ def features_build(
     lookback_days: Annotated[int, typer.Option(help="activity window defining who is scored")] = 365,
 ) -> None:
     """Write the customer-level feature table at T."""
+    from features.data import load_data_dir
+    from features.pipeline import FeatureConfig, build_features, default_as_of, require_population, write_frame
 
-    def go() -> None:
-        from features.data import load_data_dir
-        from features.pipeline import FeatureConfig, build_features, default_as_of, require_population, write_frame
-
-        _check_out(out)
-        t = _optional_time(as_of)
-        con, _ = load_data_dir(data)
-        t = t or default_as_of(con)
-        frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days))
-        require_population(con, frame, t)
-        write_frame(frame, out)
-        typer.echo(f"wrote {len(frame)} customers x {frame.shape[1] - 1} features at {t:%Y-%m-%d %H:%M} to {out}")
-
-    _run(go)
+    _check_out(out)
+    t = _optional_time(as_of)
+    con, _ = load_data_dir(data)
+    t = t or default_as_of(con)
+    frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days))
+    require_population(con, frame, t)
+    write_frame(frame, out)
+    typer.echo(f"wrote {len(frame)} customers x {frame.shape[1] - 1} features at {t:%Y-%m-%d %H:%M} to {out}")
 
 
 @features_app.command("materialize")
+@_guarded
 def features_materialize(
     data: DataOpt,
     as_of: AsOfOpt = None,
     lookback_days: Annotated[int, typer.Option(help="activity window defining who is scored")] = 365,
 ) -> None:
     """Write every customer's latest features to the online store that `serve` reads."""
+    from features.materialize import materialize
+    from features.settings import load_settings
 
-    def go() -> None:
-        from features.materialize import materialize
-        from features.settings import load_settings
-
-        settings = load_settings()
-        n, t = materialize(data, _optional_time(as_of), settings, lookback_days)
-        typer.echo(f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {settings.online_store_dir}")
-
-    _run(go)
+    settings = load_settings()
+    n, t = materialize(data, _optional_time(as_of), settings, lookback_days)
+    typer.echo(f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {settings.online_store_dir}")
 
 
 def _print_training(result: object) -> None:
@@ -156,6 +158,7 @@ def _print_training(result: object) -> None:
 
 
 @app.command("train")
+@_guarded
 def train_cmd(
     data: DataOpt,
     as_of: AsOfOpt = None,
@@ -168,56 +171,50 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ) -> None:
     """Train churn, CLTV and next-best-offer models; log them to MLflow and register new versions."""
+    from features.settings import load_settings
+    from training.config import MODEL_NAMES, TrainConfig
+    from training.train import train
 
-    def go() -> None:
-        from features.settings import load_settings
-        from training.config import MODEL_NAMES, TrainConfig
-        from training.train import train
-
-        names = tuple(m.strip() for m in models.split(",") if m.strip())
-        if not names:
-            raise UsageError(f"--models {models!r} names no model; one or more of {','.join(MODEL_NAMES)}")
-        try:
-            config = TrainConfig(
-                horizon_days=horizon_days,
-                cltv_horizon_days=cltv_horizon_days,
-                models=names,
-                promote=promote,
-                seed=seed,
-            )
-        except Exception as exc:  # pydantic's message names the bad field
-            raise UsageError(str(exc)) from exc
-        t = _optional_time(as_of)
-        settings = load_settings()
-        result = train(data, t, config, settings)
-        typer.echo(f"MLflow run {result.run_id} (tracking {settings.tracking_uri})")
-        _print_training(result)
-
-    _run(go)
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    if not names:
+        raise UsageError(f"--models {models!r} names no model; one or more of {','.join(MODEL_NAMES)}")
+    try:
+        config = TrainConfig(
+            horizon_days=horizon_days,
+            cltv_horizon_days=cltv_horizon_days,
+            models=names,
+            promote=promote,
+            seed=seed,
+        )
+    except Exception as exc:  # pydantic's message names the bad field
+        raise UsageError(str(exc)) from exc
+    t = _optional_time(as_of)
+    settings = load_settings()
+    result = train(data, t, config, settings)
+    typer.echo(f"MLflow run {result.run_id} (tracking {settings.tracking_uri})")
+    _print_training(result)
 
 
 @app.command("predict")
+@_guarded
 def predict_cmd(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="output file (.parquet or .csv)")],
     as_of: AsOfOpt = None,
 ) -> None:
     """Batch-score every customer active before T with the champion models."""
+    from features.pipeline import write_frame
+    from features.settings import load_settings
+    from training.predict import predict
 
-    def go() -> None:
-        from features.pipeline import write_frame
-        from features.settings import load_settings
-        from training.predict import predict
-
-        _check_out(out)
-        frame, t = predict(data, _optional_time(as_of), load_settings())
-        write_frame(frame, out)
-        typer.echo(f"scored {len(frame)} customers at {t:%Y-%m-%d %H:%M} into {out}")
-
-    _run(go)
+    _check_out(out)
+    frame, t = predict(data, _optional_time(as_of), load_settings())
+    write_frame(frame, out)
+    typer.echo(f"scored {len(frame)} customers at {t:%Y-%m-%d %H:%M} into {out}")
 
 
 @app.command("evaluate")
+@_guarded
 def evaluate_cmd(
     data: DataOpt,
     as_of: Annotated[str, typer.Option("--as-of", help="past cut-off T; outcomes come from [T, T+H)")],
@@ -225,46 +222,40 @@ def evaluate_cmd(
     horizon_days: Annotated[int, typer.Option("--horizon-days", help="outcome window H")] = 90,
 ) -> None:
     """Score registered churn/CLTV models on what happened after a past cut-off (logged to MLflow)."""
+    from features.settings import load_settings
+    from training.evaluate import evaluate
 
-    def go() -> None:
-        from features.settings import load_settings
-        from training.evaluate import evaluate
-
-        results = evaluate(data, _parse_time(as_of), load_settings(), alias, horizon_days)
-        for name, metrics in results.items():
-            figures = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k not in ("version", "in_sample"))
-            warn = "  (IN-SAMPLE: T is before the model's training as-of)" if metrics["in_sample"] else ""
-            typer.echo(f"{name} v{int(metrics['version'])}: {figures}{warn}")
-
-    _run(go)
+    results = evaluate(data, _parse_time(as_of), load_settings(), alias, horizon_days)
+    for name, metrics in results.items():
+        figures = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k not in ("version", "in_sample"))
+        warn = "  (IN-SAMPLE: T is before the model's training as-of)" if metrics["in_sample"] else ""
+        typer.echo(f"{name} v{int(metrics['version'])}: {figures}{warn}")
 
 
 @app.command("promote")
+@_guarded
 def promote_cmd(
     model: Annotated[str, typer.Argument(help="churn, cltv or next_best_offer")],
     version: Annotated[int, typer.Argument(help="registered version number")],
     alias: Annotated[str, typer.Option("--alias", help="alias to move")] = "champion",
 ) -> None:
     """Move a registry alias (champion/challenger) to a model version."""
+    from cxpredict import registry
+    from features.settings import load_settings
+    from training.config import MODEL_NAMES
 
-    def go() -> None:
-        from cxpredict import registry
-        from features.settings import load_settings
-        from training.config import MODEL_NAMES
-
-        if model not in MODEL_NAMES:
-            raise UsageError(f"unknown model {model!r}; one of {', '.join(MODEL_NAMES)}")
-        try:
-            registry.validate_alias(alias)
-        except ValueError as exc:
-            raise UsageError(f"--alias: {exc}") from exc
-        registry.promote(registry.configure(load_settings()), model, version, alias)
-        typer.echo(f"{model}@{alias} -> version {version}")
-
-    _run(go)
+    if model not in MODEL_NAMES:
+        raise UsageError(f"unknown model {model!r}; one of {', '.join(MODEL_NAMES)}")
+    try:
+        registry.validate_alias(alias)
+    except ValueError as exc:
+        raise UsageError(f"--alias: {exc}") from exc
+    registry.promote(registry.configure(load_settings()), model, version, alias)
+    typer.echo(f"{model}@{alias} -> version {version}")
 
 
 @app.command("demo")
+@_guarded
 def demo_cmd(
     data: DataOpt = Path("demo-data"),
     customers: Annotated[int, typer.Option("--customers", help="synthetic customers to generate")] = 5000,
@@ -273,25 +264,22 @@ def demo_cmd(
     ] = False,
 ) -> None:
     """Synthetic data, features, three trained and registered models and the online store, end to end."""
+    from features.settings import load_settings
+    from training.demo import run_demo
 
-    def go() -> None:
-        from features.settings import load_settings
-        from training.demo import run_demo
-
-        settings = load_settings()
-        result = run_demo(data, customers, settings, force=force)
-        typer.echo(f"data:          {result.data_dir}/ (canonical tables, {customers} synthetic customers)")
-        typer.echo(f"MLflow:        {settings.tracking_uri}  (mlflow ui --backend-store-uri {settings.tracking_uri})")
-        typer.echo(f"training run:  {result.train.run_id} at as-of {result.train.as_of:%Y-%m-%d}")
-        _print_training(result.train)
-        typer.echo(f"online store:  {result.customers_in_store} customers as of {result.store_as_of:%Y-%m-%d}")
-        typer.echo(f"API key:       {result.api_key}  (stored in {result.api_key_file})")
-        typer.echo("next:          cxpredict serve --port 3000")
-
-    _run(go)
+    settings = load_settings()
+    result = run_demo(data, customers, settings, force=force)
+    typer.echo(f"data:          {result.data_dir}/ (canonical tables, {customers} synthetic customers)")
+    typer.echo(f"MLflow:        {settings.tracking_uri}  (mlflow ui --backend-store-uri {settings.tracking_uri})")
+    typer.echo(f"training run:  {result.train.run_id} at as-of {result.train.as_of:%Y-%m-%d}")
+    _print_training(result.train)
+    typer.echo(f"online store:  {result.customers_in_store} customers as of {result.store_as_of:%Y-%m-%d}")
+    typer.echo(f"API key:       {result.api_key}  (stored in {result.api_key_file})")
+    typer.echo("next:          cxpredict serve --port 3000")
 
 
 @app.command("serve")
+@_guarded
 def serve_cmd(
     port: Annotated[int, typer.Option("--port", help="TCP port")] = 3000,
     host: Annotated[str, typer.Option("--host", help="interface to bind")] = "127.0.0.1",
@@ -301,40 +289,34 @@ def serve_cmd(
     ] = None,
 ) -> None:
     """Start the BentoML service on the registry's champion models and the online store."""
+    from features.scoring import FeatureSetMismatch
+    from serving.cli_serve import serve
+    from serving.startup import StartupError
 
-    def go() -> None:
-        from features.scoring import FeatureSetMismatch
-        from serving.cli_serve import serve
-        from serving.startup import StartupError
-
-        try:
-            serve(port, host, workers)
-        except (StartupError, FeatureSetMismatch) as exc:
-            raise UsageError(str(exc)) from exc
-
-    _run(go)
+    try:
+        serve(port, host, workers)
+    except (StartupError, FeatureSetMismatch) as exc:
+        raise UsageError(str(exc)) from exc
 
 
 @app.command("import")
+@_guarded
 def import_dataset(
     name: Annotated[str, typer.Argument(help="online-retail, complete-journey, hillstrom or telco")],
     source: Annotated[Path, typer.Argument(help="folder of the public dataset")],
     out: Annotated[Path, typer.Option("--out", help="data directory to write the canonical tables to")],
 ) -> None:
     """Turn a public dataset into the canonical tables."""
+    from features.importers import run_import
 
-    def go() -> None:
-        from features.importers import run_import
-
-        counts = run_import(name, source, out)
-        for table, n in counts.items():
-            typer.echo(f"{table}: {n} rows")
-        typer.echo(f"wrote {out}")
-
-    _run(go)
+    counts = run_import(name, source, out)
+    for table, n in counts.items():
+        typer.echo(f"{table}: {n} rows")
+    typer.echo(f"wrote {out}")
 
 
 @ab_app.command("start")
+@_guarded
 def ab_start(
     name: Annotated[str, typer.Argument(help="experiment name (letters, digits, _ . -)")],
     model: Annotated[str, typer.Option("--model", help="churn, cltv, next_best_offer or personalize")],
@@ -348,63 +330,54 @@ def ab_start(
     outcome: Annotated[str, typer.Option("--outcome", help="feedback outcome the report analyses")] = "converted",
 ) -> None:
     """Declare and start an experiment (the running service picks it up within seconds)."""
+    from features.settings import load_settings
+    from serving import ab
 
-    def go() -> None:
-        from features.settings import load_settings
-        from serving import ab
-
-        experiment, resolved = ab.start(load_settings(), name, model, variant, shadow, holdout, outcome)
-        typer.echo(f"started {experiment.name} on {experiment.model}:")
-        for arm, share in experiment.arms():
-            versions = ", ".join(f"{m} v{v}" for m, v in resolved.get(arm, {}).items()) or "champions, no offer"
-            typer.echo(f"  {arm:<12} {share:>6.1%}  ({versions})")
-        if experiment.shadow:
-            versions = ", ".join(f"{m} v{v}" for m, v in resolved[experiment.shadow].items())
-            typer.echo(f"  shadow {experiment.shadow} ({versions}): scored and logged, never returned")
-
-    _run(go)
+    experiment, resolved = ab.start(load_settings(), name, model, variant, shadow, holdout, outcome)
+    typer.echo(f"started {experiment.name} on {experiment.model}:")
+    for arm, share in experiment.arms():
+        versions = ", ".join(f"{m} v{v}" for m, v in resolved.get(arm, {}).items()) or "champions, no offer"
+        typer.echo(f"  {arm:<12} {share:>6.1%}  ({versions})")
+    if experiment.shadow:
+        versions = ", ".join(f"{m} v{v}" for m, v in resolved[experiment.shadow].items())
+        typer.echo(f"  shadow {experiment.shadow} ({versions}): scored and logged, never returned")
 
 
 @ab_app.command("stop")
+@_guarded
 def ab_stop(name: Annotated[str, typer.Argument(help="experiment name")]) -> None:
     """Stop a running experiment (its decisions stay for the report)."""
+    from features.settings import load_settings
+    from serving import ab
 
-    def go() -> None:
-        from features.settings import load_settings
-        from serving import ab
-
-        experiment = ab.stop(load_settings(), name)
-        typer.echo(f"stopped {experiment.name} at {experiment.stopped_at:%Y-%m-%d %H:%M:%S} UTC")
-
-    _run(go)
+    experiment = ab.stop(load_settings(), name)
+    typer.echo(f"stopped {experiment.name} at {experiment.stopped_at:%Y-%m-%d %H:%M:%S} UTC")
 
 
 @ab_app.command("list")
+@_guarded
 def ab_list() -> None:
     """All experiments with their state and the decisions logged so far."""
+    from features.settings import load_settings
+    from serving import ab
 
-    def go() -> None:
-        from features.settings import load_settings
-        from serving import ab
-
-        rows = ab.list_experiments(load_settings())
-        if not rows:
-            typer.echo("no experiments (start one with `cxpredict ab start`)")
-            return
-        typer.echo(f"{'name':<20} {'model':<16} {'status':<8} {'decisions':>9} {'customers':>9}  variants")
-        for r in rows:
-            extra = (f", holdout={r['holdout']:g}" if r["holdout"] else "") + (
-                f", shadow={r['shadow']}" if r["shadow"] else ""
-            )
-            typer.echo(
-                f"{r['name']:<20} {r['model']:<16} {r['status']:<8} {r['decisions']:>9} {r['customers']:>9}  "
-                f"{r['variants']}{extra}"
-            )
-
-    _run(go)
+    rows = ab.list_experiments(load_settings())
+    if not rows:
+        typer.echo("no experiments (start one with `cxpredict ab start`)")
+        return
+    typer.echo(f"{'name':<20} {'model':<16} {'status':<8} {'decisions':>9} {'customers':>9}  variants")
+    for r in rows:
+        extra = (f", holdout={r['holdout']:g}" if r["holdout"] else "") + (
+            f", shadow={r['shadow']}" if r["shadow"] else ""
+        )
+        typer.echo(
+            f"{r['name']:<20} {r['model']:<16} {r['status']:<8} {r['decisions']:>9} {r['customers']:>9}  "
+            f"{r['variants']}{extra}"
+        )
 
 
 @ab_app.command("report")
+@_guarded
 def ab_report(
     name: Annotated[str, typer.Argument(help="experiment name")],
     html: Annotated[
@@ -412,34 +385,27 @@ def ab_report(
     ] = None,
 ) -> None:
     """The A/B result per variant, on the terminal and as an HTML report with plots."""
+    from features.settings import load_settings
+    from serving import ab
 
-    def go() -> None:
-        from features.settings import load_settings
-        from serving import ab
-
-        if html is not None and html.is_dir():
-            raise UsageError(f"--html {html} is a directory; name the report file (for example {html / name}.html)")
-        text, path = ab.report(load_settings(), name, html)
-        typer.echo(text, nl=False)
-        typer.echo(f"HTML report: {path}")
-
-    _run(go)
+    if html is not None and html.is_dir():
+        raise UsageError(f"--html {html} is a directory; name the report file (for example {html / name}.html)")
+    text, path = ab.report(load_settings(), name, html)
+    typer.echo(text, nl=False)
+    typer.echo(f"HTML report: {path}")
 
 
 @ab_app.command("ingest")
+@_guarded
 def ab_ingest(
     file: Annotated[Path, typer.Argument(help="CSV or Parquet: decision_id, outcome[, value][, ts]")],
 ) -> None:
     """Load feedback in bulk (all or nothing; repeats of stored feedback are skipped)."""
+    from features.settings import load_settings
+    from serving import ab
 
-    def go() -> None:
-        from features.settings import load_settings
-        from serving import ab
-
-        result = ab.ingest(load_settings(), file)
-        typer.echo(f"{result.inserted} feedback rows stored, {result.duplicates} already present")
-
-    _run(go)
+    result = ab.ingest(load_settings(), file)
+    typer.echo(f"{result.inserted} feedback rows stored, {result.duplicates} already present")
 
 
 def main() -> None:
