@@ -73,7 +73,7 @@ def main() -> int:
         import numpy as np
         import xgboost as xgb
 
-        from features.scoring import _Predictor
+        from features.scoring import Predictor
         from features.settings import load_settings
         from serving.manifest import resolve_champions
         from serving.runtime import MODELS, Runtime
@@ -87,7 +87,7 @@ def main() -> int:
         churn, cltv, nbo = (models.bundles[m] for m in MODELS)
         x = churn.encoder.encode_rows([row])
         main_booster = churn.boosters["main"]
-        c_call = _Predictor(main_booster)  # never prepared: no forest, XGBoost's C function for every call
+        c_call = Predictor(main_booster)  # never prepared: no forest, XGBoost's C function for every call
 
         def lone_request() -> None:
             rt.decide([rt.prepare(cid)], direct=True)[1].result()

@@ -8,7 +8,6 @@ stays lean, and batch scoring and serving run the very same code (no training/se
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -18,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import xgboost as xgb
-from xgboost import core as _xgb_core
 
 from features.definitions import describe, feature_names, feature_set_version
 from features.eligibility import Rule, compile_rule
@@ -26,8 +24,8 @@ from features.forest import Forest
 from features.treeshap import PathShap
 
 META_FILE = "bundle.json"
-#: Largest matrix (rows) predicted with the numpy forest rather than XGBoost's C call: beyond about 4 rows the
-#: forest's work grows with the rows while XGBoost's cost stays mostly per call (measured ad hoc, demo models).
+#: Largest matrix (rows) predicted with the numpy forest rather than XGBoost: beyond it the forest's work grows with
+#: the rows while XGBoost's cost stays mostly per call (benchmarks/serving_profile.py).
 SMALL_BATCH = 4
 RISK_BANDS: tuple[tuple[float, str], ...] = ((0.3, "low"), (0.6, "medium"), (1.01, "high"))
 
@@ -133,36 +131,15 @@ def design_matrix(x: np.ndarray, n_offers: int, offer_index: np.ndarray) -> np.n
     return np.hstack([x.astype(np.float32, copy=False), onehot])
 
 
-class _Predictor:
-    """One booster's single-call path to XGBoost's C API, for the small matrices of online requests.
+class Predictor:
+    """One booster's predictions and SHAP contributions behind one seam: numpy fast paths, XGBoost's public API else.
 
-    ``Booster.inplace_predict`` and ``Booster.predict`` spend about 0.3 ms per call in Python around a C call that
-    takes microseconds for one row (dispatch over input types, JSON arguments built anew, a helper class defined
-    per result). This calls the same C functions (``XGBoosterPredictFromDense``; ``XGDMatrixCreateFromDense`` +
-    ``XGBoosterPredictFromDMatrix`` for SHAP contributions) with the same arguments prepared once, so the results
-    are the very same numbers. Anything but a C-contiguous float32 matrix takes the public API.
-
-    SHAP contributions come from :class:`features.treeshap.PathShap` tables when the model allows (XGBoost's
-    numbers up to float rounding, several times faster per row), else from XGBoost's own TreeSHAP. Once
-    :meth:`prepare_small_batches` ran, matrices of up to :data:`SMALL_BATCH` rows are predicted by
-    :class:`features.forest.Forest` (XGBoost's numbers in every bit).
+    Once :meth:`prepare_small_batches` ran, matrices of up to :data:`SMALL_BATCH` rows are predicted by
+    :class:`features.forest.Forest` (XGBoost's numbers in every bit, without its per-call work; see
+    benchmarks/serving_profile.py); everything else takes ``Booster.inplace_predict``. SHAP contributions come from
+    :class:`features.treeshap.PathShap` tables when the model allows (XGBoost's numbers up to float rounding),
+    else from ``Booster.predict(..., pred_contribs=True)``.
     """
-
-    _VALUE = json.dumps(
-        {
-            "type": 0,
-            "training": False,
-            "iteration_begin": 0,
-            "iteration_end": 0,
-            "missing": math.nan,
-            "strict_shape": False,
-            "cache_id": 0,
-        }
-    ).encode()
-    _CONTRIBS = json.dumps(
-        {"type": 2, "training": False, "iteration_begin": 0, "iteration_end": 0, "strict_shape": False}
-    ).encode()
-    _DMATRIX = json.dumps({"missing": math.nan, "nthread": 1, "data_split_mode": 0}).encode()
 
     def __init__(self, booster: xgb.Booster) -> None:
         self.booster = booster
@@ -178,79 +155,30 @@ class _Predictor:
             self._forest_built = True
 
     def prepare_contributions(self) -> None:
-        """Build the SHAP tables now (about 0.1 s for the churn model), not on the first call that needs them."""
+        """Build the SHAP tables now, not on the first call that needs them."""
         if not self._shap_built:
             self._shap = PathShap.from_booster(self.booster)
             self._shap_built = True
 
-    @staticmethod
-    def _interface(x: np.ndarray) -> bytes:
-        return (
-            f'{{"data": [{x.ctypes.data}, false], "strides": null, "descr": [["", "<f4"]], "typestr": "<f4", '
-            f'"shape": [{x.shape[0]}, {x.shape[1]}], "version": 3}}'
-        ).encode()
-
-    @staticmethod
-    def _check(ret: int) -> None:
-        if ret != 0:
-            raise _xgb_core.XGBoostError(_xgb_core._LIB.XGBGetLastError().decode())
-
-    @staticmethod
-    def _fast(x: np.ndarray) -> bool:
-        return x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous and x.shape[0] > 0
-
-    @staticmethod
-    def _output(shape: Any, dims: ctypes.c_uint64, preds: Any) -> np.ndarray:
-        # XGBoost owns `preds` (reused by the next call on this thread): copy it out, as the public API does.
-        out = np.empty(tuple(int(shape[i]) for i in range(dims.value)), dtype=np.float32)
-        ctypes.memmove(out.ctypes.data, preds, out.nbytes)
-        return out
-
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Same as ``booster.inplace_predict(x)``."""
-        if not self._fast(x):
-            return self.booster.inplace_predict(x)
-        if self._forest is not None and x.shape[0] <= SMALL_BATCH and x.shape[1] == self._forest.n_features:
-            return self._forest.predict(x)
-        shape, dims, preds = ctypes.POINTER(ctypes.c_uint64)(), ctypes.c_uint64(), ctypes.POINTER(ctypes.c_float)()
-        self._check(
-            _xgb_core._LIB.XGBoosterPredictFromDense(
-                self.booster.handle,
-                self._interface(x),
-                self._VALUE,
-                ctypes.c_void_p(),
-                ctypes.byref(shape),
-                ctypes.byref(dims),
-                ctypes.byref(preds),
-            )
-        )
-        return self._output(shape, dims, preds)
+        forest = self._forest
+        if (
+            forest is not None
+            and x.dtype == np.float32
+            and x.ndim == 2
+            and 0 < x.shape[0] <= SMALL_BATCH
+            and x.shape[1] == forest.n_features
+        ):
+            return forest.predict(x)
+        return self.booster.inplace_predict(x)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Same as ``booster.predict(xgb.DMatrix(x, missing=np.nan, nthread=1), pred_contribs=True)``."""
         self.prepare_contributions()
         if self._shap is not None and x.ndim == 2 and x.shape[0] > 0:
             return self._shap.contributions(x)
-        if not self._fast(x):
-            return self.booster.predict(xgb.DMatrix(x, missing=np.nan, nthread=1), pred_contribs=True)
-        matrix = ctypes.c_void_p()
-        self._check(_xgb_core._LIB.XGDMatrixCreateFromDense(self._interface(x), self._DMATRIX, ctypes.byref(matrix)))
-        try:
-            shape, dims = ctypes.POINTER(ctypes.c_uint64)(), ctypes.c_uint64()
-            preds = ctypes.POINTER(ctypes.c_float)()
-            self._check(
-                _xgb_core._LIB.XGBoosterPredictFromDMatrix(
-                    self.booster.handle,
-                    matrix,
-                    self._CONTRIBS,
-                    ctypes.byref(shape),
-                    ctypes.byref(dims),
-                    ctypes.byref(preds),
-                )
-            )
-            return self._output(shape, dims, preds)
-        finally:
-            _xgb_core._LIB.XGDMatrixFree(matrix)
+        return self.booster.predict(xgb.DMatrix(x, missing=np.nan, nthread=1), pred_contribs=True)
 
 
 def _booster(path: Path) -> xgb.Booster:
@@ -282,7 +210,7 @@ class Bundle:
     encoder: Encoder
     boosters: dict[str, xgb.Booster]
     rules: list[Rule] = field(default_factory=list)
-    _predictors: dict[str, _Predictor] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _predictors: dict[str, Predictor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind == "next_best_offer" and not self.rules:
@@ -319,11 +247,11 @@ class Bundle:
         (path / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
         return path
 
-    def _predictor(self, name: str) -> _Predictor:
+    def _predictor(self, name: str) -> Predictor:
         booster = self.boosters[name]
         predictor = self._predictors.get(name)
         if predictor is None or predictor.booster is not booster:
-            predictor = self._predictors[name] = _Predictor(booster)
+            predictor = self._predictors[name] = Predictor(booster)
         return predictor
 
     def prepare_online(self) -> None:

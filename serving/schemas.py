@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -159,7 +159,11 @@ class CltvPart(BaseModel):
     horizon_days: int | None = None
     value: float | None = None
     value_horizon_days: int | None = None
-    method: str | None = None
+    method: Literal["model", "btyd_ratio"] | None = Field(
+        default=None,
+        description="model: a booster trained on observed long windows; btyd_ratio: the horizon spend scaled by the "
+        "BG/NBD + Gamma-Gamma ratio (history shorter than the CLTV horizon)",
+    )
     reason: str | None = None
 
 
@@ -225,7 +229,7 @@ class PersonalizeResponse(BaseModel):
                     "horizon_days": 90,
                     "value": 160.0,
                     "value_horizon_days": 365,
-                    "method": "xgboost",
+                    "method": "model",
                 },
                 "next_best_offer": {
                     "available": True,

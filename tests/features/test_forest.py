@@ -8,7 +8,7 @@ import xgboost as xgb
 
 from features import forest as forest_module
 from features.forest import Forest
-from features.scoring import SMALL_BATCH, _Predictor
+from features.scoring import SMALL_BATCH, Predictor
 from tests.features.boosters import train, unsupported
 
 
@@ -74,7 +74,7 @@ def test_declines_models_it_cannot_reproduce() -> None:
 def test_the_predictor_uses_the_forest_for_small_batches_only() -> None:
     x, y = _data(500, 6, seed=9)
     booster = train({"objective": "binary:logistic", "max_depth": 4}, x, (y > np.median(y)).astype(float), 40)
-    predictor = _Predictor(booster)
+    predictor = Predictor(booster)
     predictor.prepare_small_batches()
     assert predictor._forest is not None
     calls: list[int] = []
@@ -94,5 +94,5 @@ def test_the_predictor_uses_the_forest_for_small_batches_only() -> None:
     for n in range(1, SMALL_BATCH + 4):
         np.testing.assert_array_equal(predictor.predict(probe[:n]), booster.inplace_predict(probe[:n]))
     assert calls == list(range(1, SMALL_BATCH + 1))
-    with pytest.raises(xgb.core.XGBoostError):
-        predictor.predict(np.zeros((1, 3), dtype=np.float32))  # wrong width: XGBoost's own error, as before
+    with pytest.raises(ValueError, match="shape mismatch"):
+        predictor.predict(np.zeros((1, 3), dtype=np.float32))  # wrong width: XGBoost's public API refuses it

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from features.scoring import _Predictor
+from features.scoring import Predictor
 from features.treeshap import MAX_DEPTH, ROW_BLOCK, PathShap
 from tests.features.boosters import train, unsupported
 
@@ -70,12 +70,12 @@ def test_declines_models_it_does_not_tabulate() -> None:
 def test_predictor_uses_tables_and_falls_back_to_xgboost() -> None:
     x, y = _data(300, 3, seed=2)
     shallow = train({"objective": "reg:squarederror", "max_depth": 3}, x, y)
-    predictor = _Predictor(shallow)
+    predictor = Predictor(shallow)
     predictor.prepare_contributions()
     assert predictor._shap is not None
     np.testing.assert_array_equal(predictor.contributions(x[:7]), predictor._shap.contributions(x[:7]))
     deep = train({"objective": "reg:squarederror", "max_depth": MAX_DEPTH + 2, "min_child_weight": 0}, x, y, 5)
-    fallback = _Predictor(deep)
+    fallback = Predictor(deep)
     np.testing.assert_array_equal(fallback.contributions(x[:7]), _reference(deep, x[:7]))
 
 

@@ -70,7 +70,7 @@ def build_bundles(directory: Path, seed: int = 0) -> dict[str, Path]:
     )
     metas = {
         "churn": {"calibration": {"x": [0.0, 0.5, 1.0], "y": [0.0, 0.45, 1.0]}, "horizon_days": 90},
-        "cltv": {"horizon_days": 90, "cltv_horizon_days": 365, "cltv_method": "xgboost", "cltv_scale": 3.5},
+        "cltv": {"horizon_days": 90, "cltv_horizon_days": 365, "cltv_method": "model", "cltv_scale": 3.5},
         "next_best_offer": {"offers": OFFERS, "has_control": True, "method": "uplift", "horizon_days": 90},
     }
     boosters = {"churn": churn, "cltv": cltv, "next_best_offer": nbo}

@@ -53,7 +53,7 @@ def check_answer(body: dict, customer_id: str, parts: tuple[str, ...] = PARTS) -
         assert _is_num(cltv["predicted_spend"]) and cltv["predicted_spend"] >= 0
         assert _is_num(cltv["value"]) and cltv["value"] >= 0
         assert cltv["horizon_days"] == 90 and cltv["value_horizon_days"] == 365
-        assert cltv["method"] == "xgboost"
+        assert cltv["method"] == "model"
     if "next_best_offer" in parts:
         nbo = body["next_best_offer"]
         if nbo["available"]:
