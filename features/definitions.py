@@ -389,6 +389,11 @@ def sql_ts(value: datetime) -> str:
     return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
 
 
+def quote_ident(name: str) -> str:
+    """A SQL identifier for ``name``: double-quoted, embedded quotes doubled, so a name never changes a query."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _days_ago(t: str, col: str = "ts") -> str:
     return f"(epoch({t}) - epoch({col})) / 86400.0"
 
@@ -493,7 +498,9 @@ def feature_query(
             continue
         base_cols.append(f"coalesce({feat.name}, 0) AS {feat.name}" if feat.fill_zero else feat.name)
     attr_cols = [
-        f'CAST(c."{a}" AS DOUBLE) AS "attr_{a}"' if a in numeric_attributes else f'c."{a}" AS "attr_{a}"'
+        f"CAST(c.{quote_ident(a)} AS DOUBLE) AS {quote_ident('attr_' + a)}"
+        if a in numeric_attributes
+        else f"c.{quote_ident(a)} AS {quote_ident('attr_' + a)}"
         for a in attributes
     ]
     ctes.append(
@@ -512,6 +519,6 @@ def feature_query(
             else f"round(CAST({f.name} AS DOUBLE), 6) AS {f.name}"
             for f in feats
         ),
-        *(f'"attr_{a}"' for a in attributes),
+        *(quote_ident("attr_" + a) for a in attributes),
     ]
     return "WITH " + ",\n".join(ctes) + "\nSELECT " + ", ".join(outer) + " FROM base ORDER BY customer_id"
