@@ -28,6 +28,10 @@ from features.schema import (
 #: Bumped by hand when the meaning of a feature changes without its SQL changing.
 FEATURE_SET_MAJOR = 1
 
+#: Days after an offer's ``ts`` at which its outcome counts as known when ``offers.responded_ts`` is empty
+#: (CONTRACT §2 "known-at time"): features at T use ``accepted``/``revenue`` only once known before T.
+RESPONSE_WINDOW_DAYS = 14
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -379,6 +383,7 @@ def feature_set_version() -> str:
     """
     h = hashlib.sha256()
     h.update(_SOURCES_SQL.encode())
+    h.update(f"response_window={RESPONSE_WINDOW_DAYS};".encode())
     for feat in registry():
         h.update(f"{feat.name}|{feat.source}|{feat.sql}|{feat.fill_zero};".encode())
     return f"{FEATURE_SET_MAJOR}.{h.hexdigest()[:10]}"
@@ -430,14 +435,19 @@ surveys AS (
     SELECT customer_id, ts, kind, score, {days_ts} AS days_ago FROM main.surveys WHERE ts < {T}
 ),
 offers AS (
-    SELECT customer_id, ts, offer_id, coalesce(accepted, FALSE) AS accepted, revenue, {days_ts} AS days_ago
+    SELECT customer_id, ts, offer_id,
+           coalesce(accepted, FALSE) AND coalesce(responded_ts, ts + INTERVAL {window} DAY) < {T} AS accepted,
+           CASE WHEN coalesce(responded_ts, ts + INTERVAL {window} DAY) < {T} THEN revenue END AS revenue,
+           {days_ts} AS days_ago
     FROM main.offers WHERE ts < {T} AND offer_id <> 'none'
 )
 """
 
 
 def _sources(t: str) -> str:
-    return _SOURCES_SQL.format(T=t, days_ts=_days_ago(t), days_signup=_days_ago(t, "signup_ts"))
+    return _SOURCES_SQL.format(
+        T=t, days_ts=_days_ago(t), days_signup=_days_ago(t, "signup_ts"), window=RESPONSE_WINDOW_DAYS
+    )
 
 
 def population_query(as_of: datetime, lookback_days: int, contract: bool) -> str:
