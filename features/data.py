@@ -309,6 +309,7 @@ def load_data_dir(
         con.execute("INSERT INTO customers (customer_id) SELECT DISTINCT customer_id FROM transactions")
     for line in report.summary_lines():
         log.info(line)
+    lock_down(con)
     return con, report
 
 
@@ -340,7 +341,16 @@ def load_frames(
         con.unregister(view)
     if "customers" not in tables:
         con.execute("INSERT INTO customers (customer_id) SELECT DISTINCT customer_id FROM transactions")
+    lock_down(con)
     return con
+
+
+def lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    """Forbid file and network access once the tables are loaded: later queries only read loaded tables.
+
+    DuckDB refuses to turn it back on for the connection's lifetime, so no later SQL text can read a file.
+    """
+    con.execute("SET enable_external_access = false")
 
 
 def attribute_columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:

@@ -28,6 +28,10 @@ from features.schema import (
 #: Bumped by hand when the meaning of a feature changes without its SQL changing.
 FEATURE_SET_MAJOR = 1
 
+#: Days after an offer's ``ts`` at which its outcome counts as known when ``offers.responded_ts`` is empty
+#: (CONTRACT §2 "known-at time"): features at T use ``accepted``/``revenue`` only once known before T.
+RESPONSE_WINDOW_DAYS = 14
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -379,6 +383,7 @@ def feature_set_version() -> str:
     """
     h = hashlib.sha256()
     h.update(_SOURCES_SQL.encode())
+    h.update(f"response_window={RESPONSE_WINDOW_DAYS};".encode())
     for feat in registry():
         h.update(f"{feat.name}|{feat.source}|{feat.sql}|{feat.fill_zero};".encode())
     return f"{FEATURE_SET_MAJOR}.{h.hexdigest()[:10]}"
@@ -387,6 +392,11 @@ def feature_set_version() -> str:
 def sql_ts(value: datetime) -> str:
     """A SQL timestamp literal."""
     return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+
+def quote_ident(name: str) -> str:
+    """A SQL identifier for ``name``: double-quoted, embedded quotes doubled, so a name never changes a query."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _days_ago(t: str, col: str = "ts") -> str:
@@ -425,14 +435,19 @@ surveys AS (
     SELECT customer_id, ts, kind, score, {days_ts} AS days_ago FROM main.surveys WHERE ts < {T}
 ),
 offers AS (
-    SELECT customer_id, ts, offer_id, coalesce(accepted, FALSE) AS accepted, revenue, {days_ts} AS days_ago
+    SELECT customer_id, ts, offer_id,
+           coalesce(accepted, FALSE) AND coalesce(responded_ts, ts + INTERVAL {window} DAY) < {T} AS accepted,
+           CASE WHEN coalesce(responded_ts, ts + INTERVAL {window} DAY) < {T} THEN revenue END AS revenue,
+           {days_ts} AS days_ago
     FROM main.offers WHERE ts < {T} AND offer_id <> 'none'
 )
 """
 
 
 def _sources(t: str) -> str:
-    return _SOURCES_SQL.format(T=t, days_ts=_days_ago(t), days_signup=_days_ago(t, "signup_ts"))
+    return _SOURCES_SQL.format(
+        T=t, days_ts=_days_ago(t), days_signup=_days_ago(t, "signup_ts"), window=RESPONSE_WINDOW_DAYS
+    )
 
 
 def population_query(as_of: datetime, lookback_days: int, contract: bool) -> str:
@@ -493,7 +508,9 @@ def feature_query(
             continue
         base_cols.append(f"coalesce({feat.name}, 0) AS {feat.name}" if feat.fill_zero else feat.name)
     attr_cols = [
-        f'CAST(c."{a}" AS DOUBLE) AS "attr_{a}"' if a in numeric_attributes else f'c."{a}" AS "attr_{a}"'
+        f"CAST(c.{quote_ident(a)} AS DOUBLE) AS {quote_ident('attr_' + a)}"
+        if a in numeric_attributes
+        else f"c.{quote_ident(a)} AS {quote_ident('attr_' + a)}"
         for a in attributes
     ]
     ctes.append(
@@ -512,6 +529,6 @@ def feature_query(
             else f"round(CAST({f.name} AS DOUBLE), 6) AS {f.name}"
             for f in feats
         ),
-        *(f'"attr_{a}"' for a in attributes),
+        *(quote_ident("attr_" + a) for a in attributes),
     ]
     return "WITH " + ",\n".join(ctes) + "\nSELECT " + ", ".join(outer) + " FROM base ORDER BY customer_id"

@@ -103,6 +103,7 @@ OFFERS = TableSpec(
         Column("offer_id", "string", True),
         Column("accepted", "bool"),
         Column("revenue", "number"),
+        Column("responded_ts", "timestamp"),
         Column("channel", "string"),
         Column("propensity", "number"),
     ),

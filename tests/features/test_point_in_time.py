@@ -122,3 +122,30 @@ def test_a_row_before_the_cutoff_does_change_features():
     base = build_features(load_frames(_frames(tx, [], [], [])), T)
     more = build_features(load_frames(_frames([*tx, ("a", -1, 30.0, "o2", "web")], [], [], [])), T)
     assert base.loc[0, "monetary_total"] == 20.0 and more.loc[0, "monetary_total"] == 50.0
+
+
+def _one_offer(offset_min: int, accepted: bool, responded_min: int | None):
+    frames = _frames([("a", -100 * 1440, 20.0, "o1", "web")], [], [], [("a", offset_min, "x", accepted)])
+    frames["offers"]["responded_ts"] = pd.to_datetime(
+        [None if responded_min is None else T + timedelta(minutes=responded_min)]
+    )
+    return build_features(load_frames(frames), T).set_index("customer_id").loc["a"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shown=st.integers(-400 * 1440, -1), known=st.integers(0, 400 * 1440), use_col=st.booleans())
+def test_an_outcome_known_at_or_after_cutoff_changes_nothing(shown, known, use_col):
+    # Without responded_ts the outcome is known 14 days after the offer was shown.
+    if not use_col:
+        shown = max(shown, -14 * 1440)
+    responded = max(known, shown) if use_col else None
+    taken, refused = _one_offer(shown, True, responded), _one_offer(shown, False, responded)
+    pd.testing.assert_series_equal(taken, refused)
+    assert taken.offers_365d == 1  # shown before T: counted as shown, not as accepted
+
+
+def test_an_outcome_known_before_cutoff_does_change_features():
+    taken, refused = _one_offer(-3 * 1440, True, -1440), _one_offer(-3 * 1440, False, -1440)
+    assert taken.offers_accepted_365d == 1 and refused.offers_accepted_365d == 0
+    old_taken = _one_offer(-20 * 1440, True, None)  # no responded_ts: known 14 days after it was shown
+    assert old_taken.offers_accepted_365d == 1 and old_taken.offer_revenue_365d == 5.0
