@@ -127,9 +127,7 @@ class PostgresDecisionLog:
         self._queue.put((op, future))
         return future
 
-    def submit(
-        self, decisions: Sequence[Mapping[str, Any]], background: bool = False, direct: bool = False
-    ) -> Future[None]:
+    def submit(self, decisions: Sequence[Mapping[str, Any]], background: bool = False) -> Future[None]:
         """Queue decisions for the next group commit; the future completes once they are committed."""
         rows = [_row(d) for d in decisions]
 
