@@ -9,17 +9,17 @@ from pathlib import Path
 
 from features.data import load_data_dir
 from features.definitions import feature_set_version
-from features.online_store import SQLiteOnlineStore, write_store
 from features.pipeline import FeatureConfig, build_features, default_as_of, require_population
 from features.settings import Settings
+from features.stores.factory import open_online_store, write_online_store
 
 log = logging.getLogger(__name__)
 
 
-def _stored_customers(directory: Path) -> int | None:
+def _stored_customers(settings: Settings) -> int | None:
     """Customers in the current store generation, or None when there is no readable store."""
     try:
-        return int(SQLiteOnlineStore(directory).metadata()["customers"])
+        return int(open_online_store(settings).metadata()["customers"])
     except (FileNotFoundError, sqlite3.Error, KeyError, TypeError, ValueError):
         return None
 
@@ -40,8 +40,8 @@ def materialize(
     t = as_of or default_as_of(con)
     frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days))
     require_population(con, frame, t)
-    before = _stored_customers(settings.online_store_dir)
-    write_store(settings.online_store_dir, frame, t, feature_set_version())
+    before = _stored_customers(settings)
+    write_online_store(settings, frame, t, feature_set_version())
     if before is not None and len(frame) < before / 2:
         log.warning(
             "the online store now holds %d customers as of %s, fewer than half of the %d it held before: "

@@ -26,6 +26,12 @@ class Settings(BaseModel):
     tracking_uri: str = Field(description="MLflow tracking URI (env MLFLOW_TRACKING_URI)")
     home: Path = Field(description="cxpredict state directory (env CXPREDICT_HOME)")
     api_keys: tuple[str, ...] = Field(default=(), description="accepted API keys (env CXPREDICT_API_KEYS)")
+    online_store_url: str | None = Field(
+        default=None, description="redis://host:port/db, or None for the embedded store (env CXPREDICT_ONLINE_STORE)"
+    )
+    decision_log_url: str | None = Field(
+        default=None, description="postgresql://..., or None for the embedded log (env CXPREDICT_DECISION_LOG)"
+    )
 
     @property
     def online_store_dir(self) -> Path:
@@ -51,4 +57,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cwd / 'mlflow.db'}",
         home=Path(env.get("CXPREDICT_HOME") or cwd / ".cxpredict"),
         api_keys=keys,
+        online_store_url=env.get("CXPREDICT_ONLINE_STORE") or None,
+        decision_log_url=env.get("CXPREDICT_DECISION_LOG") or None,
     )

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from features.settings import Settings
-from serving.decision_log import DECISIONS_FILE, FeedbackRow, IngestResult, SQLiteDecisionLog, UnknownDecisions
+from serving.decision_log import DECISIONS_FILE, DecisionLog, FeedbackRow, IngestResult, UnknownDecisions
+from serving.decision_log_factory import open_decision_log
 from serving.experiments import (
     Experiment,
     ExperimentError,
@@ -36,9 +37,14 @@ INGEST_COLUMNS = ("decision_id", "outcome")
 INGEST_OPTIONAL = ("value", "ts")
 
 
-def decision_log(settings: Settings) -> SQLiteDecisionLog:
-    """The decision log under ``$CXPREDICT_HOME`` (created empty when the service never ran)."""
-    return SQLiteDecisionLog(Path(settings.home) / DECISIONS_FILE)
+def decision_log(settings: Settings) -> DecisionLog:
+    """The configured decision log (embedded: under ``$CXPREDICT_HOME``, created empty when the service never ran)."""
+    return open_decision_log(settings)
+
+
+def _log_exists(settings: Settings) -> bool:
+    """Whether there may be logged decisions to read (a server-side log always may)."""
+    return bool(settings.decision_log_url) or (Path(settings.home) / DECISIONS_FILE).exists()
 
 
 def check_variants_exist(
@@ -115,8 +121,7 @@ def list_experiments(settings: Settings) -> list[dict[str, Any]]:
     """
     declared = load_experiments(experiments_path(settings.home))
     counts: dict[str, tuple[int, int]] = {}
-    db = Path(settings.home) / DECISIONS_FILE
-    if db.exists() and declared.experiments:
+    if _log_exists(settings) and declared.experiments:
         log = decision_log(settings)
         try:
             for experiment in declared.experiments:
@@ -333,9 +338,8 @@ def report_data(settings: Settings, name: str) -> ReportData:
         ExperimentError: no such experiment.
     """
     experiment = load_experiments(experiments_path(settings.home)).get(name)
-    db = Path(settings.home) / DECISIONS_FILE
     rows: list[dict[str, Any]] = []
-    if db.exists():
+    if _log_exists(settings):
         log = decision_log(settings)
         try:
             rows = log.experiment_rows(name)

@@ -4,9 +4,9 @@ The embedded implementation is one SQLite database in WAL mode at ``$CXPREDICT_H
 Writes go through one writer thread per process that commits whatever has queued up in a single transaction
 (group commit): a request hands its decision over, keeps the event loop free while it waits, and its answer is
 sent only once the commit returned — so an acknowledged decision is never lost, even when the process is
-killed, while the cost of a commit is shared by every request that arrived during the previous one. A request
-alone in the worker (``submit(direct=True)``) that finds nothing queued and nothing being written is committed by
-its own thread (no hand-off to the writer and back), unless another process holds the file's write lock. WAL
+killed, while the cost of a commit is shared by every request that arrived during the previous one. A submission
+that finds nothing queued and nothing being written is committed by its own thread (no hand-off to the writer and
+back), unless another process holds the file's write lock: the log decides this itself, callers give no hint. WAL
 lets several worker processes (and ``cxpredict ab ingest``) write to the same file; their writers take turns on a
 lock file beside it (``decisions.sqlite.lock``).
 
@@ -160,13 +160,10 @@ class IngestResult:
 class DecisionLog(Protocol):
     """What the service (and the ``ab`` commands) need from a decision log."""
 
-    def submit(
-        self, decisions: Sequence[Mapping[str, Any]], background: bool = False, direct: bool = False
-    ) -> Future[None]:
+    def submit(self, decisions: Sequence[Mapping[str, Any]], background: bool = False) -> Future[None]:
         """Queue decisions; the future completes once they are durable (or fails with the write error).
 
-        ``background`` records (shadow scores) must never delay the acknowledgement of served ones. ``direct`` lets
-        an implementation write on the calling thread when that is quicker than a hand-off (it may ignore it).
+        ``background`` records (shadow scores) must never delay the acknowledgement of served ones.
         """
         ...
 
@@ -479,17 +476,17 @@ class SQLiteDecisionLog:
         return future
 
     # --- decisions ---------------------------------------------------------------------------------------
-    def submit(
-        self, decisions: Sequence[Mapping[str, Any]], background: bool = False, direct: bool = False
-    ) -> Future[None]:
+    def submit(self, decisions: Sequence[Mapping[str, Any]], background: bool = False) -> Future[None]:
         """Queue decisions for the next group commit; the future completes once they are durable.
+
+        When nothing else is queued or being written (in this process or another), served decisions are committed
+        on the calling thread at once (the future is then already complete): under load the writer thread is busy
+        and they queue for its group commit.
 
         Args:
             decisions: The records.
             background: Records nobody waits for (shadow scores): written in small transactions, only while no
                 served decision is waiting.
-            direct: Commit on this thread right away if nothing else is queued or being written (the future is
-                then already complete); for a caller with nothing else to do meanwhile.
         """
         rows = [_row(d) for d in decisions]
         if not background:
@@ -497,7 +494,7 @@ class SQLiteDecisionLog:
             def insert(con: sqlite3.Connection) -> None:
                 con.executemany(_INSERT, rows)
 
-            return (direct and self._commit_here(insert)) or self._enqueue(insert)
+            return self._commit_here(insert) or self._enqueue(insert)
         chunks = [rows[i : i + BACKGROUND_CHUNK] for i in range(0, len(rows), BACKGROUND_CHUNK)] or [[]]
         futures = [self._enqueue(lambda con, c=chunk: con.executemany(_INSERT, c) and None, 1) for chunk in chunks]
         return futures[-1]

@@ -632,7 +632,7 @@ class Runtime:
             }
             answers.append(answer)
             records.append(_record(answer, row, route, endpoint, context, now))
-        ack = self.decisions.submit(records, direct=direct)
+        ack = self.decisions.submit(records)
         self._queue_shadow(items, routes, answers, parts, endpoint)
         return answers, ack
 

@@ -474,7 +474,7 @@ class CxPredict:
         self, items: list[Item], parts: tuple[str, ...], endpoint: str
     ) -> list[tuple[dict[str, Any], Future[None]]]:
         # Alone, this runs on the event loop (see _alone), which may as well commit the decision itself.
-        answers, logged = self.runtime.decide(items, parts, endpoint, direct=self._alone(len(items)))
+        answers, logged = self.runtime.decide(items, parts, endpoint)
         self.metrics.batch(endpoint, len(items))
         return [(answer, logged) for answer in answers]
 

@@ -121,6 +121,8 @@ def test_a_failing_write_lock_fails_its_callers_and_the_writer_goes_on(tmp_path:
     failures = iter([OSError(37, "No locks available")])
 
     def flaky_lock(wait: bool = True) -> bool:
+        if not wait:  # the submitting thread's try (its real version turns an OSError into False): leave it queued
+            return False
         if (error := next(failures, None)) is not None:
             raise error
         return take(wait)
@@ -273,14 +275,14 @@ def test_a_direct_decision_on_an_idle_log_is_committed_by_the_submitting_thread(
 
     log._unlock_file = slow_unlock  # type: ignore[method-assign]
     for i in range(0, 20, 2):
-        log.submit([decision(i)]).result(timeout=30)  # not direct: through the writer thread
-        future = log.submit([decision(i + 1)], direct=True)
+        log.submit([decision(i)], background=True).result(timeout=30)  # through the writer thread
+        future = log.submit([decision(i + 1)])
         assert future.done() and future.result() is None, i  # no hand-off: durable before submit returned
     with sqlite3.connect(tmp_path / "d.sqlite") as con:
         assert con.execute("SELECT count(*) FROM decisions").fetchone() == (20,)
     log.close()
     # Closed: refused with an error, never silently dropped.
-    assert isinstance(log.submit([decision(2)], direct=True).exception(timeout=5), RuntimeError)
+    assert isinstance(log.submit([decision(2)]).exception(timeout=5), RuntimeError)
 
 
 def test_submit_never_waits_for_another_process_holding_the_write_lock(tmp_path: Path) -> None:
@@ -289,7 +291,7 @@ def test_submit_never_waits_for_another_process_holding_the_write_lock(tmp_path:
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # like another worker (or `ab ingest`) in the middle of its transaction
     submitted: list = []
-    thread = threading.Thread(target=lambda: submitted.append(log.submit([decision(1)], direct=True)))
+    thread = threading.Thread(target=lambda: submitted.append(log.submit([decision(1)])))
     thread.start()
     thread.join(timeout=5)
     assert not thread.is_alive(), "submit blocked on another process's write lock"
@@ -306,7 +308,7 @@ def test_writers_of_other_processes_take_turns_on_the_file_lock(tmp_path: Path) 
     path = tmp_path / "d.sqlite"
     log, other = SQLiteDecisionLog(path), SQLiteDecisionLog(path)
     assert other._lock_file(wait=False)  # another worker in the middle of its transaction
-    direct = log.submit([decision(1)], direct=True)
+    direct = log.submit([decision(1)])
     queued = log.submit([decision(2)])
     assert not direct.done() and not queued.done()  # neither the caller nor the writer thread got past the lock
     with pytest.raises(TimeoutError):

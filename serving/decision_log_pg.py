@@ -1,0 +1,254 @@
+"""Decision log in PostgreSQL (``CXPREDICT_DECISION_LOG=postgresql://...``), shared by every replica.
+
+Same promises as :class:`serving.decision_log.SQLiteDecisionLog`: a writer thread commits whatever has queued up
+in one transaction (group commit) and a submitter's future completes only after that commit; feedback is
+idempotent (the first record of a (decision, outcome) wins); the schema is created under a transaction-scoped
+advisory lock, so replicas starting together cannot race each other's migration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from serving.decision_log import (
+    _COLUMNS,
+    MAX_GROUP,
+    DecisionLogError,
+    FeedbackReceipt,
+    FeedbackRow,
+    IngestResult,
+    UnknownDecisions,
+    _finite,
+    _row,
+    _settle,
+)
+
+#: Any fixed 64-bit number: the key of the advisory lock that serialises migrations across replicas.
+MIGRATION_LOCK = 0x6378_7072_6564_6C67
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS decisions (
+        decision_id TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, customer_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL, experiment TEXT, variant TEXT, model_versions TEXT NOT NULL, context TEXT NOT NULL,
+        outputs TEXT NOT NULL, propensity DOUBLE PRECISION, offer_id TEXT, shadow INTEGER NOT NULL DEFAULT 0,
+        pre_value DOUBLE PRECISION)""",
+    "CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id)",
+    "CREATE INDEX IF NOT EXISTS decisions_experiment ON decisions (experiment, variant)",
+    """CREATE TABLE IF NOT EXISTS feedback (
+        decision_id TEXT NOT NULL, outcome TEXT NOT NULL, value DOUBLE PRECISION, ts DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (decision_id, outcome))""",
+)
+_INSERT = (
+    f"INSERT INTO decisions ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
+    "ON CONFLICT (decision_id) DO NOTHING"
+)
+_Op = Callable[[psycopg.Connection], Any]
+_STOP = object()
+
+
+def migrate(con: psycopg.Connection) -> None:
+    """Create the tables if needed, one replica at a time (the lock ends with the transaction)."""
+    with con.transaction():
+        con.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        for statement in _SCHEMA:
+            con.execute(statement)
+
+
+class PostgresDecisionLog:
+    """Decision log in one PostgreSQL database.
+
+    Args:
+        url: ``postgresql://user@host:port/db``.
+        pool_size: Most connections this process holds (writer thread plus readers).
+    """
+
+    def __init__(self, url: str, pool_size: int = 4):
+        self.url = url
+        try:
+            self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=10)
+            with self._pool.connection() as con:
+                migrate(con)
+        except (psycopg.Error, Exception) as exc:
+            raise DecisionLogError(f"decision log {_safe(url)} cannot be opened: {exc}") from exc
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._seq = itertools.count()
+        self.commits = 0
+        self.write_errors = 0
+        self._writer = threading.Thread(target=self._write_loop, name="cxpredict-decision-log-pg", daemon=True)
+        self._writer.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            group = [item]
+            while len(group) < MAX_GROUP:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    self._queue.put(nxt)
+                    break
+                group.append(nxt)
+            _settle(self._commit(group))
+
+    def _commit(self, group: list[tuple[_Op, Future[Any]]]) -> list[tuple[Future[Any], Any, BaseException | None]]:
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            with self._pool.connection() as con, con.transaction():
+                for op, future in group:
+                    try:
+                        with con.transaction():  # a savepoint: one bad operation fails only its caller
+                            results.append((future, op(con), None))
+                    except psycopg.Error as exc:
+                        results.append((future, None, exc))
+            self.commits += 1
+        except Exception as exc:
+            self.write_errors += 1
+            return [(future, None, exc) for _, future in group]
+        return results
+
+    def _enqueue(self, op: _Op) -> Future[Any]:
+        future: Future[Any] = Future()
+        if not self._writer.is_alive():
+            future.set_exception(RuntimeError(f"decision log {_safe(self.url)} is closed"))
+            return future
+        self._queue.put((op, future))
+        return future
+
+    def submit(self, decisions: Sequence[Mapping[str, Any]], background: bool = False) -> Future[None]:
+        """Queue decisions for the next group commit; the future completes once they are committed."""
+        rows = [_row(d) for d in decisions]
+
+        def insert(con: psycopg.Connection) -> None:
+            with con.cursor() as cur:
+                cur.executemany(_INSERT, rows)
+
+        return self._enqueue(insert)
+
+    def record(self, decision: Mapping[str, Any]) -> None:
+        """Store one decision and wait until it is committed."""
+        self.submit([decision]).result()
+
+    def record_many(self, decisions: Iterable[Mapping[str, Any]]) -> None:
+        """Store several decisions and wait until they are committed."""
+        self.submit(list(decisions)).result()
+
+    def get(self, decision_id: str) -> dict[str, Any] | None:
+        """A stored decision with its outputs and feedback, or None."""
+        with self._pool.connection() as con:
+            row = con.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM decisions WHERE decision_id = %s", (decision_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            feedback = con.execute(
+                "SELECT outcome, value, ts FROM feedback WHERE decision_id = %s ORDER BY ts", (decision_id,)
+            ).fetchall()
+        out = dict(zip(_COLUMNS, row, strict=True))
+        for key in ("model_versions", "context", "outputs"):
+            out[key] = json.loads(out[key])
+        out["shadow"] = bool(out["shadow"])
+        out["feedback"] = [{"outcome": o, "value": v, "ts": t} for o, v, t in feedback]
+        return out
+
+    def add_feedback(
+        self, decision_id: str, outcome: str, value: float | None, ts: float | None = None
+    ) -> FeedbackReceipt:
+        """Store feedback for a known decision (of any replica); the first record of an outcome wins."""
+        row = (decision_id, outcome, _finite(value), float(ts if ts is not None else time.time()))
+
+        def op(con: psycopg.Connection) -> FeedbackReceipt:
+            if con.execute("SELECT 1 FROM decisions WHERE decision_id = %s", (decision_id,)).fetchone() is None:
+                return FeedbackReceipt(known=False)
+            cur = con.execute("INSERT INTO feedback VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", row)
+            if cur.rowcount:
+                return FeedbackReceipt(known=True, value=row[2])
+            (stored,) = con.execute(
+                "SELECT value FROM feedback WHERE decision_id = %s AND outcome = %s", (decision_id, outcome)
+            ).fetchone()
+            return FeedbackReceipt(known=True, duplicate=True, value=stored)
+
+        return self._enqueue(op).result()
+
+    def ingest_feedback(self, rows: Sequence[FeedbackRow]) -> IngestResult:
+        """Store many feedback rows in one transaction, all or nothing.
+
+        Raises:
+            UnknownDecisions: some rows name decision ids the log never issued (nothing is stored).
+        """
+        now = time.time()
+        values = [(r.decision_id, r.outcome, _finite(r.value), float(r.ts if r.ts is not None else now)) for r in rows]
+
+        def op(con: psycopg.Connection) -> IngestResult | UnknownDecisions:
+            ids = list({v[0] for v in values})
+            known = {r[0] for r in con.execute("SELECT decision_id FROM decisions WHERE decision_id = ANY(%s)", (ids,))}
+            unknown = [(i, v[0]) for i, v in enumerate(values) if v[0] not in known]
+            if unknown:
+                return UnknownDecisions([u[1] for u in unknown], [u[0] for u in unknown])
+            inserted = 0
+            with con.cursor() as cur:
+                for v in values:
+                    cur.execute("INSERT INTO feedback VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", v)
+                    inserted += cur.rowcount
+            return IngestResult(inserted=inserted, duplicates=len(values) - inserted)
+
+        result = self._enqueue(op).result()
+        if isinstance(result, UnknownDecisions):
+            raise result
+        return result
+
+    def experiment_rows(self, experiment: str) -> list[dict[str, Any]]:
+        """Every decision of an experiment (shadow included) with its feedback."""
+        keys = ("decision_id", "ts", "customer_id", "variant", "propensity", "offer_id", "shadow", "pre_value")
+        with self._pool.connection() as con:
+            decisions = con.execute(
+                f"SELECT {', '.join(keys)} FROM decisions WHERE experiment = %s ORDER BY ts", (experiment,)
+            ).fetchall()
+            feedback = con.execute(
+                "SELECT f.decision_id, f.outcome, f.value, f.ts FROM feedback f JOIN decisions d "
+                "ON d.decision_id = f.decision_id WHERE d.experiment = %s",
+                (experiment,),
+            ).fetchall()
+        by_decision: dict[str, list[dict[str, Any]]] = {}
+        for decision_id, outcome, value, ts in feedback:
+            by_decision.setdefault(decision_id, []).append({"outcome": outcome, "value": value, "ts": ts})
+        out = []
+        for row in decisions:
+            item = dict(zip(keys, row, strict=True))
+            item["shadow"] = bool(item["shadow"])
+            item["feedback"] = by_decision.get(item["decision_id"], [])
+            out.append(item)
+        return out
+
+    def count(self) -> int:
+        """Number of stored decisions."""
+        with self._pool.connection() as con:
+            return int(con.execute("SELECT count(*) FROM decisions").fetchone()[0])
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer thread and close the pool."""
+        if self._writer.is_alive():
+            self._queue.put(_STOP)
+            self._writer.join()
+        self._pool.close()
+
+
+def _safe(url: str) -> str:
+    """The URL without a password (for messages)."""
+    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+        scheme, rest = url.split("//", 1)
+        user = rest.split(":", 1)[0]
+        return f"{scheme}//{user}:***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,98 @@
+"""The PostgreSQL decision log against a real server on 127.0.0.1:5432 (skipped with a reason when unreachable)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+
+from features.settings import load_settings  # noqa: E402
+from serving.decision_log import FeedbackRow, UnknownDecisions, new_decision_id  # noqa: E402
+from serving.decision_log_factory import open_decision_log  # noqa: E402
+from serving.decision_log_pg import PostgresDecisionLog  # noqa: E402
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def url():
+    try:
+        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=2)
+    except psycopg.OperationalError:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres (see README, Scale-out)")
+    name = f"cxp_test_{secrets.token_hex(4)}"
+    admin.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def _decision(customer: str, experiment: str = "e1", variant: str = "champion") -> dict:
+    return {
+        "decision_id": new_decision_id(),
+        "customer_id": customer,
+        "experiment": {"name": experiment, "variant": variant},
+        "model_versions": {"churn": 1},
+        "context": {"channel": "email"},
+        "churn": {"probability": 0.3},
+    }
+
+
+def test_factory_picks_postgres(tmp_path, url):
+    log = open_decision_log(load_settings({"CXPREDICT_HOME": str(tmp_path), "CXPREDICT_DECISION_LOG": url}))
+    try:
+        assert isinstance(log, PostgresDecisionLog)
+    finally:
+        log.close()
+    with pytest.raises(ValueError, match="postgresql://"):
+        open_decision_log(load_settings({"CXPREDICT_HOME": str(tmp_path), "CXPREDICT_DECISION_LOG": "mysql://x"}))
+
+
+def test_two_replicas_share_one_log(url):
+    one, two = PostgresDecisionLog(url), PostgresDecisionLog(url)
+    try:
+        a, b = _decision("c1"), _decision("c2", variant="challenger")
+        one.submit([a]).result(timeout=10)
+        two.submit([b]).result(timeout=10)
+        assert two.get(a["decision_id"])["outputs"]["churn"] == {"probability": 0.3}
+        # Feedback for the other replica's decision is accepted; the first record wins.
+        assert two.add_feedback(a["decision_id"], "converted", 10.0).known
+        repeat = one.add_feedback(a["decision_id"], "converted", 99.0)
+        assert repeat.known and repeat.duplicate and repeat.value == 10.0
+        assert not one.add_feedback("nope", "converted", 1.0).known
+        with pytest.raises(UnknownDecisions):
+            one.ingest_feedback([FeedbackRow(b["decision_id"], "clicked"), FeedbackRow("nope", "clicked")])
+        assert one.get(b["decision_id"])["feedback"] == []
+        result = one.ingest_feedback(
+            [FeedbackRow(b["decision_id"], "clicked"), FeedbackRow(a["decision_id"], "converted")]
+        )
+        assert (result.inserted, result.duplicates) == (1, 1)
+        rows = {r["customer_id"]: r for r in one.experiment_rows("e1")}
+        assert rows["c1"]["feedback"][0]["value"] == 10.0 and rows["c2"]["variant"] == "challenger"
+        assert one.count() == two.count() == 2
+    finally:
+        one.close()
+        two.close()
+
+
+def _open_and_write(url: str, n: int) -> int:
+    log = PostgresDecisionLog(url)
+    try:
+        log.record_many(_decision(f"c{i}") for i in range(n))
+        return log.count()
+    finally:
+        log.close()
+
+
+def test_replicas_migrating_at_once(url):
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        counts = pool.starmap(_open_and_write, [(url, 50)] * 4)
+    assert max(counts) == 200
+    log = PostgresDecisionLog(url)
+    try:
+        assert log.count() == 200
+    finally:
+        log.close()
