@@ -246,8 +246,9 @@ def parse(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body or b"{}")
     except ValidationError as exc:
-        # Through pydantic's own JSON: an input such as 1e999 (infinity) becomes valid JSON.
-        errors = [_without_long_input(e) for e in json.loads(exc.json(include_url=False, include_context=False))]
+        # Through pydantic's own JSON: an input such as 1e999 comes back as the string "Infinity", valid JSON.
+        raw = json.loads(exc.json(include_url=False, include_context=False), parse_constant=str)
+        errors = [_without_long_input(e) for e in raw]
         if any(e.get("type") == "json_invalid" for e in errors):
             raise InvalidJson(errors) from None
         raise InvalidRequest(errors) from None
