@@ -247,7 +247,10 @@ def parse(model: type[M], body: bytes) -> M:
         return model.model_validate_json(body or b"{}")
     except ValidationError as exc:
         # Through pydantic's own JSON: an input such as 1e999 comes back as the string "Infinity", valid JSON.
-        raw = json.loads(exc.json(include_url=False, include_context=False), parse_constant=str)
+        try:
+            raw = json.loads(exc.json(include_url=False, include_context=False), parse_constant=str)
+        except ValueError:  # an input that is no text at all (undecodable bytes): errors without it
+            raw = json.loads(exc.json(include_url=False, include_context=False, include_input=False))
         errors = [_without_long_input(e) for e in raw]
         if any(e.get("type") == "json_invalid" for e in errors):
             raise InvalidJson(errors) from None
