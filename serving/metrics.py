@@ -14,6 +14,9 @@ from typing import Any
 
 from serving.runtime import MODELS, Runtime
 
+#: Latency buckets of the request histogram (seconds): the service answers in milliseconds.
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 
 class ServiceMetrics:
     """The ``cxpredict_*`` series of one worker process.
@@ -70,6 +73,16 @@ class ServiceMetrics:
         self.store_customers = gauge(
             "cxpredict_online_store_customers", "Customers in the current online store generation."
         )
+        self.http_requests = counter(
+            "cxpredict_http_requests", "Requests answered, by /v1 route and status.", ("route", "status")
+        )
+        self.http_seconds = prom.Histogram(
+            "cxpredict_http_request_duration_seconds",
+            "Time from a /v1 request's arrival at the API to its answer, by route.",
+            ("route",),
+            registry=None,
+            buckets=HTTP_BUCKETS,
+        )
         self._lock = threading.Lock()
 
     def batch(self, endpoint: str, size: int) -> None:
@@ -77,6 +90,11 @@ class ServiceMetrics:
         requests, calls = self._per_endpoint[endpoint]
         requests.inc(size)
         calls.inc()
+
+    def request(self, route: str, status: int, seconds: float) -> None:
+        """Count one answered request of a ``/v1`` route (a fixed route name, never a path a client chose)."""
+        self.http_requests.labels(route, str(status)).inc()
+        self.http_seconds.labels(route).observe(seconds)
 
     def publish(self, runtime: Runtime) -> None:
         """Bring the series up to date with ``runtime``'s totals and state (cheap; call it often)."""
