@@ -6,12 +6,14 @@ definition per feature and needs no second expression language; an Ibis port wou
 and make the DuckDB path depend on Ibis too. Transpiling the full feature query takes about half a second
 (``benchmarks/spark_scaling.py`` prints it), nothing next to a Spark job.
 
-SQLGlot's plain translation is not enough for equal values; three rewrites make Spark compute what DuckDB does:
+SQLGlot's plain translation is not enough for equal values; four rewrites make Spark compute what DuckDB does:
 
 * ``epoch(ts)`` becomes ``unix_micros(ts) / 1e6``: SQLGlot emits ``unix_timestamp``, which drops the
   fraction of a second that DuckDB's ``epoch`` keeps.
 * A decimal literal (``1.0``, ``86400.0``) becomes a DOUBLE: in Spark ``avg`` over DECIMAL(2,1) keeps only 5
   decimals and integer/DECIMAL arithmetic stays DECIMAL, where DuckDB computes in DOUBLE.
+* ``round(x, d)`` becomes ``round(x * 10^d) / 10^d``, DuckDB's own arithmetic for DOUBLE (Spark rounds the
+  shortest decimal string half-up, which differs on ties such as 1.0428125).
 * The ``main.`` schema that the DuckDB SQL uses to tell a table from a CTE of the same name is dropped: the
   Spark engine registers the tables as temporary views, which live in no database.
 """
@@ -30,6 +32,11 @@ def _rewrite() -> Any:
         if isinstance(node, exp.TimeToUnix):
             micros = exp.Anonymous(this="unix_micros", expressions=[exp.cast(node.this, "TIMESTAMP")])
             return exp.Div(this=micros, expression=exp.cast(exp.Literal.number(1_000_000), "DOUBLE"))
+        if isinstance(node, exp.Round) and node.args.get("decimals") is not None:
+            # DuckDB rounds a DOUBLE as round(x * 10^d) / 10^d; Spark's round(x, d) rounds the decimal string.
+            scale = exp.cast(exp.Literal.number(10 ** int(node.text("decimals"))), "DOUBLE")
+            inner = exp.Round(this=exp.Mul(this=node.this.copy(), expression=scale.copy()))
+            return exp.Div(this=inner, expression=scale)
         if isinstance(node, exp.Literal) and not node.is_string and "." in node.this:
             return exp.cast(node.copy(), "DOUBLE")
         if isinstance(node, exp.Table | exp.Column) and node.args.get("db") and node.text("db") == "main":
