@@ -136,6 +136,7 @@ def features_materialize(
     data: DataOpt,
     as_of: AsOfOpt = None,
     lookback_days: Annotated[int, typer.Option(help="activity window defining who is scored")] = 365,
+    engine: Annotated[str, typer.Option(help="where the feature SQL runs: duckdb or spark")] = "duckdb",
 ) -> None:
     """Write every customer's latest features to the online store that `serve` reads."""
 
@@ -144,7 +145,7 @@ def features_materialize(
         from features.settings import load_settings
 
         settings = load_settings()
-        n, t = materialize(data, _optional_time(as_of), settings, lookback_days)
+        n, t = materialize(data, _optional_time(as_of), settings, lookback_days, engine)  # type: ignore[arg-type]
         typer.echo(f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {settings.online_store_dir}")
 
     _run(go)
