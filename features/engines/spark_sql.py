@@ -32,17 +32,27 @@ def _rewrite() -> Any:
         if isinstance(node, exp.TimeToUnix):
             micros = exp.Anonymous(this="unix_micros", expressions=[exp.cast(node.this, "TIMESTAMP")])
             return exp.Div(this=micros, expression=exp.cast(exp.Literal.number(1_000_000), "DOUBLE"))
-        if isinstance(node, exp.Round) and node.args.get("decimals") is not None:
-            # DuckDB rounds a DOUBLE as round(x * 10^d) / 10^d; Spark's round(x, d) rounds the decimal string.
-            scale = exp.cast(exp.Literal.number(10 ** int(node.text("decimals"))), "DOUBLE")
-            inner = exp.Round(this=exp.Mul(this=node.this.copy(), expression=scale.copy()))
-            return exp.Div(this=inner, expression=scale)
         if isinstance(node, exp.Literal) and not node.is_string and "." in node.this:
             return exp.cast(node.copy(), "DOUBLE")
         if isinstance(node, exp.Table | exp.Column) and node.args.get("db") and node.text("db") == "main":
             node = node.copy()
             node.set("db", None)
             return node
+        return node
+
+    return rewrite
+
+
+@cache
+def _rewrite_round() -> Any:
+    import sqlglot.expressions as exp
+
+    def rewrite(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Round) and node.args.get("decimals") is not None:
+            # DuckDB rounds a DOUBLE as round(x * 10^d) / 10^d; Spark's round(x, d) rounds the decimal string.
+            scale = exp.cast(exp.Literal.number(10 ** int(node.text("decimals"))), "DOUBLE")
+            inner = exp.Round(this=exp.Mul(this=node.this.copy(), expression=scale.copy()))
+            return exp.Div(this=inner, expression=scale)
         return node
 
     return rewrite
@@ -65,4 +75,4 @@ def to_spark_sql(sql: str) -> str:
     (tree,) = sqlglot.parse(sql, read="duckdb")
     if tree is None:
         raise ValueError("empty SQL")
-    return tree.transform(_rewrite()).sql(dialect="spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
+    return tree.transform(_rewrite()).transform(_rewrite_round()).sql(dialect="spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
