@@ -75,4 +75,8 @@ def to_spark_sql(sql: str) -> str:
     (tree,) = sqlglot.parse(sql, read="duckdb")
     if tree is None:
         raise ValueError("empty SQL")
-    return tree.transform(_rewrite()).transform(_rewrite_round()).sql(dialect="spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
+    return (
+        tree.transform(_rewrite())
+        .transform(_rewrite_round())
+        .sql(dialect="spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
+    )
