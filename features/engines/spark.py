@@ -37,8 +37,8 @@ from features.engines.spark_sql import to_spark_sql
 from features.schema import TABLES
 
 
-class SparkUnavailableError(RuntimeError):
-    """PySpark or Java is missing: the Spark engine cannot start."""
+class SparkUnavailableError(ValueError):
+    """PySpark or Java is missing: the Spark engine cannot start (a ValueError so the CLI prints it, exit 2)."""
 
 
 class SparkSettings(BaseModel):
