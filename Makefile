@@ -4,6 +4,9 @@ UV_VERSION := 0.13.9
 UV_BOOT := .uv-boot
 UV := $(UV_BOOT)/bin/uv
 VENV := .venv
+# The Spark extra (~480 MB, ~26 s once with a cold uv cache) so `make test` runs the Spark equality test;
+# `make demo EXTRAS=` skips it.
+EXTRAS ?= --extra spark
 export UV_PYTHON_DOWNLOADS := never
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -15,7 +18,7 @@ $(UV):
 	$(UV_BOOT)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen $(EXTRAS) --python $(PYTHON)
 	touch $@
 
 venv: $(VENV)/.synced

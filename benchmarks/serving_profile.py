@@ -90,7 +90,7 @@ def main() -> int:
         c_call = Predictor(main_booster)  # never prepared: no forest, XGBoost's C function for every call
 
         def lone_request() -> None:
-            rt.decide([rt.prepare(cid)], direct=True)[1].result()
+            rt.decide([rt.prepare(cid)])[1].result()
 
         steps: list[tuple[str, Callable[[], object]]] = [
             ("online store lookup", lambda: rt.store.get(cid)),

@@ -114,6 +114,7 @@ def features_build(
     out: Annotated[Path, typer.Option("--out", help="output file (.parquet or .csv)")],
     as_of: AsOfOpt = None,
     lookback_days: Annotated[int, typer.Option(help="activity window defining who is scored")] = 365,
+    engine: Annotated[str, typer.Option(help="where the feature SQL runs: duckdb or spark")] = "duckdb",
 ) -> None:
     """Write the customer-level feature table at T."""
     from features.data import load_data_dir
@@ -123,7 +124,13 @@ def features_build(
     t = _optional_time(as_of)
     con, _ = load_data_dir(data)
     t = t or default_as_of(con)
-    frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days))
+    from features.engines import open_engine
+
+    eng = open_engine(engine)  # type: ignore[arg-type]
+    try:
+        frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days), eng)
+    finally:
+        eng.close()
     require_population(con, frame, t)
     write_frame(frame, out)
     typer.echo(f"wrote {len(frame)} customers x {frame.shape[1] - 1} features at {t:%Y-%m-%d %H:%M} to {out}")
@@ -135,14 +142,17 @@ def features_materialize(
     data: DataOpt,
     as_of: AsOfOpt = None,
     lookback_days: Annotated[int, typer.Option(help="activity window defining who is scored")] = 365,
+    engine: Annotated[str, typer.Option(help="where the feature SQL runs: duckdb or spark")] = "duckdb",
 ) -> None:
     """Write every customer's latest features to the online store that `serve` reads."""
     from features.materialize import materialize
     from features.settings import load_settings
 
     settings = load_settings()
-    n, t = materialize(data, _optional_time(as_of), settings, lookback_days)
-    typer.echo(f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {settings.online_store_dir}")
+    n, t = materialize(data, _optional_time(as_of), settings, lookback_days, engine)  # type: ignore[arg-type]
+    typer.echo(
+        f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {settings.online_store_url or settings.online_store_dir}"
+    )
 
 
 def _print_training(result: object) -> None:

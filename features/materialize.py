@@ -9,6 +9,7 @@ from pathlib import Path
 
 from features.data import load_data_dir
 from features.definitions import feature_set_version
+from features.engines import EngineName, open_engine
 from features.pipeline import FeatureConfig, build_features, default_as_of, require_population
 from features.settings import Settings
 from features.stores.factory import open_online_store, write_online_store
@@ -25,7 +26,7 @@ def _stored_customers(settings: Settings) -> int | None:
 
 
 def materialize(
-    data_dir: Path, as_of: datetime | None, settings: Settings, lookback_days: int = 365
+    data_dir: Path, as_of: datetime | None, settings: Settings, lookback_days: int = 365, engine: EngineName = "duckdb"
 ) -> tuple[int, datetime]:
     """Compute features at ``as_of`` (default: the day after the data ends) and swap them into the store.
 
@@ -38,7 +39,11 @@ def materialize(
     """
     con, _ = load_data_dir(Path(data_dir))
     t = as_of or default_as_of(con)
-    frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days))
+    eng = open_engine(engine)
+    try:
+        frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days), eng)
+    finally:
+        eng.close()
     require_population(con, frame, t)
     before = _stored_customers(settings)
     write_online_store(settings, frame, t, feature_set_version())

@@ -38,6 +38,10 @@ class OnlineStore(Protocol):
         """``as_of``, ``feature_set_version``, ``columns`` and ``customers`` of the current generation."""
         ...
 
+    def generation(self) -> str | None:
+        """An id that changes whenever a new generation is swapped in; None when the store holds none."""
+        ...
+
 
 def _clean(value: Any) -> Any:
     if value is None:
@@ -148,6 +152,13 @@ class SQLiteOnlineStore:
             for cid, row in con.execute(f"SELECT customer_id, row FROM features WHERE customer_id IN ({marks})", chunk):
                 out[cid] = decode_row(row)
         return out
+
+    def generation(self) -> str | None:
+        """The store file's inode (a swap-in replaces the file), or None when there is no store yet."""
+        try:
+            return str(os.stat(self._file).st_ino)
+        except FileNotFoundError:
+            return None
 
     def metadata(self) -> dict[str, Any]:
         """``as_of``, ``feature_set_version``, ``columns`` and ``customers`` of the current generation."""

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from features import labels as label_defs
 from features.data import attribute_columns
 from features.definitions import feature_names, feature_query
+from features.engines import Engine
+from features.engines.duckdb import DuckDBEngine
 
 _NUMERIC_TYPES = {
     "TINYINT",
@@ -100,7 +102,10 @@ def attribute_names(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def build_features(
-    con: duckdb.DuckDBPyConnection, as_of: datetime, config: FeatureConfig | None = None
+    con: duckdb.DuckDBPyConnection,
+    as_of: datetime,
+    config: FeatureConfig | None = None,
+    engine: Engine | None = None,
 ) -> pd.DataFrame:
     """The customer-level feature table at ``as_of`` (one row per customer active before it).
 
@@ -108,6 +113,7 @@ def build_features(
         con: Connection with the canonical tables loaded (:func:`features.data.load_data_dir`).
         as_of: Cut-off T; rows at or after T are never read.
         config: Population settings.
+        engine: Where the query runs (:mod:`features.engines`); DuckDB in ``con`` when None.
 
     Returns:
         Frame with ``customer_id``, the registry features (float) and ``attr_*`` attribute columns.
@@ -116,7 +122,7 @@ def build_features(
     attrs = attribute_columns(con)
     numeric = frozenset(name for name, kind in attrs if kind.split("(")[0] in _NUMERIC_TYPES)
     sql = feature_query(as_of, config.lookback_days, is_contract(con), [n for n, _ in attrs], numeric)
-    return con.execute(sql).df()
+    return (engine or DuckDBEngine()).query(con, sql)
 
 
 def build_labels(

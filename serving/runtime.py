@@ -27,18 +27,18 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from features.definitions import feature_set_version
-from features.online_store import STORE_FILE, SQLiteOnlineStore, merge_overrides
+from features.online_store import OnlineStore, merge_overrides
 from features.schema import CONTROL_OFFER
 from features.scoring import NO_OFFER_PAYS, Bundle, Encoder, FeatureSetMismatch, best_offer, risk_band
 from features.settings import Settings
+from features.stores.factory import open_online_store
 from serving.decision_log import (
-    DECISIONS_FILE,
     DecisionLog,
     DecisionLogError,
     FeedbackReceipt,
-    SQLiteDecisionLog,
     new_decision_id,
 )
+from serving.decision_log_factory import open_decision_log
 from serving.experiments import HOLDOUT, assign
 from serving.layout import EXPERIMENTS_ERROR, MANIFEST_FILE, MODELS, file_key
 from serving.startup import StartupError
@@ -142,7 +142,7 @@ class LiveExperiment:
 
 @dataclass
 class _StoreInfo:
-    inode: int | None = None
+    generation: str | None = None
     as_of: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -399,12 +399,12 @@ class Runtime:
         self.manifest_path = Path(manifest_path or settings.home / MANIFEST_FILE)
         self.keys: tuple[bytes, ...] = tuple(k.encode() for k in load_api_keys(settings))
         self.models: Models = load_models(self.manifest_path)
-        self.store = SQLiteOnlineStore(settings.online_store_dir)
-        self._store_path = Path(settings.online_store_dir) / STORE_FILE
+        self.store: OnlineStore = open_online_store(settings)
+        self._store_path = settings.online_store_url or str(Path(settings.online_store_dir))
         self._store = _StoreInfo()
         self._refresh_store(strict=True)
         try:
-            self.decisions: DecisionLog = decision_log or SQLiteDecisionLog(Path(settings.home) / DECISIONS_FILE)
+            self.decisions: DecisionLog = decision_log or open_decision_log(settings)
         except DecisionLogError as exc:
             raise StartupError(str(exc)) from exc
         self.reloads = 0
@@ -423,15 +423,15 @@ class Runtime:
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def _refresh_store(self, strict: bool = False) -> None:
-        key = file_key(self._store_path)
-        if key is None:
+        generation = self.store.generation()
+        if generation is None:
             if strict:
                 raise StartupError(
                     f"online store {self._store_path} not found: run `cxpredict features materialize` "
                     "(or `cxpredict demo`)"
                 )
             return
-        if key[0] == self._store.inode:
+        if generation == self._store.generation:
             return
         meta = self.store.metadata()
         if meta.get("feature_set_version") != feature_set_version():
@@ -442,7 +442,7 @@ class Runtime:
             if strict:
                 raise StartupError(message)
             log.error("%s", message)
-        self._store = _StoreInfo(inode=key[0], as_of=meta.get("as_of"), meta=meta)
+        self._store = _StoreInfo(generation=generation, as_of=meta.get("as_of"), meta=meta)
 
     def maybe_reload(self, force: bool = False) -> bool:
         """Pick up a new manifest (and store generation); checks the files at most once per second.
@@ -591,7 +591,7 @@ class Runtime:
         return _Route(None, None, 1.0)
 
     def _decide(
-        self, models: Models, items: Sequence[Item], parts: Sequence[str], endpoint: str, direct: bool = False
+        self, models: Models, items: Sequence[Item], parts: Sequence[str], endpoint: str
     ) -> tuple[list[dict[str, Any]], Future[None]]:
         """Route, score and log items; answers in input order.
 
@@ -757,7 +757,6 @@ class Runtime:
         items: Sequence[Item],
         parts: Sequence[str] = MODELS,
         endpoint: str = "personalize",
-        direct: bool = False,
     ) -> tuple[list[dict[str, Any]], Future[None]]:
         """Answers for prepared items in input order, without waiting for the log.
 
@@ -768,7 +767,6 @@ class Runtime:
             items: Prepared items (:meth:`prepare`).
             parts: The models to answer with.
             endpoint: The endpoint logged with each decision.
-            direct: Let the decision log commit on this thread if it is idle (``DecisionLog.submit``).
 
         Returns:
             The answers and a future that completes once all their decisions are durable; the caller must not send
@@ -776,7 +774,7 @@ class Runtime:
         """
         if not items:
             return [], _done_future()
-        return self._decide(self.models, items, parts, endpoint, direct)
+        return self._decide(self.models, items, parts, endpoint)
 
     def personalize(
         self,
