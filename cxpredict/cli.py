@@ -150,9 +150,8 @@ def features_materialize(
 
     settings = load_settings()
     n, t = materialize(data, _optional_time(as_of), settings, lookback_days, engine)  # type: ignore[arg-type]
-    typer.echo(
-        f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {settings.online_store_url or settings.online_store_dir}"
-    )
+    where = settings.online_store_url or settings.online_store_dir
+    typer.echo(f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {where}")
 
 
 def _print_training(result: object) -> None:
