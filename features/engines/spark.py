@@ -31,6 +31,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.engines.spark_sql import to_spark_sql
@@ -129,8 +130,8 @@ class SparkEngine:
         spark = self._spark()
         for table in TABLES:
             path = self._staging / f"{table}.parquet"
-            literal = str(path).replace("'", "''")
-            con.execute(f"COPY {table} TO '{literal}' (FORMAT parquet)")
+            # Written by pyarrow: the loaded connection has DuckDB's file access switched off (features.data.lock_down).
+            pq.write_table(con.table(table).to_arrow_table(), path)
             spark.read.parquet(str(path)).createOrReplaceTempView(table)
         self._staged_con = con
 
