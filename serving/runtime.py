@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -365,6 +365,32 @@ def _done_future() -> Future[None]:
     future: Future[None] = Future()
     future.set_result(None)
     return future
+
+
+def _all_done(futures: Sequence[Future[None]]) -> Future[None]:
+    """A future that completes once all ``futures`` have (with the first error, if any)."""
+    combined: Future[None] = Future()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(future: Future[None]) -> None:
+        error = future.exception()
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        try:
+            if error is not None:
+                combined.set_exception(error)
+            elif last:
+                combined.set_result(None)
+        except InvalidStateError:  # an earlier error already settled it
+            pass
+
+    if not futures:
+        combined.set_result(None)
+    for future in futures:
+        future.add_done_callback(one_done)
+    return combined
 
 
 class Runtime:
@@ -804,7 +830,10 @@ class Runtime:
         stored = self._read_store(self.store.get_many, customer_ids)
         as_of = self._store.as_of
         items = [Item(cid, stored[cid], as_of, {}, key_name) for cid in customer_ids if cid in stored]
-        answers, ack = self.decide(items, parts, "personalize/batch")
+        try:
+            answers, ack = self.decide(items, parts, "personalize/batch")
+        except Exception:  # nothing was logged: find the rows that fail alone, answer the others
+            answers, ack = self._decide_apart(items, parts)
         known = iter(answers)
         results: list[dict[str, Any]] = []
         for cid in customer_ids:
@@ -820,6 +849,25 @@ class Runtime:
                     }
                 )
         return results, ack
+
+    def _decide_apart(self, items: Sequence[Item], parts: Sequence[str]) -> tuple[list[dict[str, Any]], Future[None]]:
+        """Each item decided alone; an item that fails gets a ``scoring_failed`` entry instead of failing the batch."""
+        answers: list[dict[str, Any]] = []
+        acks: list[Future[None]] = []
+        for item in items:
+            try:
+                (answer,), ack = self.decide([item], parts, "personalize/batch")
+            except Exception as exc:
+                log.exception("customer %r could not be scored", item.customer_id)
+                answer = {
+                    "customer_id": item.customer_id,
+                    "error": "scoring_failed",
+                    "detail": f"this customer could not be scored ({type(exc).__name__}: {exc}); the others were",
+                }
+                ack = _done_future()
+            answers.append(answer)
+            acks.append(ack)
+        return answers, _all_done(acks)
 
     def personalize_many(self, customer_ids: Sequence[str], parts: Sequence[str] = MODELS) -> list[dict[str, Any]]:
         """Answers for known customers in request order, returned once logged."""

@@ -54,7 +54,9 @@ async def _logged(ack: Future[None]) -> None:
         if ack.done():  # committed already: no trip through the loop's wake-up pipe
             ack.result()
         else:
-            await asyncio.wrap_future(ack)
+            # Shielded: the commit is shared by every request scored in the same batch; one that times out (and
+            # is cancelled) must not cancel it for the others.
+            await asyncio.shield(asyncio.wrap_future(ack))
     except Exception as exc:
         raise LogUnavailable(f"the decision could not be logged ({type(exc).__name__}); retry the request") from exc
 
