@@ -211,6 +211,10 @@ class DecisionLog(Protocol):
         """
         ...
 
+    def missing_decisions(self, decision_ids: Sequence[str]) -> list[int]:
+        """Positions of the ids this log does not hold."""
+        ...
+
     def experiment_rows(self, experiment: str) -> list[dict[str, Any]]:
         """Every decision of an experiment with its feedback, for the report (shadow decisions included)."""
         ...
@@ -573,6 +577,18 @@ class SQLiteDecisionLog:
         out["shadow"] = bool(out["shadow"])
         out["feedback"] = [{"outcome": o, "value": v, "ts": t} for o, v, t in feedback]
         return out
+
+    def missing_decisions(self, decision_ids: Sequence[str]) -> list[int]:
+        """Positions of the ids this log does not hold (a read: it never waits for or blocks a writer)."""
+        distinct = list(dict.fromkeys(decision_ids))
+        held: set[str] = set()
+        with self._read_lock:
+            for i in range(0, len(distinct), 500):
+                chunk = distinct[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT decision_id FROM decisions WHERE decision_id IN ({marks})"
+                held.update(r[0] for r in self._read_con.execute(sql, chunk))
+        return [i for i, d in enumerate(decision_ids) if d not in held]
 
     # --- feedback ----------------------------------------------------------------------------------------
     def add_feedback(

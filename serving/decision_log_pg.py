@@ -200,6 +200,15 @@ class PostgresDecisionLog:
         out["feedback"] = [{"outcome": o, "value": v, "ts": t} for o, v, t in feedback]
         return out
 
+    def missing_decisions(self, decision_ids: Sequence[str]) -> list[int]:
+        """Positions of the ids this log does not hold."""
+        distinct = list(dict.fromkeys(decision_ids))
+        with self._pool.connection() as con:
+            held = {
+                r[0] for r in con.execute("SELECT decision_id FROM decisions WHERE decision_id = ANY(%s)", (distinct,))
+            }
+        return [i for i, d in enumerate(decision_ids) if d not in held]
+
     def add_feedback(
         self, decision_id: str, outcome: str, value: float | None, ts: float | None = None
     ) -> FeedbackReceipt:
