@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,10 +15,12 @@ import psutil
 import pytest
 
 from serving.decision_log import SQLiteDecisionLog
+from serving.decision_log_pg import PostgresDecisionLog
 from tests.serving.conftest import API_KEY, launch, make_home, process_tree, stop
 
 pytestmark = pytest.mark.slow
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def workers(pid: int) -> list[psutil.Process]:
@@ -59,10 +63,33 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
         stop(proc)
 
 
-def test_sigkill_of_the_whole_server_under_load_loses_no_acknowledged_decision_or_feedback(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def decision_log_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """No URL (the embedded SQLite log) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=2)
+    except psycopg.OperationalError:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres")
+    name = f"cxp_kill_{secrets.token_hex(4)}"
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_sigkill_of_the_whole_server_under_load_loses_no_acknowledged_decision_or_feedback(
+    tmp_path: Path, decision_log_url: str | None
+) -> None:
     customers = make_home(tmp_path)
     ids = list(customers["customer_id"])
-    proc, url = launch(tmp_path, tmp_path / "server.log", workers=2)
+    extra = {"CXPREDICT_DECISION_LOG": decision_log_url} if decision_log_url else {}
+    proc, url = launch(tmp_path, tmp_path / "server.log", workers=2, extra_env=extra)
     decisions: list[str] = []
     feedback: list[str] = []
     stopping = threading.Event()
@@ -97,12 +124,14 @@ def test_sigkill_of_the_whole_server_under_load_loses_no_acknowledged_decision_o
         t.join(timeout=10)
     acknowledged, with_feedback = list(decisions), list(feedback)
     assert len(acknowledged) > 50 and with_feedback, (len(acknowledged), len(with_feedback))
-    proc, url = launch(tmp_path, tmp_path / "server2.log", workers=2)  # restart on the same files
+    proc, url = launch(tmp_path, tmp_path / "server2.log", workers=2, extra_env=extra)  # restart on the same log
     try:
         assert httpx.post(f"{url}/v1/churn", json={"customer_id": "c1"}, headers=HEADERS).status_code == 200
     finally:
         stop(proc)
-    log = SQLiteDecisionLog(tmp_path / "decisions.sqlite")
+    log = (
+        PostgresDecisionLog(decision_log_url) if decision_log_url else SQLiteDecisionLog(tmp_path / "decisions.sqlite")
+    )
     try:
         lost = [d for d in acknowledged if log.get(d) is None]
         assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged decisions lost"
@@ -110,4 +139,5 @@ def test_sigkill_of_the_whole_server_under_load_loses_no_acknowledged_decision_o
         assert not lost_feedback, f"{len(lost_feedback)} of {len(with_feedback)} acknowledged feedback lost"
     finally:
         log.close()
-    print(f"kill test: {len(acknowledged)} acknowledged decisions, {len(with_feedback)} feedback, none lost")
+    backend = "postgresql" if decision_log_url else "sqlite"
+    print(f"kill test ({backend}): {len(acknowledged)} decisions, {len(with_feedback)} feedback acked, none lost")
