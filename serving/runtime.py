@@ -41,6 +41,7 @@ from serving.decision_log import (
 from serving.decision_log_factory import open_decision_log
 from serving.experiments import HOLDOUT, assign
 from serving.layout import EXPERIMENTS_ERROR, MANIFEST_FILE, MODELS, file_key
+from serving.privacy import allowed_context
 from serving.startup import StartupError
 
 log = logging.getLogger(__name__)
@@ -750,7 +751,8 @@ class Runtime:
                 "to score it anyway (cold start)"
             )
         row = merge_overrides(stored, overrides)
-        return Item(customer_id, row, self._store.as_of if stored is not None else None, dict(context or {}))
+        logged = allowed_context(context, self.settings.context_keys)  # keys outside the allowlist are dropped
+        return Item(customer_id, row, self._store.as_of if stored is not None else None, logged)
 
     def decide(
         self,
