@@ -20,13 +20,16 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from features.settings import Settings
+from serving.context_allowlist import allowed_context
 from serving.decision_log import DECISIONS_FILE
+
+__all__ = ["allowed_context", "export", "forget", "purge_expired", "retention_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +43,6 @@ _EMBEDDED_IMAGE = re.compile(rb"base64,[A-Za-z0-9+/=\s]+")
 
 class BackendUnavailable(OSError):  # noqa: N818 - reads better at the raise site
     """A store or log named by the settings cannot be reached (nothing was claimed erased from it)."""
-
-
-def allowed_context(context: Mapping[str, Any] | None, keys: Sequence[str]) -> dict[str, Any]:
-    """The part of a request's ``context`` that may be logged: only the allowlisted keys (others are dropped)."""
-    if not context:
-        return {}
-    return {k: v for k, v in context.items() if k in keys}
 
 
 @dataclass

@@ -32,6 +32,7 @@ from features.schema import CONTROL_OFFER
 from features.scoring import NO_OFFER_PAYS, Bundle, Encoder, FeatureSetMismatch, best_offer, risk_band
 from features.settings import Settings
 from features.stores.factory import open_online_store
+from serving.context_allowlist import allowed_context
 from serving.decision_log import (
     DecisionLog,
     DecisionLogError,
@@ -41,7 +42,6 @@ from serving.decision_log import (
 from serving.decision_log_factory import open_decision_log
 from serving.experiments import HOLDOUT, assign
 from serving.layout import EXPERIMENTS_ERROR, MANIFEST_FILE, MODELS, file_key
-from serving.privacy import allowed_context
 from serving.startup import StartupError
 
 log = logging.getLogger(__name__)
