@@ -301,3 +301,26 @@ def test_files_under_home_are_owner_only(tmp_path: Path, bundles: dict[str, Path
         assert _mode(home / name) == 0o600, name
     privacy.forget(settings, [GONE])  # the store's replacement copy is owner-only too
     assert _mode(home / "online" / "features.sqlite") == 0o600
+
+
+def test_key_manifest_experiments_and_reports_are_created_owner_only(tmp_path: Path) -> None:
+    from serving.ab_report import write_html
+    from serving.ab_stats import analyze
+    from serving.experiments import ExperimentsFile, save_experiments
+    from serving.manifest import write_manifest as write_serving_manifest
+    from tests.serving.test_ab_report import SHARES, make_units
+    from training.demo import ensure_demo_key
+
+    home = tmp_path / "new" / "home"
+    settings = load_settings({"CXPREDICT_HOME": str(home)})
+    key = ensure_demo_key(settings)
+    assert _mode(home) == 0o700 and _mode(settings.demo_key_file) == 0o600
+    assert ensure_demo_key(settings) == key  # kept, not rewritten
+    write_serving_manifest(home / "serving.json", {"churn": {"version": None}})
+    save_experiments(home / "experiments.yaml", ExperimentsFile())
+    assert _mode(home / "serving.json") == 0o600 and _mode(home / "experiments.yaml") == 0o600
+    units = make_units({"champion": 300, "challenger-v7": 300, "holdout": 60})
+    target = home / "reports" / "exp.html"
+    write_html(analyze(units, SHARES, "champion"), units, target, "exp", mode=0o600)
+    assert _mode(home / "reports") == 0o700 and _mode(target) == 0o600
+    assert sorted(p.name for p in home.rglob("*") if p.is_file() and _mode(p) & 0o077) == []
