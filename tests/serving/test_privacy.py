@@ -324,3 +324,36 @@ def test_key_manifest_experiments_and_reports_are_created_owner_only(tmp_path: P
     write_html(analyze(units, SHARES, "champion"), units, target, "exp", mode=0o600)
     assert _mode(home / "reports") == 0o700 and _mode(target) == 0o600
     assert sorted(p.name for p in home.rglob("*") if p.is_file() and _mode(p) & 0o077) == []
+
+
+def test_forget_rewrites_an_ab_report_that_named_the_customer(tmp_path: Path) -> None:
+    from serving.experiments import Experiment, ExperimentsFile, Variant, save_experiments
+
+    experiment = Experiment(
+        name="exp1",
+        model="churn",
+        variants=[Variant(ref="champion", share=0.5), Variant(ref="challenger", share=0.5)],
+        status="stopped",
+    )
+    save_experiments(tmp_path / "experiments.yaml", ExperimentsFile(experiments=[experiment]))
+    log = SQLiteDecisionLog(tmp_path / "decisions.sqlite")
+    try:
+        customers = [GONE, *(f"k{i}" for i in range(60))]
+        decisions = [
+            {**_decision(c, time.time()), "experiment": {"name": "exp1", "variant": ("champion", "challenger")[i % 2]}}
+            for i, c in enumerate(customers)
+        ]
+        log.record_many(decisions)
+        for d in decisions[::3]:
+            log.add_feedback(d["decision_id"], "converted", 5.0)
+    finally:
+        log.close()
+    report = tmp_path / "reports" / "exp1.html"
+    report.parent.mkdir()
+    report.write_text(f"<html>an older report listing {GONE}</html>")
+    settings = load_settings({"CXPREDICT_HOME": str(tmp_path)})
+    done = privacy.forget(settings, [GONE])
+    assert (done.decisions, done.reports_rewritten, done.reports_deleted) == (1, [report], [])
+    text = report.read_text()
+    assert "exp1" in text and "<!DOCTYPE html>" in text and GONE not in text
+    assert _mode(report) == 0o600  # written under the home: owner-only
