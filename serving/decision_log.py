@@ -665,9 +665,12 @@ class SQLiteDecisionLog:
             con.execute("DELETE FROM forget_ids")
             return {"decisions": decisions, "feedback": feedback}
 
-        counts = self._enqueue(op).result() if ids else {"decisions": 0, "feedback": 0}
-        if counts["decisions"] or counts["feedback"]:
-            self.truncate_wal()
+        if not ids:
+            return {"decisions": 0, "feedback": 0}
+        counts = self._enqueue(op).result()
+        # Always, so that running forget again empties a WAL that busy readers kept the first time.
+        if not self.truncate_wal():
+            counts["wal_not_truncated"] = 1
         return counts
 
     def export(self, customer_id: str) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class ForgetReport:
     feedback: int = 0
     reports_rewritten: list[Path] = field(default_factory=list)
     reports_deleted: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def lines(self, settings: Settings) -> list[str]:
         """One line per store, for the terminal."""
@@ -74,6 +75,7 @@ class ForgetReport:
             f"reports: {len(self.reports_rewritten)} rewritten without them, {len(self.reports_deleted)} deleted"
             + "".join(f"\n  rewritten {p}" for p in self.reports_rewritten)
             + "".join(f"\n  deleted {p}" for p in self.reports_deleted),
+            *(f"WARNING: {w}" for w in self.warnings),
         ]
 
 
@@ -164,6 +166,11 @@ def forget(settings: Settings, customer_ids: Iterable[str]) -> ForgetReport:
         finally:
             decisions.close()
         report.decisions, report.feedback = counts["decisions"], counts["feedback"]
+        if counts.get("wal_not_truncated"):
+            report.warnings.append(
+                "the decision log's WAL file could not be emptied (readers kept it busy for 5 s) and may still hold "
+                "the erased rows: run `cxpredict forget` again with the same ids"
+            )
     for path in named:
         _rewrite_or_delete(settings, path, report)
     return report

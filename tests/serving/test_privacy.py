@@ -357,3 +357,25 @@ def test_forget_rewrites_an_ab_report_that_named_the_customer(tmp_path: Path) ->
     text = report.read_text()
     assert "exp1" in text and "<!DOCTYPE html>" in text and GONE not in text
     assert _mode(report) == 0o600  # written under the home: owner-only
+
+
+def test_forget_says_when_a_reader_kept_the_wal_and_a_second_run_empties_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    log = SQLiteDecisionLog(tmp_path / "decisions.sqlite")
+    reader = sqlite3.connect(tmp_path / "decisions.sqlite", isolation_level=None)
+    try:
+        log.record_many([_decision(GONE, time.time()), _decision(KEPT, time.time())])
+        settings = load_settings({"CXPREDICT_HOME": str(tmp_path)})
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM decisions").fetchone()[0] == 2  # a snapshot held open
+        first = privacy.forget(settings, [GONE])
+        assert first.decisions == 1 and "run `cxpredict forget` again" in first.warnings[0]
+        assert _files_holding(tmp_path, GONE)  # the WAL still holds the row while the reader's snapshot lives
+        reader.execute("COMMIT")
+        second = privacy.forget(settings, [GONE])
+        assert second.decisions == 0 and second.warnings == []
+        assert _files_holding(tmp_path, GONE) == []
+    finally:
+        reader.close()
+        log.close()
