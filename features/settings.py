@@ -23,14 +23,18 @@ class Settings(BaseModel):
     Attributes:
         tracking_uri: MLflow tracking (and registry) URI.
         home: Directory of the online store, decision log, experiments and reports.
-        api_keys: Keys the API accepts; empty means "the key ``demo`` generated".
+        api_keys: Entries of ``CXPREDICT_API_KEYS`` (:mod:`serving.keys`); None when it is unset.
+        rate_limit: Requests per second each API key may make per worker (0: no limit).
+        rate_burst: Requests an API key may make at once before the limit applies.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     tracking_uri: str = Field(description="MLflow tracking URI (env MLFLOW_TRACKING_URI)")
     home: Path = Field(description="cxpredict state directory (env CXPREDICT_HOME)")
-    api_keys: tuple[str, ...] = Field(default=(), description="accepted API keys (env CXPREDICT_API_KEYS)")
+    api_keys: tuple[str, ...] | None = Field(default=None, description="API key entries (env CXPREDICT_API_KEYS)")
+    rate_limit: float = Field(default=0.0, ge=0, description="requests/s per key per worker (env CXPREDICT_RATE_LIMIT)")
+    rate_burst: float = Field(0.0, ge=0, description="burst per key, default 2 s of rate (env CXPREDICT_RATE_BURST)")
     online_store_url: str | None = Field(
         default=None, description="redis://host:port/db, or None for the embedded store (env CXPREDICT_ONLINE_STORE)"
     )
@@ -66,7 +70,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """
     env = os.environ if environ is None else environ
     cwd = Path.cwd()
-    keys = tuple(k.strip() for k in env.get("CXPREDICT_API_KEYS", "").split(",") if k.strip())
+    raw_keys = env.get("CXPREDICT_API_KEYS")
+    keys = None if raw_keys is None else tuple(k.strip() for k in raw_keys.split(",") if k.strip())
+    rate = float(env.get("CXPREDICT_RATE_LIMIT") or 0)
     privacy: dict[str, object] = {}
     if env.get("CXPREDICT_RETENTION_DAYS"):
         privacy["retention_days"] = env["CXPREDICT_RETENTION_DAYS"]
@@ -76,6 +82,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cwd / 'mlflow.db'}",
         home=Path(env.get("CXPREDICT_HOME") or cwd / ".cxpredict"),
         api_keys=keys,
+        rate_limit=rate,
+        rate_burst=float(env.get("CXPREDICT_RATE_BURST") or 2 * rate),
         online_store_url=env.get("CXPREDICT_ONLINE_STORE") or None,
         decision_log_url=env.get("CXPREDICT_DECISION_LOG") or None,
         **privacy,

@@ -84,8 +84,11 @@ def serve(port: int, host: str = "127.0.0.1", workers: int | None = None) -> Non
     workers = workers or default_workers()
     settings = load_settings()
     manifest = resolve_champions(settings)
+    # BentoML's process manager (circus) restarts a worker that dies, unless it believes it runs in a container
+    # (these variables), where it leaves that to the orchestrator: `serve` promises the restart either way.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("BENTOML_CONTAINERIZED", "BENTOCLOUD_DEPLOYMENT_URL")}
     env = {
-        **os.environ,
+        **inherited,
         "BENTOML_DO_NOT_TRACK": "true",
         "CXPREDICT_HOME": str(Path(settings.home).resolve()),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,

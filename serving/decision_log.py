@@ -50,6 +50,12 @@ MAX_GROUP = 512
 BACKGROUND_CHUNK = 16
 #: Seconds between WAL checkpoints (run off the writer thread).
 CHECKPOINT_SECONDS = 1.0
+#: Most operations waiting for the writer; beyond that a write fails at once (the service answers 503).
+MAX_QUEUED = 10_000
+#: How long a write waits for another connection's write lock before it fails (the service answers 503).
+BUSY_TIMEOUT_MS = 5_000
+#: Seconds a failed write keeps the log reported unusable (``problem``) unless a write succeeds meanwhile.
+FAILURE_MEMORY_SECONDS = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -106,6 +112,14 @@ _OWN_COLUMNS = frozenset({"context", "model_versions", "experiment", "propensity
 
 class DecisionLogError(ValueError):
     """The decision log file cannot be opened (not a SQLite database, unreadable, or its directory read-only)."""
+
+
+class DecisionLogBusy(DecisionLogError):  # noqa: N818
+    """The log's write queue is full: the write is refused rather than queued without bound."""
+
+
+class DecisionLogMissing(DecisionLogError):  # noqa: N818
+    """The log's file was removed or replaced under the running service."""
 
 
 class UnknownDecisions(ValueError):  # noqa: N818 - reads better at the raise site
@@ -197,6 +211,10 @@ class DecisionLog(Protocol):
         Raises:
             UnknownDecisions: some rows name decision ids the log never issued (nothing is stored).
         """
+        ...
+
+    def missing_decisions(self, decision_ids: Sequence[str]) -> list[int]:
+        """Positions of the ids this log does not hold."""
         ...
 
     def experiment_rows(self, experiment: str) -> list[dict[str, Any]]:
@@ -337,6 +355,9 @@ class SQLiteDecisionLog:
                     f"decision log {self.path} cannot be opened: {exc} (move the file away to start a new log)"
                 ) from exc
             raise
+        self._inode = os.stat(self.path).st_ino
+        #: When the last write failed and why (cleared by a write that succeeds).
+        self._failed: tuple[float, str] | None = None
         # Served decisions (priority 0) always go before background records (1); the stop marker goes last (2).
         self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
         self._seq = itertools.count()
@@ -350,8 +371,34 @@ class SQLiteDecisionLog:
         )
         self._checkpointer.start()
 
+    def problem(self) -> str | None:
+        """Why the log cannot be written right now, or None.
+
+        Its file gone or replaced, its queue full, or a write that failed in the last few seconds.
+        """
+        try:
+            if os.stat(self.path).st_ino != self._inode:
+                return f"{self.path} was replaced under the service (restart it to use the new file)"
+        except OSError:
+            return f"{self.path} is missing (put it back, or restart to start a new log)"
+        if self._queue.qsize() >= MAX_QUEUED:
+            return f"{MAX_QUEUED} writes are queued"
+        failed = self._failed
+        if failed is not None and time.monotonic() - failed[0] < FAILURE_MEMORY_SECONDS:
+            return f"the last write failed: {failed[1]}"
+        return None
+
+    def _check_file(self) -> None:
+        """Refuse to write into a file that is no longer the log (removed or replaced): the write would be lost."""
+        try:
+            same = os.stat(self.path).st_ino == self._inode
+        except OSError:
+            same = False
+        if not same:
+            raise DecisionLogMissing(f"decision log {self.path} was removed or replaced; nothing was written")
+
     def _connect(
-        self, opened: list[sqlite3.Connection] | None = None, busy_timeout_ms: int = 30_000
+        self, opened: list[sqlite3.Connection] | None = None, busy_timeout_ms: int = BUSY_TIMEOUT_MS
     ) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_ms / 1000)
         if opened is not None:
@@ -434,6 +481,7 @@ class SQLiteDecisionLog:
         """Run ``group`` in one transaction; return each future's outcome, to be settled after the locks are freed."""
         results: list[_Outcome] = []
         try:
+            self._check_file()
             if not begun:
                 con.execute("BEGIN IMMEDIATE")
             for i, (op, future) in enumerate(group):
@@ -448,9 +496,11 @@ class SQLiteDecisionLog:
                     results.append((future, None, exc))
             con.execute("COMMIT")
             self.commits += 1
+            self._failed = None
         except BaseException as exc:
             self.write_errors += 1
-            log.exception("decision log commit failed (%d operations)", len(group))
+            self._failed = (time.monotonic(), f"{type(exc).__name__}: {exc}")
+            log.error("decision log commit failed (%d operations): %r", len(group), exc)
             if con.in_transaction:
                 con.execute("ROLLBACK")
             return [(future, None, exc) for _, future in group]
@@ -484,6 +534,9 @@ class SQLiteDecisionLog:
         future: Future[Any] = Future()
         if not self._writer.is_alive():
             future.set_exception(RuntimeError(f"decision log {self.path} is closed"))
+            return future
+        if self._queue.qsize() >= MAX_QUEUED:
+            future.set_exception(DecisionLogBusy(f"decision log {self.path}: {MAX_QUEUED} writes already queued"))
             return future
         self._queue.put((priority, next(self._seq), (op, future)))
         return future
@@ -537,6 +590,18 @@ class SQLiteDecisionLog:
         out["shadow"] = bool(out["shadow"])
         out["feedback"] = [{"outcome": o, "value": v, "ts": t} for o, v, t in feedback]
         return out
+
+    def missing_decisions(self, decision_ids: Sequence[str]) -> list[int]:
+        """Positions of the ids this log does not hold (a read: it never waits for or blocks a writer)."""
+        distinct = list(dict.fromkeys(decision_ids))
+        held: set[str] = set()
+        with self._read_lock:
+            for i in range(0, len(distinct), 500):
+                chunk = distinct[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT decision_id FROM decisions WHERE decision_id IN ({marks})"
+                held.update(r[0] for r in self._read_con.execute(sql, chunk))
+        return [i for i, d in enumerate(decision_ids) if d not in held]
 
     # --- feedback ----------------------------------------------------------------------------------------
     def add_feedback(

@@ -55,7 +55,8 @@ class RedisOnlineStore:
 
     def __init__(self, url: str):
         self.url = url
-        self._redis = redis.Redis.from_url(url)
+        # Bounded waits: a Redis that is down or hung fails a lookup (a 503) instead of holding the request.
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._get = self._redis.register_script(_GET)
 
     def generation(self) -> str | None:
