@@ -11,6 +11,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Days decisions and feedback are kept (CXPREDICT_RETENTION_DAYS).
+DEFAULT_RETENTION_DAYS = 400
+#: Request ``context`` keys logged with a decision (CXPREDICT_CONTEXT_KEYS, comma-separated).
+DEFAULT_CONTEXT_KEYS = ("channel", "campaign", "placement")
+
 
 class Settings(BaseModel):
     """Locations and secrets, resolved from the environment.
@@ -36,6 +41,15 @@ class Settings(BaseModel):
     decision_log_url: str | None = Field(
         default=None, description="postgresql://..., or None for the embedded log (env CXPREDICT_DECISION_LOG)"
     )
+    retention_days: int = Field(
+        default=DEFAULT_RETENTION_DAYS,
+        ge=1,
+        description="decisions and feedback older than this are erased (env CXPREDICT_RETENTION_DAYS)",
+    )
+    context_keys: tuple[str, ...] = Field(
+        default=DEFAULT_CONTEXT_KEYS,
+        description="request `context` keys logged with a decision; others are dropped (env CXPREDICT_CONTEXT_KEYS)",
+    )
 
     @property
     def online_store_dir(self) -> Path:
@@ -59,6 +73,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     raw_keys = env.get("CXPREDICT_API_KEYS")
     keys = None if raw_keys is None else tuple(k.strip() for k in raw_keys.split(",") if k.strip())
     rate = float(env.get("CXPREDICT_RATE_LIMIT") or 0)
+    privacy: dict[str, object] = {}
+    if env.get("CXPREDICT_RETENTION_DAYS"):
+        privacy["retention_days"] = env["CXPREDICT_RETENTION_DAYS"]
+    if "CXPREDICT_CONTEXT_KEYS" in env:  # set but empty: no context is logged at all
+        privacy["context_keys"] = tuple(k.strip() for k in env["CXPREDICT_CONTEXT_KEYS"].split(",") if k.strip())
     return Settings(
         tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cwd / 'mlflow.db'}",
         home=Path(env.get("CXPREDICT_HOME") or cwd / ".cxpredict"),
@@ -67,4 +86,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         rate_burst=float(env.get("CXPREDICT_RATE_BURST") or 2 * rate),
         online_store_url=env.get("CXPREDICT_ONLINE_STORE") or None,
         decision_log_url=env.get("CXPREDICT_DECISION_LOG") or None,
+        **privacy,
     )

@@ -402,5 +402,6 @@ def report(settings: Settings, name: str, html: Path | None = None) -> tuple[str
         notes.append(f"WARNING: {data.switched} customers were logged under more than one arm")
     text = text.rstrip("\n") + "\n" + "\n".join(notes) + "\n"
     target = Path(html) if html else Path(settings.home) / "reports" / f"{name}.html"
-    write_html(result, units, target, name)
+    inside_home = target.resolve().is_relative_to(Path(settings.home).resolve())
+    write_html(result, units, target, name, mode=0o600 if inside_home else 0o644)
     return text, target

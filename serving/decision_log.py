@@ -34,6 +34,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from features.private_files import create_private_file, private_dir
+
 try:
     import fcntl
 except ImportError:  # Windows: writers fall back to SQLite's own busy wait
@@ -223,6 +225,18 @@ class DecisionLog(Protocol):
         """Flush pending writes and release the store."""
         ...
 
+    def forget(self, customer_ids: Iterable[str]) -> dict[str, int]:
+        """Erase customers' decisions and their feedback, leaving no copy behind; ``decisions``/``feedback`` counts."""
+        ...
+
+    def export(self, customer_id: str) -> dict[str, Any]:
+        """Everything held about one customer: ``{"decisions": [...]}``, each decision with its feedback."""
+        ...
+
+    def purge(self, before_ts: float) -> dict[str, int]:
+        """Erase decisions older than ``before_ts`` (epoch seconds) with their feedback (the retention period)."""
+        ...
+
 
 def _finite(value: Any) -> float | None:
     if value is None:
@@ -308,8 +322,9 @@ class SQLiteDecisionLog:
         # Writers of every process take this file's lock around each transaction (see _lock_file).
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            private_dir(self.path.parent)
+            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            create_private_file(self.path)  # SQLite keeps the mode (and gives it to its -wal and -shm files)
         except OSError as exc:
             raise DecisionLogError(f"decision log {self.path}: cannot create its lock file {lock_path}: {exc}") from exc
         opened: list[sqlite3.Connection] = []
@@ -391,10 +406,9 @@ class SQLiteDecisionLog:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
         con.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        # Checkpoints (copying the WAL back into the database) stalled a commit for 20-30 ms every few hundred
-        # rows; a separate thread runs them instead, so no committing thread — nor the requests waiting on it,
-        # nor the event loop committing a lone request — ever does.
+        # A checkpoint stalls the commit that runs it, so a separate thread runs them and no request waits on one.
         con.execute("PRAGMA wal_autocheckpoint=0")
+        con.execute("PRAGMA secure_delete=ON")  # forgotten and expired rows leave no bytes in free space
         return con
 
     def _checkpoint_loop(self) -> None:
@@ -444,9 +458,8 @@ class SQLiteDecisionLog:
 
     def _lock_file(self, wait: bool = True) -> bool:
         """Take the cross-process write lock; False if ``wait`` is off and another process holds it."""
-        # SQLite's busy handler polls a held write lock with sleeps of 1, 2, 5, 10 ... 100 ms; a kernel file lock
-        # wakes the waiter the moment it is released. Two processes committing every 0.5 ms: p99 commit latency
-        # 0.6-0.7 ms against 1.4-3.4 ms (benchmarks/decision_log_processes.py).
+        # SQLite's busy handler polls with growing sleeps; a kernel file lock wakes the waiter the moment it is
+        # released (benchmarks/decision_log_processes.py measures both).
         if fcntl is None:
             return True
         if wait:
@@ -690,3 +703,77 @@ class SQLiteDecisionLog:
             self._write_con.close()
             self._direct_con.close()
             os.close(self._lock_fd)
+
+    # --- privacy: forget, export, retention ----------------------------------------------------------------
+    def forget(self, customer_ids: Iterable[str]) -> dict[str, int]:
+        """Erase customers' decisions and the feedback sent against them; counts of rows erased.
+
+        Rows are overwritten in place (``secure_delete``) and the WAL is checkpointed and truncated, so the file
+        keeps no copy of them.
+        """
+        ids = list(dict.fromkeys(str(c) for c in customer_ids))
+
+        def op(con: sqlite3.Connection) -> dict[str, int]:
+            con.execute("CREATE TEMP TABLE IF NOT EXISTS forget_ids (customer_id TEXT PRIMARY KEY)")
+            con.execute("DELETE FROM forget_ids")
+            con.executemany("INSERT OR IGNORE INTO forget_ids VALUES (?)", ((i,) for i in ids))
+            feedback = con.execute(
+                "DELETE FROM feedback WHERE decision_id IN (SELECT decision_id FROM decisions "
+                "WHERE customer_id IN (SELECT customer_id FROM forget_ids))"
+            ).rowcount
+            decisions = con.execute(
+                "DELETE FROM decisions WHERE customer_id IN (SELECT customer_id FROM forget_ids)"
+            ).rowcount
+            con.execute("DELETE FROM forget_ids")
+            return {"decisions": decisions, "feedback": feedback}
+
+        if not ids:
+            return {"decisions": 0, "feedback": 0}
+        counts = self._enqueue(op).result()
+        # Always, so that running forget again empties a WAL that busy readers kept the first time.
+        if not self.truncate_wal():
+            counts["wal_not_truncated"] = 1
+        return counts
+
+    def export(self, customer_id: str) -> dict[str, Any]:
+        """Everything the log holds about one customer: their decisions, each with its feedback."""
+        with self._read_lock:
+            ids = [
+                r[0]
+                for r in self._read_con.execute(
+                    "SELECT decision_id FROM decisions WHERE customer_id = ? ORDER BY ts", (customer_id,)
+                )
+            ]
+        return {"decisions": [d for d in (self.get(i) for i in ids) if d is not None]}
+
+    def purge(self, before_ts: float) -> dict[str, int]:
+        """Erase decisions made before ``before_ts`` (epoch seconds) with their feedback, and older feedback."""
+
+        def op(con: sqlite3.Connection) -> dict[str, int]:
+            feedback = con.execute(
+                "DELETE FROM feedback WHERE ts < ? OR decision_id IN (SELECT decision_id FROM decisions WHERE ts < ?)",
+                (before_ts, before_ts),
+            ).rowcount
+            decisions = con.execute("DELETE FROM decisions WHERE ts < ?", (before_ts,)).rowcount
+            return {"decisions": decisions, "feedback": feedback}
+
+        counts = self._enqueue(op).result()
+        if counts["decisions"] or counts["feedback"]:
+            self.truncate_wal(wait_seconds=0.0)
+        return counts
+
+    def truncate_wal(self, wait_seconds: float = 5.0) -> bool:
+        """Copy the WAL into the database and empty it (it still holds erased rows); False if readers kept it."""
+        deadline = time.monotonic() + wait_seconds
+        con = self._connect(busy_timeout_ms=200)
+        try:
+            while True:
+                busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                if time.monotonic() >= deadline:
+                    log.warning("decision log %s: WAL not truncated (readers busy)", self.path)
+                    return False
+                time.sleep(0.05)
+        finally:
+            con.close()

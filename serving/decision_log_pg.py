@@ -290,6 +290,60 @@ class PostgresDecisionLog:
             self._writer.join()
         self._pool.close()
 
+    # --- privacy: forget, export, retention ----------------------------------------------------------------
+    def forget(self, customer_ids: Iterable[str]) -> dict[str, int]:
+        """Erase customers' decisions and the feedback sent against them; counts of rows erased.
+
+        The tables are vacuumed afterwards, so the dead row versions do not linger in their pages.
+        """
+        ids = list(dict.fromkeys(str(c) for c in customer_ids))
+        if not ids:
+            return {"decisions": 0, "feedback": 0}
+
+        def op(con: psycopg.Connection) -> dict[str, int]:
+            feedback = con.execute(
+                "DELETE FROM feedback WHERE decision_id IN "
+                "(SELECT decision_id FROM decisions WHERE customer_id = ANY(%s))",
+                (ids,),
+            ).rowcount
+            decisions = con.execute("DELETE FROM decisions WHERE customer_id = ANY(%s)", (ids,)).rowcount
+            return {"decisions": decisions, "feedback": feedback}
+
+        counts = self._enqueue(op).result()
+        if counts["decisions"] or counts["feedback"]:
+            self._vacuum()
+        return counts
+
+    def export(self, customer_id: str) -> dict[str, Any]:
+        """Everything the log holds about one customer: their decisions, each with its feedback."""
+        with self._pool.connection() as con:
+            ids = [
+                r[0]
+                for r in con.execute(
+                    "SELECT decision_id FROM decisions WHERE customer_id = %s ORDER BY ts", (customer_id,)
+                )
+            ]
+        return {"decisions": [d for d in (self.get(i) for i in ids) if d is not None]}
+
+    def purge(self, before_ts: float) -> dict[str, int]:
+        """Erase decisions made before ``before_ts`` (epoch seconds) with their feedback, and older feedback."""
+
+        def op(con: psycopg.Connection) -> dict[str, int]:
+            feedback = con.execute(
+                "DELETE FROM feedback WHERE ts < %s "
+                "OR decision_id IN (SELECT decision_id FROM decisions WHERE ts < %s)",
+                (before_ts, before_ts),
+            ).rowcount
+            decisions = con.execute("DELETE FROM decisions WHERE ts < %s", (before_ts,)).rowcount
+            return {"decisions": decisions, "feedback": feedback}
+
+        return self._enqueue(op).result()
+
+    def _vacuum(self) -> None:
+        # VACUUM cannot run inside a transaction: a connection of its own, in autocommit mode.
+        with psycopg.connect(self.url, autocommit=True) as con:
+            con.execute("VACUUM decisions, feedback")
+
 
 def _safe(url: str) -> str:
     """The URL without a password (for messages)."""

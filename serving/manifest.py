@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cxpredict import registry
+from features.private_files import write_private_text
 from features.scoring import META_FILE, Bundle
 from features.settings import Settings
 from serving.experiments import ExperimentError, experiments_path, load_experiments
@@ -38,11 +39,7 @@ def manifest_path(settings: Settings) -> Path:
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest atomically (temporary file in the same directory, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_private_text(Path(path), json.dumps(manifest, indent=2, sort_keys=True))  # owner-only, like all of the home
 
 
 def _fetch(client: Any, name: str, version: int, run_id: str, cache: Path) -> Path:

@@ -31,6 +31,7 @@ from features.schema import CONTROL_OFFER
 from features.scoring import NO_OFFER_PAYS, Bundle, Encoder, FeatureSetMismatch, best_offer, risk_band
 from features.settings import Settings
 from features.stores.factory import open_online_store
+from serving.context_allowlist import allowed_context
 from serving.decision_log import (
     DecisionLog,
     DecisionLogError,
@@ -775,7 +776,8 @@ class Runtime:
             )
         row = merge_overrides(stored, overrides)
         as_of = self._store.as_of if stored is not None else None
-        return Item(customer_id, row, as_of, dict(context or {}), key_name)
+        logged = allowed_context(context, self.settings.context_keys)  # keys outside the allowlist are dropped
+        return Item(customer_id, row, as_of, logged, key_name)
 
     def decide(
         self,

@@ -29,10 +29,9 @@ def test_resolve_and_watch_champions(tmp_path: Path, monkeypatch: pytest.MonkeyP
     # MLflow keeps the active experiment per process: select ours in this database, as `train` does.
     registry.use_experiment()
     bundles = build_bundles(tmp_path / "b1")
-    example = feature_frame(3)
     with mlflow.start_run():
         for name in ("churn", "cltv"):
-            version = registry.log_bundle(bundles[name], name, example, "fsv")
+            version = registry.log_bundle(bundles[name], name, "fsv")
             registry.assign_alias(client, name, version, promote=False)
 
     manifest = resolve_champions(settings)
@@ -51,7 +50,7 @@ def test_resolve_and_watch_champions(tmp_path: Path, monkeypatch: pytest.MonkeyP
         time.sleep(1.2)  # nothing changed: the manifest is not rewritten
         assert (settings.home / "serving.json").stat().st_mtime_ns == mtime
         with mlflow.start_run():
-            version = registry.log_bundle(build_bundles(tmp_path / "b2", seed=2)["churn"], "churn", example, "fsv")
+            version = registry.log_bundle(build_bundles(tmp_path / "b2", seed=2)["churn"], "churn", "fsv")
         promote(client, "churn", version)
         deadline = time.monotonic() + 20
         while json.loads((settings.home / "serving.json").read_text())["churn"]["version"] != 2:
