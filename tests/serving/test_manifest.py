@@ -88,7 +88,7 @@ def test_model_cache_is_keyed_by_run_id_and_never_reuses_a_cut_download(
     client = registry.configure(settings)
     registry.use_experiment()
     with mlflow.start_run():
-        version = registry.log_bundle(build_bundles(tmp_path / "b")["churn"], "churn", feature_frame(3), "fsv")
+        version = registry.log_bundle(build_bundles(tmp_path / "b")["churn"], "churn", "fsv")
         registry.assign_alias(client, "churn", version, promote=False)
     # What an earlier registry (rebuilt since, numbering from 1 again) left in the cache under the same version.
     stale = settings.home / "models" / "churn" / "1" / "artifacts" / "churn"
