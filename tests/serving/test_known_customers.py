@@ -66,7 +66,13 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     (settings.home / "policy.yaml").write_text("holdout_share: 0\n")
     frame, _ = predict(data_dir, AS_OF, settings)
     runtime = Runtime(settings)
-    yield {"settings": settings, "data": data_dir, "predict": frame.set_index("customer_id"), "runtime": runtime, "n": n}
+    yield {
+        "settings": settings,
+        "data": data_dir,
+        "predict": frame.set_index("customer_id"),
+        "runtime": runtime,
+        "n": n,
+    }
     runtime.decisions.close()
 
 
