@@ -46,14 +46,19 @@ def check_answer(body: dict, customer_id: str, parts: tuple[str, ...] = PARTS) -
         assert isinstance(churn["reasons"], list)
         for reason in churn["reasons"]:
             assert isinstance(reason["feature"], str) and isinstance(reason["description"], str)
-            assert reason["value"] is None or _is_num(reason["value"])
-            assert _is_num(reason["contribution"]) and reason["contribution"] > 0
+            # A category's label (attr_region) is a string; every other value a number or null.
+            assert reason["value"] is None or _is_num(reason["value"]) or reason["feature"] == "attr_region"
+            assert _is_num(reason["contribution"])
+            assert (reason["contribution"] > 0) == (reason["direction"] == "up")
     if "cltv" in parts:
         cltv = body["cltv"]
         assert _is_num(cltv["predicted_spend"]) and cltv["predicted_spend"] >= 0
         assert _is_num(cltv["value"]) and cltv["value"] >= 0
         assert cltv["horizon_days"] == 90 and cltv["value_horizon_days"] == 365
         assert cltv["method"] == "model"
+        assert _is_num(cltv["historic_value"]) and cltv["activity_method"] in ("bgnbd", "fallback")
+        assert _is_num(cltv["p_alive"]) and 0.0 <= cltv["p_alive"] <= 1.0 and _is_num(cltv["expected_orders"])
+        assert all((d["contribution"] > 0) == (d["direction"] == "up") for d in cltv["drivers"])
     if "next_best_offer" in parts:
         nbo = body["next_best_offer"]
         if nbo["available"]:
