@@ -143,17 +143,14 @@ def features_build(
 def features_materialize(
     data: DataOpt,
     as_of: AsOfOpt = None,
-    response_window_days: Annotated[
-        int, typer.Option(help="days after an offer when its outcome counts as known (no responded_ts)", min=0)
-    ] = 14,
     engine: Annotated[str, typer.Option(help="where the feature SQL runs: duckdb or spark")] = "duckdb",
 ) -> None:
-    """Write every customer's latest features to the online store that `serve` reads."""
+    """Write every known customer's latest features to the online store that `serve` reads."""
     from features.materialize import materialize
     from features.settings import load_settings
 
     settings = load_settings()
-    n, t = materialize(data, _optional_time(as_of), settings, response_window_days, engine)  # type: ignore[arg-type]
+    n, t = materialize(data, _optional_time(as_of), settings, engine=engine)  # type: ignore[arg-type]
     where = settings.online_store_url or settings.online_store_dir
     typer.echo(f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {where}")
 

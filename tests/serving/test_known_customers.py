@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +20,8 @@ from features.settings import Settings
 from features.synthetic import SyntheticConfig, generate, write_dataset
 from serving.manifest import resolve_champions
 from serving.runtime import Runtime, UnknownCustomer
+from serving.schemas import MAX_BATCH
+from tests.serving.conftest import API_KEY, launch, stop
 from training.config import TrainConfig, XGBParams
 from training.predict import predict
 from training.train import train
@@ -163,3 +166,28 @@ def test_cltv_columns_and_reasons_both_ways(world) -> None:
             ups = [r for r in reasons if r["direction"] == "up"]
             assert ups == reasons[: len(ups)], "pushing up first, then holding down"
     assert directions == {"up", "down"}
+
+
+@pytest.mark.slow
+def test_every_known_customer_gets_200_over_http(world) -> None:
+    """The real service on the same home: /v1/personalize and the batch endpoint answer every known id."""
+    home = world["settings"].home
+    proc, url = launch(home, home / "server.log")
+    try:
+        ids = sorted(_known_ids(world["data"]))
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as client:
+            for cid in [*PLANTED.values(), *ids[:20]]:
+                res = client.post("/v1/personalize", json={"customer_id": cid})
+                assert res.status_code == 200, (cid, res.text)
+            for start in range(0, len(ids), MAX_BATCH):
+                chunk = ids[start : start + MAX_BATCH]
+                res = client.post("/v1/personalize/batch", json={"customer_ids": chunk})
+                assert res.status_code == 200
+                results = res.json()["results"]
+                assert [r["customer_id"] for r in results] == chunk and not any("error" in r for r in results)
+            churned = client.post("/v1/churn", json={"customer_id": PLANTED["cancelled"]}).json()["churn"]
+            assert churned["risk_band"] == "churned" and churned["probability"] == 1.0
+            missing = client.post("/v1/personalize", json={"customer_id": "not-in-the-data"})
+            assert missing.status_code == 404 and missing.json()["error"] == "unknown_customer"
+    finally:
+        stop(proc)
