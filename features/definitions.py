@@ -489,26 +489,35 @@ def _sources(t: str, response_window_days: int) -> str:
 
 
 # Known customers at T (CONTRACT §2): a transaction before T (any amount: zero and returns too), or a customers row
-# signed up before T or without a sign-up time; {keep_cancelled} decides about those whose churn_ts is before T.
+# signed up before T or (with {keep_undated}) without a sign-up time; {keep_cancelled} decides about those whose
+# churn_ts is before T.
 _POPULATION_SQL = """
 SELECT DISTINCT customer_id FROM (
     SELECT customer_id FROM transactions WHERE ts < {T}
     UNION ALL
-    SELECT customer_id FROM customers WHERE signup_ts IS NULL OR signup_ts < {T}
+    SELECT customer_id FROM customers WHERE signup_ts < {T} OR ({keep_undated} AND signup_ts IS NULL)
 ) known
 WHERE {keep_cancelled} OR customer_id NOT IN (SELECT customer_id FROM customers WHERE churn_ts < {T})
 """
 
 
-def population_query(as_of: datetime, include_cancelled: bool = True) -> str:
+def population_query(as_of: datetime, include_cancelled: bool = True, include_undated: bool = True) -> str:
     """SQL for the known customers at ``as_of`` (CONTRACT §2), one ``customer_id`` each.
 
     Args:
         as_of: Cut-off T.
         include_cancelled: Keep customers whose ``churn_ts`` is before T. They are answered (as already churned) but
             have nothing left to predict, so the churn and CLTV labels (the training population) leave them out.
+        include_undated: Keep ``customers`` rows without ``signup_ts`` and without a transaction before T. The
+            customers file is a list as of extraction: at an earlier training cut-off it also names customers who
+            joined later (online retail, Complete Journey), so the labels count such a row only from its first
+            transaction; the answers (features at the latest T) include it.
     """
-    return _POPULATION_SQL.format(T=sql_ts(as_of), keep_cancelled="TRUE" if include_cancelled else "FALSE")
+    return _POPULATION_SQL.format(
+        T=sql_ts(as_of),
+        keep_cancelled="TRUE" if include_cancelled else "FALSE",
+        keep_undated="TRUE" if include_undated else "FALSE",
+    )
 
 
 def feature_query(

@@ -1,7 +1,8 @@
 """Label definitions for a snapshot at cut-off T with horizon H (CONTRACT §2), as SQL text.
 
-- Population: the known customers at T (CONTRACT §2) not cancelled before T; a customer cancelled before T has
-  nothing left to predict, so the labels (the churn and CLTV training rows) leave them out.
+- Population: the known customers at T (CONTRACT §2) not cancelled before T (nothing left to predict for them),
+  and a ``customers`` row without ``signup_ts`` only once it has a transaction before T (the customers file lists
+  customers as of extraction, so at an earlier cut-off it names customers who had not joined yet).
 - ``churned``: the customer made no purchase in ``[T, T+H)``; for contract data (known ``churn_ts``), the
   cancellation falls in ``[T, T+H)``.
 - ``spend_h``: net amount spent in ``[T, T+H)``; ``orders_h``: purchases in that window.
@@ -33,7 +34,7 @@ def label_query(as_of: datetime, horizon_days: int, cltv_horizon_days: int, cont
         f"coalesce(c.churn_ts >= {t} AND c.churn_ts < {h_end}, FALSE)" if contract else "coalesce(f.orders_h, 0) = 0"
     )
     return f"""
-        WITH pop AS ({population_query(as_of, include_cancelled=False)}),
+        WITH pop AS ({population_query(as_of, include_cancelled=False, include_undated=False)}),
         future AS (
             SELECT customer_id,
                    sum(CASE WHEN ts < {h_end} THEN amount ELSE 0 END) AS spend_h,

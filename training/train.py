@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 #: Who the churn and CLTV models are trained on (CONTRACT §2 asks that it be said in README and the run).
 CHURN_POPULATION = (
     "every known customer at each snapshot (a transaction before it, of any amount, or a customers row signed up "
-    "before it), lapsed and never-bought ones included; customers cancelled before the snapshot are left out "
-    "(answered as already churned, nothing to predict)"
+    "before it; a row without signup_ts counts from its first transaction), lapsed and never-bought ones included; "
+    "customers cancelled before the snapshot are left out (answered as already churned, nothing to predict)"
 )
 
 

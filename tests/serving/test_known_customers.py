@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -64,12 +65,14 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     config = TrainConfig(xgb=XGBParams(n_estimators=40, max_depth=3), max_snapshots=2)
     result = train(train_dir, AS_OF, config, settings)
     assert all(r.version for r in result.models.values())
+    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["cxpredict"], output_format="list")}
     n, _ = materialize(data_dir, AS_OF, settings)
     resolve_champions(settings)
     (settings.home / "policy.yaml").write_text("holdout_share: 0\n")
     frame, _ = predict(data_dir, AS_OF, settings)
     runtime = Runtime(settings)
     yield {
+        "runs": runs,
         "settings": settings,
         "data": data_dir,
         "predict": frame.set_index("customer_id"),
@@ -100,6 +103,16 @@ def test_every_known_customer_is_answered_and_only_they(world) -> None:
         world["runtime"].personalize("not-in-the-data")
     [missing] = world["runtime"].personalize_many(["not-in-the-data"])
     assert missing["error"] == "unknown_customer"
+
+
+def test_train_run_says_its_population_window_and_bgnbd(world) -> None:
+    runs = world["runs"]
+    parent = next(r for name, r in runs.items() if name.startswith("train "))
+    assert "lapsed" in parent.data.tags["churn_population"]
+    assert parent.data.params["train.response_window_days"] == "14"
+    assert runs["churn"].data.params["train_population"] == "known_not_cancelled"
+    assert runs["cltv"].data.params["bgnbd_degenerate"] in ("True", "False")
+    assert runs["churn"].data.params["response_window_days"] == "14"
 
 
 def test_lapsed_customer_gets_a_real_probability_and_ranked_offers(world) -> None:
