@@ -113,7 +113,9 @@ def features_build(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="output file (.parquet or .csv)")],
     as_of: AsOfOpt = None,
-    lookback_days: Annotated[int, typer.Option(help="activity window defining who is scored")] = 365,
+    response_window_days: Annotated[
+        int, typer.Option(help="days after an offer when its outcome counts as known (no responded_ts)", min=0)
+    ] = 14,
     engine: Annotated[str, typer.Option(help="where the feature SQL runs: duckdb or spark")] = "duckdb",
 ) -> None:
     """Write the customer-level feature table at T."""
@@ -128,7 +130,7 @@ def features_build(
 
     eng = open_engine(engine)  # type: ignore[arg-type]
     try:
-        frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days), eng)
+        frame = build_features(con, t, FeatureConfig(response_window_days=response_window_days), eng)
     finally:
         eng.close()
     require_population(con, frame, t)
@@ -141,15 +143,14 @@ def features_build(
 def features_materialize(
     data: DataOpt,
     as_of: AsOfOpt = None,
-    lookback_days: Annotated[int, typer.Option(help="activity window defining who is scored")] = 365,
     engine: Annotated[str, typer.Option(help="where the feature SQL runs: duckdb or spark")] = "duckdb",
 ) -> None:
-    """Write every customer's latest features to the online store that `serve` reads."""
+    """Write every known customer's latest features to the online store that `serve` reads."""
     from features.materialize import materialize
     from features.settings import load_settings
 
     settings = load_settings()
-    n, t = materialize(data, _optional_time(as_of), settings, lookback_days, engine)  # type: ignore[arg-type]
+    n, t = materialize(data, _optional_time(as_of), settings, engine=engine)  # type: ignore[arg-type]
     where = settings.online_store_url or settings.online_store_dir
     typer.echo(f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {where}")
 

@@ -28,7 +28,15 @@ import numpy as np
 from features.definitions import feature_set_version
 from features.online_store import OnlineStore, merge_overrides
 from features.schema import CONTROL_OFFER
-from features.scoring import NO_OFFER_PAYS, Bundle, Encoder, FeatureSetMismatch, best_offer, risk_band
+from features.scoring import (
+    NO_OFFER_PAYS,
+    Bundle,
+    Encoder,
+    FeatureSetMismatch,
+    best_offer,
+    risk_band,
+    summary_columns,
+)
 from features.settings import Settings
 from features.stores.factory import open_online_store
 from serving.context_allowlist import allowed_context
@@ -551,6 +559,14 @@ class Runtime:
                 matrices[i] = models.encoders[i].encode_rows(rows)
             return matrices[i]
 
+        churn_cache: list[np.ndarray | None] = []
+
+        def churn_probs() -> np.ndarray | None:
+            if not churn_cache:
+                churn = models.bundles.get("churn")
+                churn_cache.append(None if churn is None else churn.churn_probability(matrix("churn")))
+            return churn_cache[0]
+
         for part in parts:
             bundle = models.bundles.get(part)
             if bundle is None:
@@ -559,7 +575,9 @@ class Runtime:
                 continue
             x = matrix(part)
             if part == "churn":
-                probs = bundle.churn_probability(x)
+                probs = churn_probs()
+                assert probs is not None
+                cancelled = bundle.cancelled(x)
                 reasons = bundle.churn_reasons(x)
                 horizon = bundle.meta.get("horizon_days")
                 for i, o in enumerate(out):
@@ -567,21 +585,28 @@ class Runtime:
                     o["churn"] = {
                         "available": True,
                         "probability": p,
-                        "risk_band": risk_band(p),
+                        "risk_band": risk_band(p, bool(cancelled[i])),
                         "reasons": reasons[i],
                         "horizon_days": horizon,
                     }
             elif part == "cltv":
-                spend, value = bundle.spend(x)
+                # The churn model feeds the CLTV fallback (p_alive = 1 - churn) where BG/NBD cannot answer.
+                ans = bundle.cltv_answers(x, summary_columns(rows), churn_probs())
+                drivers = bundle.reasons(x)
                 meta = bundle.meta
                 for i, o in enumerate(out):
                     o["cltv"] = {
                         "available": True,
-                        "predicted_spend": _float(spend[i]),
+                        "predicted_spend": _float(ans["predicted_spend"][i]),
                         "horizon_days": meta.get("horizon_days"),
-                        "value": _float(value[i]),
+                        "value": _float(ans["value"][i]),
                         "value_horizon_days": meta.get("cltv_horizon_days"),
                         "method": meta.get("cltv_method"),
+                        "historic_value": _float(ans["historic_value"][i]),
+                        "p_alive": _float(ans["p_alive"][i]),
+                        "expected_orders": _float(ans["expected_orders"][i]),
+                        "activity_method": str(ans["activity_method"][i]),
+                        "drivers": drivers[i],
                     }
             elif part == "next_best_offer":
                 ranked = bundle.offer_scores(x, rows)
