@@ -87,7 +87,7 @@ def test_keys_and_absent_model(tmp_path: Path, bundles: dict[str, Path]) -> None
     assert rt.check_key("Bearer k1") and rt.check_key("bearer k2")
     assert not rt.check_key("Bearer k3") and not rt.check_key("k1") and not rt.check_key(None)
     answer = rt.personalize("c1")
-    assert answer["next_best_offer"] == {"available": False, "reason": "model 'next_best_offer' has no alias"}
+    assert answer["next_best_offer"] == {"available": False, "detail": "model 'next_best_offer' has no alias"}
     assert answer["model_versions"] == {"churn": 1, "cltv": 1}
     with pytest.raises(UnknownCustomer):
         rt.personalize("zzz")
