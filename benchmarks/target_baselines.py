@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# First on the path: this folder's own serving.py (a benchmark) must not shadow the serving package.
+sys.path.insert(0, str(ROOT))
 
 from features.settings import Settings  # noqa: E402
 from features.synthetic import SyntheticConfig, generate, write_dataset  # noqa: E402

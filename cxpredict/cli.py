@@ -475,6 +475,24 @@ def outcomes_sync(
     )
 
 
+@app.command("roi")
+@_guarded
+def roi_cmd(
+    since: Annotated[str | None, typer.Option("--since", help="only decisions from this date on (UTC)")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="also write the report as one HTML page")] = None,
+) -> None:
+    """What the decisions earned against the global holdout: incremental revenue, retained, cost, ROI."""
+    from features.settings import load_settings
+    from serving.roi import roi
+
+    if html is not None and html.is_dir():
+        raise UsageError(f"--html {html} is a directory; name the report file (for example {html / 'roi.html'})")
+    _, text = roi(load_settings(), _optional_time(since, "--since"), html)
+    typer.echo(text, nl=False)
+    if html is not None:
+        typer.echo(f"HTML report: {html}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

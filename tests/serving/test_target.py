@@ -65,6 +65,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
     return data, settings
 
 
+@pytest.mark.slow  # trains and registers three models, MLflow runs
 def test_target_respects_budget_policy_and_beats_baselines(tmp_path: Path, trained: tuple[Path, Settings]) -> None:
     data, settings = trained
     home = settings.home
