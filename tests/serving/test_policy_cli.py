@@ -21,9 +21,14 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 def _run(args: list[str], env: dict[str, str], code: int, *needles: str) -> str:
-    # Each command sets up logging to the stderr it is given; the runner closes that stderr after the command.
-    logging.getLogger().handlers.clear()
-    res = CliRunner().invoke(app, args, env=env)
+    # Each command sets up logging to the stderr it is given, and the runner closes that stream afterwards: a
+    # handler left on it would break the next command's logging (here and in later test modules).
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        res = CliRunner().invoke(app, args, env=env)
+    finally:
+        root.handlers[:] = before
     assert res.exit_code == code, (res.output, res.exception)
     assert "Traceback" not in res.output
     for needle in needles:
