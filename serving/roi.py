@@ -24,7 +24,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from statistics import NormalDist
@@ -363,8 +363,3 @@ def roi(settings: Settings, since: datetime | None = None, html_path: Path | Non
         write_html(result, html_path)
     _log_mlflow(settings, result)
     return result, format_text(result)
-
-
-def as_dict(segment: Segment) -> dict[str, Any]:
-    """A segment as plain data (for tests and JSON)."""
-    return asdict(segment)

@@ -14,6 +14,8 @@ from features.policy import in_holdout
 from features.settings import Settings
 from features.synthetic import SyntheticConfig, generate, write_dataset
 from serving.decision_log import SQLiteDecisionLog
+from serving.outcomes import sync
+from serving.roi import roi
 from serving.target import COLUMNS, knapsack, run_target
 
 T = datetime(2024, 10, 1)
@@ -106,3 +108,12 @@ def test_target_respects_budget_policy_and_beats_baselines(tmp_path: Path, train
     second = run_target(data, T, 300.0, out, settings, dry_run=True)
     assert not set(pd.read_csv(out)["customer_id"]) & picked  # capped at one contact in 30 days
     assert second.withheld["contact_cap"] == len(picked)
+
+    # The rest of the day: outcomes from the data, then the ROI of the campaign against its holdout.
+    synced = sync(data, settings, horizon_days=90)
+    assert synced.complete == len(rows) and synced.inserted == 3 * len(rows)
+    assert sync(data, settings, horizon_days=90).inserted == 0
+    result, text = roi(settings, html_path=tmp_path / "roi.html")
+    assert result.overall is not None and "overall" in text
+    assert result.overall.treated == len(picked) and result.overall.holdout == len(held)
+    assert result.overall.cost.value == pytest.approx(first.spent)
