@@ -27,9 +27,9 @@ import numpy as np
 
 from features.definitions import feature_set_version
 from features.online_store import OnlineStore, merge_overrides
+from features.policy import PolicyError
 from features.schema import CONTROL_OFFER
 from features.scoring import (
-    NO_OFFER_PAYS,
     Bundle,
     Encoder,
     FeatureSetMismatch,
@@ -39,6 +39,7 @@ from features.scoring import (
 )
 from features.settings import Settings
 from features.stores.factory import open_online_store
+from serving.contact import DETAILS, ContactGate
 from serving.context_allowlist import allowed_context
 from serving.decision_log import (
     DecisionLog,
@@ -428,6 +429,10 @@ class Runtime:
             self.decisions: DecisionLog = decision_log or open_decision_log(settings)
         except DecisionLogError as exc:
             raise StartupError(str(exc)) from exc
+        try:
+            self.contact = ContactGate(settings.home, self.decisions)
+        except PolicyError as exc:
+            raise StartupError(str(exc)) from exc
         self.reloads = 0
         self.reload_errors = 0
         #: Experiment problems seen (a broken experiments.yaml, an experiment that cannot be routed), each counted
@@ -570,8 +575,10 @@ class Runtime:
         for part in parts:
             bundle = models.bundles.get(part)
             if bundle is None:
+                why = models.absent.get(part, "model not loaded")
                 for o in out:
-                    o[part] = {"available": False, "reason": models.absent.get(part, "model not loaded")}
+                    # The offer part's `reason` is a contact-policy code (CONTRACT §4): the text goes in `detail`.
+                    o[part] = {"available": False, "detail" if part == "next_best_offer" else "reason": why}
                 continue
             x = matrix(part)
             if part == "churn":
@@ -615,7 +622,9 @@ class Runtime:
                     if not ranked[i]:
                         o[part] = {
                             "available": False,
-                            "reason": "no offer in the catalog is eligible for this customer",
+                            "offer_id": None,
+                            "reason": "no_positive_value",
+                            "detail": "no offer in the catalog is eligible for this customer",
                         }
                         continue
                     best = best_offer(ranked[i], bool(bundle.meta.get("has_control")))
@@ -627,7 +636,7 @@ class Runtime:
                         "method": method,
                     }
                     if best is None:
-                        o[part]["reason"] = NO_OFFER_PAYS
+                        o[part].update(reason="no_positive_value", detail=DETAILS["no_positive_value"])
         return out
 
     def _route(self, models: Models, customer_id: str, parts: Sequence[str]) -> _Route:
@@ -658,6 +667,8 @@ class Runtime:
             outs = self._score(arm_models, [items[i].row for i in indices], arm_parts)
             for i, out in zip(indices, outs, strict=True):
                 scored[i] = out
+        if "next_best_offer" in parts:
+            self.contact.apply([item.customer_id for item in items], [out.get("next_best_offer") for out in scored])
         now = time.time()
         answers: list[dict[str, Any]] = []
         records: list[dict[str, Any]] = []
@@ -666,7 +677,9 @@ class Runtime:
                 out["next_best_offer"] = {
                     "available": False,
                     "holdout": True,
-                    "reason": f"in the holdout of experiment {route.experiment.name!r}: show no offer",  # type: ignore[union-attr]
+                    "offer_id": None,
+                    "reason": "holdout",
+                    "detail": f"in the holdout of experiment {route.experiment.name!r}: show no offer",  # type: ignore[union-attr]
                 }
             arm_models = route.models(models)
             answer = {

@@ -222,7 +222,12 @@ class NextBestOfferPart(BaseModel):
     )
     ranking: list[OfferScore] = Field(default_factory=list)
     method: str | None = Field(default=None, description="uplift, or propensity when offers had no control arm")
-    reason: str | None = None
+    reason: Literal["holdout", "opted_out", "contact_cap", "no_positive_value"] | None = Field(
+        default=None,
+        description="why no offer is made (contact policy, in this order: holdout, opted_out, contact_cap, then "
+        "no_positive_value); null when `offer_id` is set",
+    )
+    detail: str | None = Field(default=None, description="the reason (or why the part is unavailable) in words")
     holdout: bool = Field(default=False, description="the customer is in an experiment's holdout: show no offer")
 
 

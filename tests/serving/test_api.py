@@ -73,9 +73,9 @@ def check_answer(body: dict, customer_id: str, parts: tuple[str, ...] = PARTS) -
                 assert nbo["offer_id"] in ("discount10", "loyalty")
                 assert nbo["ranking"][0]["offer_id"] == nbo["offer_id"] and nbo["expected_value"] == values[0]
             else:  # no offer pays: show none, and say so
-                assert nbo["offer_id"] is None and nbo["expected_value"] == 0.0 and "showing none" in nbo["reason"]
+                assert nbo["offer_id"] is None and nbo["expected_value"] == 0.0 and nbo["reason"] == "no_positive_value"
         else:
-            assert isinstance(nbo["reason"], str)
+            assert isinstance(nbo["detail"], str)
     for part in set(PARTS) - set(parts):
         assert part not in body
 

@@ -86,7 +86,7 @@ def test_keys_and_absent_model(tmp_path: Path, bundles: dict[str, Path]) -> None
     write_manifest(home / "serving.json", manifest)
     rt = Runtime(settings_for(home))
     answer = rt.personalize("c1")
-    assert answer["next_best_offer"] == {"available": False, "reason": "model 'next_best_offer' has no alias"}
+    assert answer["next_best_offer"] == {"available": False, "detail": "model 'next_best_offer' has no alias"}
     assert answer["model_versions"] == {"churn": 1, "cltv": 1}
     with pytest.raises(UnknownCustomer):
         rt.personalize("zzz")
