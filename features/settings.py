@@ -19,6 +19,9 @@ class Settings(BaseModel):
         tracking_uri: MLflow tracking (and registry) URI.
         home: Directory of the online store, decision log, experiments and reports.
         api_keys: Keys the API accepts; empty means "the key ``demo`` generated".
+        online_store_url: Redis URL of the online store, or None for the embedded one.
+        decision_log_url: PostgreSQL URL of the decision log, or None for the embedded one.
+        experiments_file: The experiments file when replicas share one, else None (under ``home``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -31,6 +34,11 @@ class Settings(BaseModel):
     )
     decision_log_url: str | None = Field(
         default=None, description="postgresql://..., or None for the embedded log (env CXPREDICT_DECISION_LOG)"
+    )
+    experiments_file: Path | None = Field(
+        default=None,
+        description="experiments file shared by replicas, or None for $CXPREDICT_HOME/experiments.yaml "
+        "(env CXPREDICT_EXPERIMENTS)",
     )
 
     @property
@@ -59,4 +67,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         api_keys=keys,
         online_store_url=env.get("CXPREDICT_ONLINE_STORE") or None,
         decision_log_url=env.get("CXPREDICT_DECISION_LOG") or None,
+        experiments_file=Path(env["CXPREDICT_EXPERIMENTS"]).absolute() if env.get("CXPREDICT_EXPERIMENTS") else None,
     )
