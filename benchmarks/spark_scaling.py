@@ -1,7 +1,7 @@
 """Feature build time against data size: `cxpredict features build --engine spark` (local[2]) beside DuckDB.
 
 Usage: python benchmarks/spark_scaling.py [--rows 1000000 5000000 10000000] [--engines duckdb spark]
-           [--master local[2]] [--timeout 3600] [--json FILE]
+           [--master local[2]] [--driver-memory 6g] [--timeout 3600] [--json FILE]
 
 For each size it writes a seeded synthetic ``transactions.parquet`` (one customer per 10 rows, the generator of
 ``benchmarks/feature_pipeline.py``), then times the real command line — a fresh process per run, so the Spark
@@ -32,9 +32,25 @@ ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2025-01-01"
 
 
-def build(data: Path, out: Path, engine: str, master: str, timeout: float) -> float | None:
+def spark_conf_dir(directory: Path, driver_memory: str) -> Path:
+    """A ``SPARK_CONF_DIR`` whose spark-defaults.conf sizes the driver (in local mode it runs the executors too).
+
+    Spark's default 1 GB driver heap fails at 5M rows on collecting the 500k-row result; this is the ordinary
+    Spark setting for that, not something the engine hard-codes.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "spark-defaults.conf").write_text(f"spark.driver.memory {driver_memory}\n")
+    return directory
+
+
+def build(data: Path, out: Path, engine: str, master: str, timeout: float, conf_dir: Path) -> float | None:
     """Wall seconds of one `cxpredict features build`, or None when it ran past ``timeout``."""
-    env = {**os.environ, "CXPREDICT_SPARK_MASTER": master, "CXPREDICT_SPARK_SHUFFLE_PARTITIONS": "8"}
+    env = {
+        **os.environ,
+        "CXPREDICT_SPARK_MASTER": master,
+        "CXPREDICT_SPARK_SHUFFLE_PARTITIONS": "8",
+        "SPARK_CONF_DIR": str(conf_dir),
+    }
     cmd = [str(ROOT / ".venv/bin/cxpredict"), "features", "build", "--data", str(data), "--as-of", AS_OF]
     cmd += ["--out", str(out), "--engine", engine]
     t0 = time.perf_counter()
@@ -43,29 +59,32 @@ def build(data: Path, out: Path, engine: str, master: str, timeout: float) -> fl
     except subprocess.TimeoutExpired:
         return None
     except subprocess.CalledProcessError as exc:
-        raise SystemExit(f"{engine} failed at {data}:\n{exc.stdout[-2000:]}\n{exc.stderr[-4000:]}") from exc
+        log = Path(tempfile.gettempdir()) / f"spark_scaling_{engine}_failed.log"
+        log.write_text(exc.stdout + exc.stderr)
+        raise SystemExit(f"{engine} failed at {data} (whole output in {log}):\n{exc.stderr[-4000:]}") from exc
     return time.perf_counter() - t0
 
 
-def max_relative_difference(a: Path, b: Path) -> float:
-    """Largest relative difference between two feature tables (same customers, same columns)."""
+def max_relative_difference(a: Path, b: Path) -> tuple[float, str]:
+    """Largest relative difference between two feature tables (same customers, same columns), and its column."""
     left = pd.read_parquet(a).sort_values("customer_id").reset_index(drop=True)
     right = pd.read_parquet(b).sort_values("customer_id").reset_index(drop=True)
     if list(left.columns) != list(right.columns) or not left["customer_id"].equals(right["customer_id"]):
-        return float("inf")
-    worst = 0.0
+        return float("inf"), "customer_id or the column list"
+    worst, where = 0.0, ""
     for column in left.columns.drop("customer_id"):
         x, y = left[column], right[column]
         if not pd.api.types.is_numeric_dtype(x):
-            worst = max(worst, 0.0 if x.fillna("").equals(y.fillna("")) else float("inf"))
-            continue
-        x, y = x.to_numpy(float), y.to_numpy(float)
-        if not np.array_equal(np.isnan(x), np.isnan(y)):
-            return float("inf")
-        ok = ~np.isnan(x)
-        diff = np.abs(x[ok] - y[ok]) / np.maximum(np.abs(x[ok]), 1e-12)
-        worst = max(worst, float(diff.max(initial=0.0)))
-    return worst
+            diff = 0.0 if x.fillna("").equals(y.fillna("")) else float("inf")
+        else:
+            x, y = x.to_numpy(float), y.to_numpy(float)
+            if not np.array_equal(np.isnan(x), np.isnan(y)):
+                return float("inf"), f"{column} (missing values differ)"
+            ok = ~np.isnan(x)
+            diff = float((np.abs(x[ok] - y[ok]) / np.maximum(np.abs(x[ok]), 1e-12)).max(initial=0.0))
+        if diff > worst:
+            worst, where = diff, column
+    return worst, where
 
 
 def main() -> None:
@@ -74,6 +93,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000, 10_000_000])
     parser.add_argument("--engines", nargs="+", default=["duckdb", "spark"], choices=["duckdb", "spark"])
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="6g", help="spark.driver.memory (local mode: all of Spark)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per build before giving up")
     parser.add_argument("--json", type=Path, help="append each measurement to this JSON-lines file")
     args = parser.parse_args()
@@ -86,12 +106,16 @@ def main() -> None:
             outs = {}
             for engine in args.engines:
                 outs[engine] = Path(tmp) / f"{engine}.parquet"
-                seconds = build(data, outs[engine], engine, args.master, args.timeout)
+                conf = spark_conf_dir(Path(tmp) / "spark-conf", args.driver_memory)
+                seconds = build(data, outs[engine], engine, args.master, args.timeout, conf)
                 line = {"rows": rows, "engine": engine, "seconds": seconds, "master": args.master}
+                if engine == "spark":
+                    line["driver_memory"] = args.driver_memory
                 if seconds is not None:
                     results[engine].append((rows, seconds))
                 if engine == "spark" and "duckdb" in outs and seconds is not None:
-                    line["max_rel_diff_vs_duckdb"] = max_relative_difference(outs["duckdb"], outs["spark"])
+                    diff, column = max_relative_difference(outs["duckdb"], outs["spark"])
+                    line["max_rel_diff_vs_duckdb"], line["worst_column"] = diff, column
                 print(json.dumps(line), flush=True)
                 if args.json:
                     with args.json.open("a") as f:

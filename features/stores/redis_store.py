@@ -11,16 +11,20 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import redis
 
 from features.online_store import _clean, decode_row
+from features.stores import OnlineStoreUnavailable, safe_url
 
 POINTER = "cxp:current"
 PREFIX = "cxp:g:"
+#: Seconds to wait for a TCP connection to Redis before calling it unreachable.
+CONNECT_TIMEOUT_SECONDS = 5.0
 #: Rows written per pipeline flush while materializing.
 WRITE_CHUNK = 5_000
 
@@ -55,18 +59,32 @@ class RedisOnlineStore:
 
     def __init__(self, url: str):
         self.url = url
-        self._redis = redis.Redis.from_url(url)
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS)
         self._get = self._redis.register_script(_GET)
 
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Turn "cannot connect" into :class:`OnlineStoreUnavailable` naming the store (never its password)."""
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise OnlineStoreUnavailable(f"online store {safe_url(self.url)} is unreachable: {exc}") from None
+
     def generation(self) -> str | None:
-        """Id of the current generation (changes at every materialization), or None when there is none."""
-        gen = self._redis.get(POINTER)
+        """Id of the current generation (changes at every materialization), or None when there is none.
+
+        Raises:
+            OnlineStoreUnavailable: Redis cannot be reached.
+        """
+        with self._reachable():
+            gen = self._redis.get(POINTER)
         return gen.decode() if gen else None
 
     def _lookup(self, ids: list[str]) -> tuple[str, list[bytes | None]]:
-        result = self._get(keys=[POINTER], args=ids)
+        with self._reachable():
+            result = self._get(keys=[POINTER], args=ids)
         if not result or result[0] is None:
-            raise StoreMissing(f"online store {self.url} is empty: run `cxpredict features materialize`")
+            raise StoreMissing(f"online store {safe_url(self.url)} is empty: run `cxpredict features materialize`")
         return result[0].decode(), list(result[1:]) + [None] * (len(ids) - len(result) + 1)
 
     def get(self, customer_id: str) -> dict[str, Any] | None:
@@ -86,8 +104,9 @@ class RedisOnlineStore:
         """``as_of``, ``feature_set_version``, ``columns`` and ``customers`` of the current generation."""
         gen = self.generation()
         if gen is None:
-            raise StoreMissing(f"online store {self.url} is empty: run `cxpredict features materialize`")
-        raw = self._redis.hgetall(_meta_key(gen))
+            raise StoreMissing(f"online store {safe_url(self.url)} is empty: run `cxpredict features materialize`")
+        with self._reachable():
+            raw = self._redis.hgetall(_meta_key(gen))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     def forget(self, customer_id: str) -> bool:
