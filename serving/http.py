@@ -35,6 +35,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
+from features.stores import OnlineStoreUnavailable
 from serving.decision_log import DecisionLogError, FeedbackReceipt
 from serving.runtime import InvalidFeatures, UnknownCustomer
 from serving.schemas import (
@@ -169,6 +170,7 @@ ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
     InvalidFeatures: (422, "invalid_features", {}),
     LogUnavailable: (503, "decision_log_unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}),
     DecisionLogError: (503, "decision_log_unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}),
+    OnlineStoreUnavailable: (503, "online_store_unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}),
 }
 
 #: Error codes of the statuses the framework itself answers (unknown route, wrong method, a bug).
@@ -296,7 +298,8 @@ _ERROR_DOCS = {
     413: "`payload_too_large` (body over 1 MB) or `batch_too_large` (over 1,000 ids)",
     422: "`invalid_request` (wrong types, missing or extra fields; `detail` lists them) or `invalid_features`",
     500: "`internal_error`: a bug; the server log has the details",
-    503: "`decision_log_unavailable`: the decision could not be logged; retry after `Retry-After` seconds",
+    503: "`decision_log_unavailable` (the decision could not be logged) or `online_store_unavailable` (the online "
+    "store cannot be reached); retry after `Retry-After` seconds",
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text} for status, text in _ERROR_DOCS.items()
