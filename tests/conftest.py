@@ -22,8 +22,8 @@ _SLOW_MODULES = {
     "test_durability",
     "test_metrics",
     "test_mlproject",
+    "test_reload",
     "test_replicas",
-    "test_zz_reload",
 }
 
 
