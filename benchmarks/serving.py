@@ -389,13 +389,13 @@ def a_customer(home: Path) -> str:
 
 
 def champion_churn_bundle(home: Path) -> Path:
-    """The churn bundle ``cxpredict serve`` downloaded: ``$CXPREDICT_HOME/models/churn/<version>/.../bundle.json``.
+    """The churn bundle ``cxpredict serve`` downloaded: ``$CXPREDICT_HOME/models/churn/<version>-<run id>/...``.
 
     The demo registers one churn version (the champion); with several, the newest is taken.
     """
     found = sorted(
-        (home / "models" / "churn").glob("*/**/bundle.json"),
-        key=lambda p: int(p.relative_to(home / "models" / "churn").parts[0]),
+        (home / "models" / "churn").glob("[0-9]*/**/bundle.json"),
+        key=lambda p: int(p.relative_to(home / "models" / "churn").parts[0].split("-")[0]),
     )
     if not found:
         raise RuntimeError(f"no churn bundle under {home / 'models' / 'churn'}: did `cxpredict serve` start?")

@@ -417,6 +417,55 @@ def ab_ingest(
     typer.echo(f"{result.inserted} feedback rows stored, {result.duplicates} already present")
 
 
+@app.command("forget")
+@_guarded
+def forget_cmd(
+    customer_ids: Annotated[list[str], typer.Argument(help="customer ids to erase")],
+) -> None:
+    """Erase customers from the online store, the decision log and feedback, and the reports; say what went."""
+    from features.settings import load_settings
+    from serving import privacy
+
+    settings = load_settings()
+    report = privacy.forget(settings, customer_ids)
+    for line in report.lines(settings):
+        typer.echo(line)
+    typer.echo("note: the input data still holds them; remove them there before the next `features materialize`")
+
+
+@app.command("export")
+@_guarded
+def export_cmd(customer_id: Annotated[str, typer.Argument(help="the customer's id")]) -> None:
+    """Print everything cxpredict holds about one customer as JSON."""
+    import json
+
+    from features.settings import load_settings
+    from serving import privacy
+
+    typer.echo(json.dumps(privacy.export(load_settings(), customer_id), indent=2, default=str, ensure_ascii=False))
+
+
+@app.command("retention")
+@_guarded
+def retention_cmd(
+    days: Annotated[
+        int | None, typer.Option("--days", min=1, help="retention period (default CXPREDICT_RETENTION_DAYS, 400)")
+    ] = None,
+) -> None:
+    """Erase decisions and feedback older than the retention period (run it daily; `serve` also does)."""
+    from features.settings import load_settings
+    from serving import privacy
+
+    settings = load_settings()
+    if days is not None:
+        settings = settings.model_copy(update={"retention_days": days})
+    counts = privacy.purge_expired(settings)
+    typer.echo(
+        f"erased {counts['decisions']} decisions and {counts['feedback']} feedback records older than "
+        f"{settings.retention_days} days"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

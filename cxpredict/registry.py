@@ -15,6 +15,7 @@ import mlflow
 from mlflow.protos.databricks_pb2 import ErrorCode
 from mlflow.tracking import MlflowClient
 
+from features.private_files import private_dir
 from features.scoring import META_FILE, Bundle
 from features.settings import Settings
 
@@ -79,7 +80,7 @@ def resolve(client: MlflowClient, name: str, ref: str) -> int:
 
 def download_bundle(client: MlflowClient, name: str, version: int, dest: Path) -> Path:
     """Download the bundle directory of a registered version into ``dest`` and return its path."""
-    dest.mkdir(parents=True, exist_ok=True)
+    private_dir(dest)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest)))
     return _bundle_in(local)
 

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from features.private_files import create_private_file, private_dir
+
 STORE_FILE = "features.sqlite"
 
 
@@ -40,6 +42,10 @@ class OnlineStore(Protocol):
 
     def generation(self) -> str | None:
         """An id that changes whenever a new generation is swapped in; None when the store holds none."""
+        ...
+
+    def forget(self, customer_ids: Iterable[str]) -> int:
+        """Erase these customers' rows from every generation held; the number of rows erased."""
         ...
 
 
@@ -80,10 +86,10 @@ def write_store(directory: Path, frame: Any, as_of: datetime, feature_set_versio
     Returns:
         The store file path.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_dir(Path(directory))
     tmp = directory / f".{STORE_FILE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
+    create_private_file(tmp)  # owner-only from the start: SQLite keeps an existing file's mode
     columns = [c for c in frame.columns if c != "customer_id"]
     con = sqlite3.connect(tmp)
     try:
@@ -163,6 +169,45 @@ class SQLiteOnlineStore:
     def metadata(self) -> dict[str, Any]:
         """``as_of``, ``feature_set_version``, ``columns`` and ``customers`` of the current generation."""
         return {k: json.loads(v) for k, v in self._con().execute("SELECT key, value FROM meta")}
+
+    def forget(self, customer_ids: Iterable[str]) -> int:
+        """Erase customers: a copy of the store without their rows is swapped in (readers open files immutable).
+
+        The copy is vacuumed, so no free page keeps a deleted row's bytes; the old file is replaced, not edited.
+        Returns 0 when there is no store. Run it while no ``materialize`` writes a new generation.
+        """
+        ids = list(dict.fromkeys(str(c) for c in customer_ids))
+        if not ids or not self.path.exists():
+            return 0
+        tmp = self.path.with_name(f".{STORE_FILE}.forget.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        create_private_file(tmp)
+        src = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=MEMORY")  # no journal file holding the old pages, even briefly
+            dst.execute("PRAGMA secure_delete=ON")
+            erased = 0
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                cur = dst.execute(f"DELETE FROM features WHERE customer_id IN ({','.join('?' * len(chunk))})", chunk)
+                erased += cur.rowcount
+            dst.execute("UPDATE meta SET value = (SELECT count(*) FROM features) WHERE key = 'customers'")
+            dst.commit()
+            dst.execute("VACUUM")
+        except BaseException:
+            dst.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            src.close()
+        dst.close()
+        if erased:
+            os.replace(tmp, self.path)
+        else:
+            tmp.unlink(missing_ok=True)
+        return erased
 
 
 def merge_overrides(stored: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -28,6 +28,12 @@ META_FILE = "bundle.json"
 #: the rows while XGBoost's cost stays mostly per call (benchmarks/serving_profile.py).
 SMALL_BATCH = 4
 RISK_BANDS: tuple[tuple[float, str], ...] = ((0.3, "low"), (0.6, "medium"), (1.01, "high"))
+#: Most categories of a text attribute kept in a bundle (the most common ones); the rest read as unknown.
+MAX_CATEGORIES = 50
+#: Fewest customers sharing a category for it to be kept in a bundle (a rarer value could single one out).
+MIN_CATEGORY_CUSTOMERS = 10
+#: A text attribute with more distinct values than this share of its customers is refused as a feature.
+MAX_DISTINCT_SHARE = 0.5
 
 
 class FeatureSetMismatch(RuntimeError):  # noqa: N818 - reads better at the raise site
@@ -44,10 +50,12 @@ class Encoder:
     Attributes:
         columns: Model input columns in order.
         categories: For each string attribute, its known categories in code order.
+        dropped: Attributes refused as features, with the reason (see :meth:`fit`).
     """
 
     columns: list[str]
     categories: dict[str, list[str]] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._index = {c: i for i, c in enumerate(self.columns)}
@@ -57,14 +65,45 @@ class Encoder:
         self._coded = [(self._index[c], c) for c in self._codes]
 
     @classmethod
-    def fit(cls, frame: Any) -> Encoder:
-        """Learn the input columns and attribute categories from a training feature frame (pandas)."""
+    def fit(
+        cls,
+        frame: Any,
+        max_categories: int = MAX_CATEGORIES,
+        min_customers: int = MIN_CATEGORY_CUSTOMERS,
+        max_distinct_share: float = MAX_DISTINCT_SHARE,
+    ) -> Encoder:
+        """Learn the input columns and attribute categories from a training feature frame (pandas).
+
+        The categories are stored in the bundle, so only common ones are kept: at most ``max_categories`` values,
+        each seen for at least ``min_customers`` customers (counted by ``customer_id`` when the frame has it, else
+        by row); rarer values read as unknown. A text attribute whose distinct values exceed
+        ``max_distinct_share`` of its customers (an e-mail, a name, an id), or that keeps no value, is refused as
+        a feature: it is left out of ``columns`` and ``dropped`` says why (without any of its values).
+        """
         attrs = [c for c in frame.columns if str(c).startswith("attr_")]
         cats: dict[str, list[str]] = {}
+        dropped: dict[str, str] = {}
         for col in attrs:
-            if frame[col].dtype == object or str(frame[col].dtype) in ("string", "str", "category"):
-                cats[col] = sorted(str(v) for v in frame[col].dropna().unique())
-        return cls(columns=[*feature_names(), *attrs], categories=cats)
+            if not (frame[col].dtype == object or str(frame[col].dtype) in ("string", "str", "category")):
+                continue
+            present = frame.loc[frame[col].notna(), [c for c in ("customer_id", col) if c in frame.columns]]
+            values = present.astype(str).drop_duplicates()[col] if "customer_id" in present.columns else present[col]
+            counts = values.astype(str).value_counts()
+            units = int(present["customer_id"].nunique()) if "customer_id" in present.columns else len(present)
+            if units and len(counts) / units > max_distinct_share and len(counts) > 1:
+                dropped[col] = (
+                    f"high-cardinality text: {len(counts) / units:.0%} of its {units} customers have a distinct "
+                    f"value (more than {max_distinct_share:.0%}), so it identifies customers rather than describes them"
+                )
+                continue
+            common = sorted(((-int(n), str(v)) for v, n in counts.items() if n >= min_customers))[:max_categories]
+            if not common:
+                dropped[col] = f"no value is shared by {min_customers} or more customers"
+                continue
+            cats[col] = sorted(v for _, v in common)
+        return cls(
+            columns=[*feature_names(), *(a for a in attrs if a not in dropped)], categories=cats, dropped=dropped
+        )
 
     def _value(self, col: str, value: Any) -> float:
         if value is None:
@@ -107,12 +146,16 @@ class Encoder:
 
     def to_json(self) -> dict[str, Any]:
         """Serialisable form."""
-        return {"columns": self.columns, "categories": self.categories}
+        return {"columns": self.columns, "categories": self.categories, "dropped": self.dropped}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Encoder:
         """Inverse of :meth:`to_json`."""
-        return cls(columns=list(data["columns"]), categories={k: list(v) for k, v in data["categories"].items()})
+        return cls(
+            columns=list(data["columns"]),
+            categories={k: list(v) for k, v in data["categories"].items()},
+            dropped=dict(data.get("dropped") or {}),
+        )
 
 
 def design_matrix(x: np.ndarray, n_offers: int, offer_index: np.ndarray) -> np.ndarray:

@@ -252,8 +252,16 @@ def _parse_ts(column: pd.Series, path: Path, rows_where: Any) -> list[float | No
     return [None if pd.isna(t) else t.timestamp() for t in parsed]
 
 
+#: Feedback rows per transaction of ``ab ingest``: the service's own writes get the log's lock in between.
+INGEST_CHUNK = 2_000
+
+
 def ingest(settings: Settings, path: Path) -> IngestResult:
-    """Load a feedback file into the decision log, all or nothing.
+    """Load a feedback file into the decision log: nothing when a row names an unknown decision, else every row.
+
+    Every decision id is checked first (a read); the rows are then written :data:`INGEST_CHUNK` at a time, one
+    transaction each, so a large file never holds the log's write lock long enough to stall the service. A run
+    cut short (killed) leaves some chunks stored: running it again stores the rest (stored rows are duplicates).
 
     Raises:
         ValueError: the file is invalid, or names decision ids the log does not hold (nothing is stored).
@@ -261,7 +269,14 @@ def ingest(settings: Settings, path: Path) -> IngestResult:
     rows = read_feedback_file(path)
     log = decision_log(settings)
     try:
-        return log.ingest_feedback(rows)
+        missing = log.missing_decisions([r.decision_id for r in rows])
+        if missing:
+            raise UnknownDecisions([rows[i].decision_id for i in missing], missing)
+        inserted = duplicates = 0
+        for start in range(0, len(rows), INGEST_CHUNK):
+            done = log.ingest_feedback(rows[start : start + INGEST_CHUNK])
+            inserted, duplicates = inserted + done.inserted, duplicates + done.duplicates
+        return IngestResult(inserted=inserted, duplicates=duplicates)
     except UnknownDecisions as exc:
         shown = ", ".join(repr(i) for i in exc.ids[:5]) + (f" and {len(exc.ids) - 5} more" if len(exc.ids) > 5 else "")
         raise ValueError(
@@ -387,5 +402,6 @@ def report(settings: Settings, name: str, html: Path | None = None) -> tuple[str
         notes.append(f"WARNING: {data.switched} customers were logged under more than one arm")
     text = text.rstrip("\n") + "\n" + "\n".join(notes) + "\n"
     target = Path(html) if html else Path(settings.home) / "reports" / f"{name}.html"
-    write_html(result, units, target, name)
+    inside_home = target.resolve().is_relative_to(Path(settings.home).resolve())
+    write_html(result, units, target, name, mode=0o600 if inside_home else 0o644)
     return text, target

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.private_files import private_dir
 from serving.ab_stats import RATE, VALUE, Comparison, ExperimentResult, validate_units
 
 if TYPE_CHECKING:
@@ -348,7 +349,7 @@ def _html_document(result: ExperimentResult, name: str, cumulative_png: str, int
     return "\n".join(parts) + "\n"
 
 
-def write_html(result: ExperimentResult, units: pd.DataFrame, path: Path, name: str) -> Path:
+def write_html(result: ExperimentResult, units: pd.DataFrame, path: Path, name: str, mode: int = 0o644) -> Path:
     """Write one self-contained HTML report (tables and base64 PNG plots), atomically.
 
     The document is fully rendered before anything touches the disk; it is then written to a temporary file in
@@ -360,6 +361,7 @@ def write_html(result: ExperimentResult, units: pd.DataFrame, path: Path, name: 
         units: The per-customer frame (uses ``variant``, ``first_ts`` and ``converted``).
         path: Target file; its parent directory is created.
         name: Experiment name, shown in the title (HTML-escaped).
+        mode: The file's permissions (``ab.report`` passes 0600 under ``$CXPREDICT_HOME``, with a 0700 directory).
 
     Returns:
         ``path``.
@@ -371,12 +373,16 @@ def write_html(result: ExperimentResult, units: pd.DataFrame, path: Path, name: 
     validate_units(units)
     path = Path(path)
     document = _html_document(result, name, _cumulative_plot(result, units), _interval_plot(result))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode & 0o077:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        private_dir(path.parent)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            # mkstemp creates the file 0600; a report is meant to be read by others.
-            os.fchmod(handle.fileno(), 0o644)
+            # mkstemp creates the file 0600; a report outside the home is meant to be read by others.
+            if mode != 0o600:
+                os.fchmod(handle.fileno(), mode)
             handle.write(document)
             handle.flush()
             os.fsync(handle.fileno())

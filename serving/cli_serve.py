@@ -19,6 +19,7 @@ from pathlib import Path
 from features.settings import load_settings
 from serving.layout import MODELS
 from serving.manifest import reload_interval, resolve_champions, watch_champions
+from serving.privacy import retention_loop
 from serving.startup import StartupError, preflight
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,11 @@ def serve(port: int, host: str = "127.0.0.1", workers: int | None = None) -> Non
     workers = workers or default_workers()
     settings = load_settings()
     manifest = resolve_champions(settings)
+    # BentoML's process manager (circus) restarts a worker that dies, unless it believes it runs in a container
+    # (these variables), where it leaves that to the orchestrator: `serve` promises the restart either way.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("BENTOML_CONTAINERIZED", "BENTOCLOUD_DEPLOYMENT_URL")}
     env = {
-        **os.environ,
+        **inherited,
         "BENTOML_DO_NOT_TRACK": "true",
         "CXPREDICT_HOME": str(Path(settings.home).resolve()),
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
@@ -107,6 +111,8 @@ def serve(port: int, host: str = "127.0.0.1", workers: int | None = None) -> Non
         target=watch_champions, args=(settings, reload_interval(), stop), name="cxpredict-champions", daemon=True
     )
     watcher.start()
+    purger = threading.Thread(target=retention_loop, args=(settings, stop), name="cxpredict-retention", daemon=True)
+    purger.start()
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port), "--host", host]
     child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
     # `kill`, systemd and `docker stop` send SIGTERM to this process alone: without passing it on, the BentoML

@@ -12,6 +12,10 @@ for nothing but one loop pass and, with an executor, one thread hand-off, or non
 says the call should run on the event loop (a request alone in the worker: the loop has nothing else to do, and
 handing over to a thread and back costs it two wake-ups). Nothing here knows about models: the handler does the
 work.
+
+One item's trouble stays its own: when a call over several items raises, each item is handled again alone, so
+only the items that fail by themselves get the exception (a bad row — say an eligibility rule comparing a text
+attribute with a number — does not fail the requests scored with it).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ class Coalescer(Generic[T, R]):
 
     Args:
         handle: Called with the items in submission order; returns one result per item, in the same order. If it
-            raises, every item of that call gets the exception.
+            raises on several items, it is called again on each alone and only the items that fail alone get their
+            exception (so it must have no effect when it raises).
         max_batch: Items per call at most; the rest wait for the next call.
         executor: Where ``handle`` runs. ``None`` runs it on the event loop (one call per loop pass); an executor
             runs one call at a time there, and items submitted meanwhile form the next call.
@@ -106,22 +111,40 @@ class Coalescer(Generic[T, R]):
         else:
             self._busy = False
 
-    def _call(self, items: list[T]) -> tuple[Sequence[R] | None, BaseException | None]:
+    def _call(self, items: list[T]) -> tuple[Sequence[R | _Failed] | None, BaseException | None]:
         try:
             results = self.handle(items)
             if len(results) != len(items):
                 raise RuntimeError(f"handler returned {len(results)} results for {len(items)} items")
         except Exception as exc:
-            return None, exc
+            if len(items) == 1:
+                return None, exc
+            # Which item is it? Each alone: the others get their answers, the failing ones their own error.
+            return [self._alone(item) for item in items], None
         return results, None
 
+    def _alone(self, item: T) -> R | _Failed:
+        results, error = self._call([item])
+        return _Failed(error) if results is None else results[0]
+
     @staticmethod
-    def _deliver(batch: _Batch[T, R], results: Sequence[R] | None, error: BaseException | None) -> None:
+    def _deliver(batch: _Batch[T, R], results: Sequence[R | _Failed] | None, error: BaseException | None) -> None:
         for i, (_, future) in enumerate(batch):
             # A request cancelled meanwhile simply does not take its result.
             if future.done():
                 continue
             if results is None:
                 future.set_exception(error or RuntimeError("handler failed"))
+            elif isinstance(result := results[i], _Failed):
+                future.set_exception(result.error)
             else:
-                future.set_result(results[i])
+                future.set_result(result)
+
+
+class _Failed:
+    """An item's own exception, among the results of items handled one by one."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error

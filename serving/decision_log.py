@@ -34,6 +34,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from features.private_files import create_private_file, private_dir
+
 try:
     import fcntl
 except ImportError:  # Windows: writers fall back to SQLite's own busy wait
@@ -48,6 +50,12 @@ MAX_GROUP = 512
 BACKGROUND_CHUNK = 16
 #: Seconds between WAL checkpoints (run off the writer thread).
 CHECKPOINT_SECONDS = 1.0
+#: Most operations waiting for the writer; beyond that a write fails at once (the service answers 503).
+MAX_QUEUED = 10_000
+#: How long a write waits for another connection's write lock before it fails (the service answers 503).
+BUSY_TIMEOUT_MS = 5_000
+#: Seconds a failed write keeps the log reported unusable (``problem``) unless a write succeeds meanwhile.
+FAILURE_MEMORY_SECONDS = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -104,6 +112,14 @@ _OWN_COLUMNS = frozenset({"context", "model_versions", "experiment", "propensity
 
 class DecisionLogError(ValueError):
     """The decision log file cannot be opened (not a SQLite database, unreadable, or its directory read-only)."""
+
+
+class DecisionLogBusy(DecisionLogError):  # noqa: N818
+    """The log's write queue is full: the write is refused rather than queued without bound."""
+
+
+class DecisionLogMissing(DecisionLogError):  # noqa: N818
+    """The log's file was removed or replaced under the running service."""
 
 
 class UnknownDecisions(ValueError):  # noqa: N818 - reads better at the raise site
@@ -197,12 +213,28 @@ class DecisionLog(Protocol):
         """
         ...
 
+    def missing_decisions(self, decision_ids: Sequence[str]) -> list[int]:
+        """Positions of the ids this log does not hold."""
+        ...
+
     def experiment_rows(self, experiment: str) -> list[dict[str, Any]]:
         """Every decision of an experiment with its feedback, for the report (shadow decisions included)."""
         ...
 
     def close(self) -> None:
         """Flush pending writes and release the store."""
+        ...
+
+    def forget(self, customer_ids: Iterable[str]) -> dict[str, int]:
+        """Erase customers' decisions and their feedback, leaving no copy behind; ``decisions``/``feedback`` counts."""
+        ...
+
+    def export(self, customer_id: str) -> dict[str, Any]:
+        """Everything held about one customer: ``{"decisions": [...]}``, each decision with its feedback."""
+        ...
+
+    def purge(self, before_ts: float) -> dict[str, int]:
+        """Erase decisions older than ``before_ts`` (epoch seconds) with their feedback (the retention period)."""
         ...
 
 
@@ -290,8 +322,9 @@ class SQLiteDecisionLog:
         # Writers of every process take this file's lock around each transaction (see _lock_file).
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            private_dir(self.path.parent)
+            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            create_private_file(self.path)  # SQLite keeps the mode (and gives it to its -wal and -shm files)
         except OSError as exc:
             raise DecisionLogError(f"decision log {self.path}: cannot create its lock file {lock_path}: {exc}") from exc
         opened: list[sqlite3.Connection] = []
@@ -322,6 +355,9 @@ class SQLiteDecisionLog:
                     f"decision log {self.path} cannot be opened: {exc} (move the file away to start a new log)"
                 ) from exc
             raise
+        self._inode = os.stat(self.path).st_ino
+        #: When the last write failed and why (cleared by a write that succeeds).
+        self._failed: tuple[float, str] | None = None
         # Served decisions (priority 0) always go before background records (1); the stop marker goes last (2).
         self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
         self._seq = itertools.count()
@@ -335,8 +371,34 @@ class SQLiteDecisionLog:
         )
         self._checkpointer.start()
 
+    def problem(self) -> str | None:
+        """Why the log cannot be written right now, or None.
+
+        Its file gone or replaced, its queue full, or a write that failed in the last few seconds.
+        """
+        try:
+            if os.stat(self.path).st_ino != self._inode:
+                return f"{self.path} was replaced under the service (restart it to use the new file)"
+        except OSError:
+            return f"{self.path} is missing (put it back, or restart to start a new log)"
+        if self._queue.qsize() >= MAX_QUEUED:
+            return f"{MAX_QUEUED} writes are queued"
+        failed = self._failed
+        if failed is not None and time.monotonic() - failed[0] < FAILURE_MEMORY_SECONDS:
+            return f"the last write failed: {failed[1]}"
+        return None
+
+    def _check_file(self) -> None:
+        """Refuse to write into a file that is no longer the log (removed or replaced): the write would be lost."""
+        try:
+            same = os.stat(self.path).st_ino == self._inode
+        except OSError:
+            same = False
+        if not same:
+            raise DecisionLogMissing(f"decision log {self.path} was removed or replaced; nothing was written")
+
     def _connect(
-        self, opened: list[sqlite3.Connection] | None = None, busy_timeout_ms: int = 30_000
+        self, opened: list[sqlite3.Connection] | None = None, busy_timeout_ms: int = BUSY_TIMEOUT_MS
     ) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_ms / 1000)
         if opened is not None:
@@ -346,6 +408,7 @@ class SQLiteDecisionLog:
         con.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         # A checkpoint stalls the commit that runs it, so a separate thread runs them and no request waits on one.
         con.execute("PRAGMA wal_autocheckpoint=0")
+        con.execute("PRAGMA secure_delete=ON")  # forgotten and expired rows leave no bytes in free space
         return con
 
     def _checkpoint_loop(self) -> None:
@@ -418,6 +481,7 @@ class SQLiteDecisionLog:
         """Run ``group`` in one transaction; return each future's outcome, to be settled after the locks are freed."""
         results: list[_Outcome] = []
         try:
+            self._check_file()
             if not begun:
                 con.execute("BEGIN IMMEDIATE")
             for i, (op, future) in enumerate(group):
@@ -432,9 +496,11 @@ class SQLiteDecisionLog:
                     results.append((future, None, exc))
             con.execute("COMMIT")
             self.commits += 1
+            self._failed = None
         except BaseException as exc:
             self.write_errors += 1
-            log.exception("decision log commit failed (%d operations)", len(group))
+            self._failed = (time.monotonic(), f"{type(exc).__name__}: {exc}")
+            log.error("decision log commit failed (%d operations): %r", len(group), exc)
             if con.in_transaction:
                 con.execute("ROLLBACK")
             return [(future, None, exc) for _, future in group]
@@ -468,6 +534,9 @@ class SQLiteDecisionLog:
         future: Future[Any] = Future()
         if not self._writer.is_alive():
             future.set_exception(RuntimeError(f"decision log {self.path} is closed"))
+            return future
+        if self._queue.qsize() >= MAX_QUEUED:
+            future.set_exception(DecisionLogBusy(f"decision log {self.path}: {MAX_QUEUED} writes already queued"))
             return future
         self._queue.put((priority, next(self._seq), (op, future)))
         return future
@@ -521,6 +590,18 @@ class SQLiteDecisionLog:
         out["shadow"] = bool(out["shadow"])
         out["feedback"] = [{"outcome": o, "value": v, "ts": t} for o, v, t in feedback]
         return out
+
+    def missing_decisions(self, decision_ids: Sequence[str]) -> list[int]:
+        """Positions of the ids this log does not hold (a read: it never waits for or blocks a writer)."""
+        distinct = list(dict.fromkeys(decision_ids))
+        held: set[str] = set()
+        with self._read_lock:
+            for i in range(0, len(distinct), 500):
+                chunk = distinct[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT decision_id FROM decisions WHERE decision_id IN ({marks})"
+                held.update(r[0] for r in self._read_con.execute(sql, chunk))
+        return [i for i, d in enumerate(decision_ids) if d not in held]
 
     # --- feedback ----------------------------------------------------------------------------------------
     def add_feedback(
@@ -622,3 +703,77 @@ class SQLiteDecisionLog:
             self._write_con.close()
             self._direct_con.close()
             os.close(self._lock_fd)
+
+    # --- privacy: forget, export, retention ----------------------------------------------------------------
+    def forget(self, customer_ids: Iterable[str]) -> dict[str, int]:
+        """Erase customers' decisions and the feedback sent against them; counts of rows erased.
+
+        Rows are overwritten in place (``secure_delete``) and the WAL is checkpointed and truncated, so the file
+        keeps no copy of them.
+        """
+        ids = list(dict.fromkeys(str(c) for c in customer_ids))
+
+        def op(con: sqlite3.Connection) -> dict[str, int]:
+            con.execute("CREATE TEMP TABLE IF NOT EXISTS forget_ids (customer_id TEXT PRIMARY KEY)")
+            con.execute("DELETE FROM forget_ids")
+            con.executemany("INSERT OR IGNORE INTO forget_ids VALUES (?)", ((i,) for i in ids))
+            feedback = con.execute(
+                "DELETE FROM feedback WHERE decision_id IN (SELECT decision_id FROM decisions "
+                "WHERE customer_id IN (SELECT customer_id FROM forget_ids))"
+            ).rowcount
+            decisions = con.execute(
+                "DELETE FROM decisions WHERE customer_id IN (SELECT customer_id FROM forget_ids)"
+            ).rowcount
+            con.execute("DELETE FROM forget_ids")
+            return {"decisions": decisions, "feedback": feedback}
+
+        if not ids:
+            return {"decisions": 0, "feedback": 0}
+        counts = self._enqueue(op).result()
+        # Always, so that running forget again empties a WAL that busy readers kept the first time.
+        if not self.truncate_wal():
+            counts["wal_not_truncated"] = 1
+        return counts
+
+    def export(self, customer_id: str) -> dict[str, Any]:
+        """Everything the log holds about one customer: their decisions, each with its feedback."""
+        with self._read_lock:
+            ids = [
+                r[0]
+                for r in self._read_con.execute(
+                    "SELECT decision_id FROM decisions WHERE customer_id = ? ORDER BY ts", (customer_id,)
+                )
+            ]
+        return {"decisions": [d for d in (self.get(i) for i in ids) if d is not None]}
+
+    def purge(self, before_ts: float) -> dict[str, int]:
+        """Erase decisions made before ``before_ts`` (epoch seconds) with their feedback, and older feedback."""
+
+        def op(con: sqlite3.Connection) -> dict[str, int]:
+            feedback = con.execute(
+                "DELETE FROM feedback WHERE ts < ? OR decision_id IN (SELECT decision_id FROM decisions WHERE ts < ?)",
+                (before_ts, before_ts),
+            ).rowcount
+            decisions = con.execute("DELETE FROM decisions WHERE ts < ?", (before_ts,)).rowcount
+            return {"decisions": decisions, "feedback": feedback}
+
+        counts = self._enqueue(op).result()
+        if counts["decisions"] or counts["feedback"]:
+            self.truncate_wal(wait_seconds=0.0)
+        return counts
+
+    def truncate_wal(self, wait_seconds: float = 5.0) -> bool:
+        """Copy the WAL into the database and empty it (it still holds erased rows); False if readers kept it."""
+        deadline = time.monotonic() + wait_seconds
+        con = self._connect(busy_timeout_ms=200)
+        try:
+            while True:
+                busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                if time.monotonic() >= deadline:
+                    log.warning("decision log %s: WAL not truncated (readers busy)", self.path)
+                    return False
+                time.sleep(0.05)
+        finally:
+            con.close()

@@ -22,7 +22,10 @@ from psycopg_pool import ConnectionPool
 
 from serving.decision_log import (
     _COLUMNS,
+    FAILURE_MEMORY_SECONDS,
     MAX_GROUP,
+    MAX_QUEUED,
+    DecisionLogBusy,
     DecisionLogError,
     FeedbackReceipt,
     FeedbackRow,
@@ -53,6 +56,10 @@ _INSERT = (
 )
 _Op = Callable[[psycopg.Connection], Any]
 _STOP = object()
+#: Seconds to wait for a connection (a new one when the database was down): less than a request's timeout.
+CONNECT_TIMEOUT_SECONDS = 3
+#: Seconds the readiness probe waits for the database.
+PROBE_TIMEOUT_SECONDS = 1.0
 
 
 def migrate(con: psycopg.Connection) -> None:
@@ -74,12 +81,23 @@ class PostgresDecisionLog:
     def __init__(self, url: str, pool_size: int = 4):
         self.url = url
         try:
-            self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=10)
+            self._pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                open=True,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+                kwargs={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+                # A connection broken while the database was down is replaced when taken, not used for a commit.
+                check=ConnectionPool.check_connection,
+            )
             with self._pool.connection() as con:
                 migrate(con)
         except (psycopg.Error, Exception) as exc:
             raise DecisionLogError(f"decision log {_safe(url)} cannot be opened: {exc}") from exc
         self._queue: queue.Queue[Any] = queue.Queue()
+        #: When the last commit failed and why (cleared by a commit that succeeds).
+        self._failed: tuple[float, str] | None = None
         self._seq = itertools.count()
         self.commits = 0
         self.write_errors = 0
@@ -114,8 +132,10 @@ class PostgresDecisionLog:
                     except psycopg.Error as exc:
                         results.append((future, None, exc))
             self.commits += 1
+            self._failed = None
         except Exception as exc:
             self.write_errors += 1
+            self._failed = (time.monotonic(), f"{type(exc).__name__}: {exc}")
             return [(future, None, exc) for _, future in group]
         return results
 
@@ -124,8 +144,25 @@ class PostgresDecisionLog:
         if not self._writer.is_alive():
             future.set_exception(RuntimeError(f"decision log {_safe(self.url)} is closed"))
             return future
+        if self._queue.qsize() >= MAX_QUEUED:
+            future.set_exception(DecisionLogBusy(f"decision log {_safe(self.url)}: {MAX_QUEUED} writes already queued"))
+            return future
         self._queue.put((op, future))
         return future
+
+    def problem(self) -> str | None:
+        """Why the log cannot be written right now (database unreachable, queue full, a recent failure), or None."""
+        if self._queue.qsize() >= MAX_QUEUED:
+            return f"{MAX_QUEUED} writes are queued"
+        failed = self._failed
+        if failed is not None and time.monotonic() - failed[0] < FAILURE_MEMORY_SECONDS:
+            return f"the last write failed: {failed[1]}"
+        try:
+            with self._pool.connection(timeout=PROBE_TIMEOUT_SECONDS) as con:
+                con.execute("SELECT 1")
+        except Exception as exc:
+            return f"{_safe(self.url)} is unreachable: {type(exc).__name__}"
+        return None
 
     def submit(self, decisions: Sequence[Mapping[str, Any]], background: bool = False) -> Future[None]:
         """Queue decisions for the next group commit; the future completes once they are committed."""
@@ -162,6 +199,15 @@ class PostgresDecisionLog:
         out["shadow"] = bool(out["shadow"])
         out["feedback"] = [{"outcome": o, "value": v, "ts": t} for o, v, t in feedback]
         return out
+
+    def missing_decisions(self, decision_ids: Sequence[str]) -> list[int]:
+        """Positions of the ids this log does not hold."""
+        distinct = list(dict.fromkeys(decision_ids))
+        with self._pool.connection() as con:
+            held = {
+                r[0] for r in con.execute("SELECT decision_id FROM decisions WHERE decision_id = ANY(%s)", (distinct,))
+            }
+        return [i for i, d in enumerate(decision_ids) if d not in held]
 
     def add_feedback(
         self, decision_id: str, outcome: str, value: float | None, ts: float | None = None
@@ -243,6 +289,60 @@ class PostgresDecisionLog:
             self._queue.put(_STOP)
             self._writer.join()
         self._pool.close()
+
+    # --- privacy: forget, export, retention ----------------------------------------------------------------
+    def forget(self, customer_ids: Iterable[str]) -> dict[str, int]:
+        """Erase customers' decisions and the feedback sent against them; counts of rows erased.
+
+        The tables are vacuumed afterwards, so the dead row versions do not linger in their pages.
+        """
+        ids = list(dict.fromkeys(str(c) for c in customer_ids))
+        if not ids:
+            return {"decisions": 0, "feedback": 0}
+
+        def op(con: psycopg.Connection) -> dict[str, int]:
+            feedback = con.execute(
+                "DELETE FROM feedback WHERE decision_id IN "
+                "(SELECT decision_id FROM decisions WHERE customer_id = ANY(%s))",
+                (ids,),
+            ).rowcount
+            decisions = con.execute("DELETE FROM decisions WHERE customer_id = ANY(%s)", (ids,)).rowcount
+            return {"decisions": decisions, "feedback": feedback}
+
+        counts = self._enqueue(op).result()
+        if counts["decisions"] or counts["feedback"]:
+            self._vacuum()
+        return counts
+
+    def export(self, customer_id: str) -> dict[str, Any]:
+        """Everything the log holds about one customer: their decisions, each with its feedback."""
+        with self._pool.connection() as con:
+            ids = [
+                r[0]
+                for r in con.execute(
+                    "SELECT decision_id FROM decisions WHERE customer_id = %s ORDER BY ts", (customer_id,)
+                )
+            ]
+        return {"decisions": [d for d in (self.get(i) for i in ids) if d is not None]}
+
+    def purge(self, before_ts: float) -> dict[str, int]:
+        """Erase decisions made before ``before_ts`` (epoch seconds) with their feedback, and older feedback."""
+
+        def op(con: psycopg.Connection) -> dict[str, int]:
+            feedback = con.execute(
+                "DELETE FROM feedback WHERE ts < %s "
+                "OR decision_id IN (SELECT decision_id FROM decisions WHERE ts < %s)",
+                (before_ts, before_ts),
+            ).rowcount
+            decisions = con.execute("DELETE FROM decisions WHERE ts < %s", (before_ts,)).rowcount
+            return {"decisions": decisions, "feedback": feedback}
+
+        return self._enqueue(op).result()
+
+    def _vacuum(self) -> None:
+        # VACUUM cannot run inside a transaction: a connection of its own, in autocommit mode.
+        with psycopg.connect(self.url, autocommit=True) as con:
+            con.execute("VACUUM decisions, feedback")
 
 
 def _safe(url: str) -> str:

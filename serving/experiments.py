@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
-import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.private_files import write_private_text
 from features.settings import Settings
 from serving.layout import EXPERIMENTS_FILE
 
@@ -236,12 +235,8 @@ def load_experiments(path: Path) -> ExperimentsFile:
 
 def save_experiments(path: Path, experiments: ExperimentsFile) -> None:
     """Write the experiments file atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = experiments.model_dump(mode="json", exclude_none=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    write_private_text(Path(path), yaml.safe_dump(data, sort_keys=False))  # owner-only, like all of the home
 
 
 def parse_variant(spec: str) -> Variant:

@@ -35,9 +35,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from features.stores import OnlineStoreUnavailable
 from serving.decision_log import DecisionLogError, FeedbackReceipt
-from serving.runtime import InvalidFeatures, UnknownCustomer
+from serving.keys import FEEDBACK, PUBLIC_PATHS, SCORE, ApiKey, RateLimiter
+from serving.runtime import InvalidFeatures, StoreUnavailable, UnknownCustomer
 from serving.schemas import (
     MAX_BATCH,
     BatchRequest,
@@ -77,15 +77,19 @@ M = TypeVar("M", bound=BaseModel)
 class Backend(Protocol):
     """What the routes need from the service instance (``bentoml.get_current_service()``)."""
 
-    def check_key(self, header: str | None) -> bool:
-        """Whether an ``Authorization`` header carries an accepted key."""
+    def authenticate(self, header: str | None) -> ApiKey | None:
+        """The accepted key an ``Authorization`` header carries, or None."""
         ...
 
-    async def single(self, request: PersonalizeRequest, endpoint: str) -> Any:
+    def admit(self, key: ApiKey) -> float:
+        """Take one request from the key's rate limit: 0 when admitted, else the seconds to wait."""
+        ...
+
+    async def single(self, request: PersonalizeRequest, endpoint: str, key_name: str | None = None) -> Any:
         """The answer for one customer, once its decision is logged."""
         ...
 
-    async def batch(self, customer_ids: list[str]) -> list[Any]:
+    async def batch(self, customer_ids: list[str], key_name: str | None = None) -> list[Any]:
         """The answers for known customers in request order, once their decisions are logged."""
         ...
 
@@ -123,6 +127,24 @@ class Unauthorized(ApiError):  # noqa: N818
     status = 401
     error = "unauthorized"
     headers = {"WWW-Authenticate": 'Bearer realm="cxpredict"'}
+
+
+class Forbidden(ApiError):  # noqa: N818
+    """The key is accepted but lacks the route's scope."""
+
+    status = 403
+    error = "forbidden"
+
+
+class RateLimited(ApiError):  # noqa: N818
+    """The key is over its rate limit (``Retry-After`` says when to try again)."""
+
+    status = 429
+    error = "rate_limited"
+
+    def __init__(self, detail: Any, wait: float) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": RateLimiter.retry_after(wait)}
 
 
 class BodyTooLarge(ApiError):  # noqa: N818
@@ -170,7 +192,7 @@ ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
     InvalidFeatures: (422, "invalid_features", {}),
     LogUnavailable: (503, "decision_log_unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}),
     DecisionLogError: (503, "decision_log_unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}),
-    OnlineStoreUnavailable: (503, "online_store_unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}),
+    StoreUnavailable: (503, "online_store_unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}),
 }
 
 #: Error codes of the statuses the framework itself answers (unknown route, wrong method, a bug).
@@ -277,10 +299,31 @@ _bearer = HTTPBearer(
 )
 
 
-async def require_key(request: Request, _: Annotated[Any, Security(_bearer)]) -> None:
-    """The security dependency of every route: an accepted ``Authorization: Bearer <key>`` or a 401."""
-    if not _backend().check_key(request.headers.get("authorization")):
-        raise Unauthorized("send a valid API key as `Authorization: Bearer <key>`")
+#: Where :class:`DenyByDefault` leaves the key it accepted for the route (a key of the ASGI scope).
+KEY_SCOPE = "cxpredict.api_key"
+
+
+def _require(scope: str) -> Callable[..., Awaitable[None]]:
+    async def require_key(request: Request, _: Annotated[Any, Security(_bearer)]) -> None:
+        """A route's security dependency: an accepted key (401) with the route's scope (403), within its rate (429)."""
+        backend = _backend()
+        key = request.scope.get(KEY_SCOPE) or backend.authenticate(request.headers.get("authorization"))
+        if key is None:
+            raise Unauthorized("send a valid API key as `Authorization: Bearer <key>`")
+        if scope not in key.scopes:
+            raise Forbidden(f"API key {key.name!r} lacks the {scope!r} scope this route needs")
+        wait = backend.admit(key)
+        if wait > 0:
+            raise RateLimited(f"API key {key.name!r} is over its rate limit; retry after Retry-After seconds", wait)
+        request.scope[KEY_SCOPE] = key
+
+    return require_key
+
+
+def key_name(request: Request) -> str | None:
+    """The name of the key the request was admitted with."""
+    key = request.scope.get(KEY_SCOPE)
+    return key.name if key is not None else None
 
 
 def _body_docs(model: type[BaseModel]) -> dict[str, Any]:
@@ -294,12 +337,13 @@ def _body_docs(model: type[BaseModel]) -> dict[str, Any]:
 _ERROR_DOCS = {
     400: "`invalid_json`: the body is not JSON",
     401: "`unauthorized`: missing or wrong `Authorization: Bearer <key>`",
+    403: "`forbidden`: the key lacks this route's scope (`score` or `feedback`)",
     404: "`unknown_customer` (an unknown id without `features`) or `unknown_decision` (feedback)",
     413: "`payload_too_large` (body over 1 MB) or `batch_too_large` (over 1,000 ids)",
     422: "`invalid_request` (wrong types, missing or extra fields; `detail` lists them) or `invalid_features`",
+    429: "`rate_limited`: the key is over its rate limit; retry after `Retry-After` seconds",
     500: "`internal_error`: a bug; the server log has the details",
-    503: "`decision_log_unavailable` (the decision could not be logged) or `online_store_unavailable` (the online "
-    "store cannot be reached); retry after `Retry-After` seconds",
+    503: "`decision_log_unavailable` or `online_store_unavailable`: retry after `Retry-After` seconds",
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text} for status, text in _ERROR_DOCS.items()
@@ -323,13 +367,15 @@ api = FastAPI(
 )
 
 
-def _route(path: str, request_model: type[BaseModel], response_model: type[BaseModel], doc: str) -> Any:
+def _route(
+    path: str, request_model: type[BaseModel], response_model: type[BaseModel], doc: str, scope: str = SCORE
+) -> Any:
     return api.post(
         path,
         response_model=response_model,
         responses=_RESPONSES,
         openapi_extra=_body_docs(request_model),
-        dependencies=[Security(require_key)],
+        dependencies=[Security(_require(scope))],
         description=doc,
         operation_id=path.strip("/").replace("/", "_").replace("-", "_"),
     )
@@ -338,7 +384,7 @@ def _route(path: str, request_model: type[BaseModel], response_model: type[BaseM
 def _single_route(endpoint: str, path: str, doc: str) -> None:
     async def answer(request: Request) -> Response:
         body = parse(PersonalizeRequest, await read_body(request))
-        return json_response(await _backend().single(body, endpoint))
+        return json_response(await _backend().single(body, endpoint, key_name(request)))
 
     answer.__name__ = endpoint
     _route(path, PersonalizeRequest, PersonalizeResponse, doc)(answer)
@@ -364,11 +410,13 @@ async def personalize_batch(request: Request) -> Response:
         raise BatchTooLarge(
             f"{len(body.customer_ids)} customer_ids sent; at most {MAX_BATCH} per call — split the batch"
         )
-    results = await _backend().batch(body.customer_ids)
+    results = await _backend().batch(body.customer_ids, key_name(request))
     return json_response({"results": results, "count": len(results)})
 
 
-@_route(FEEDBACK_ROUTE, FeedbackRequest, FeedbackResponse, "Record what happened after a decision; idempotent.")
+@_route(
+    FEEDBACK_ROUTE, FeedbackRequest, FeedbackResponse, "Record what happened after a decision; idempotent.", FEEDBACK
+)
 async def feedback(request: Request) -> Response:
     """The first record of a (decision, outcome) wins; a repeat says so."""
     body = parse(FeedbackRequest, await read_body(request))
@@ -442,6 +490,37 @@ class RouteMetrics:
 
 
 api.add_middleware(RouteMetrics)
+
+
+class DenyByDefault:
+    """ASGI middleware of the whole BentoML app: every path but :data:`serving.keys.PUBLIC_PATHS` needs a key.
+
+    A route added later (to the mounted API, or by BentoML itself, such as ``/docs.json``) is therefore never public
+    by accident. The accepted key travels in the ASGI scope to the route, which checks its scope and rate.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass public paths and requests with an accepted key; answer everything else a JSON 401."""
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope.get("path") in PUBLIC_PATHS):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        raw = headers.get(b"authorization")
+        key = _backend().authenticate(raw.decode("latin-1") if raw is not None else None)
+        if key is None:
+            if scope["type"] != "http":  # a websocket: refused before it is accepted
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            response = error_response(
+                401, Unauthorized.error, "send a valid API key as `Authorization: Bearer <key>`", Unauthorized.headers
+            )
+            await response(scope, receive, send)
+            return
+        scope[KEY_SCOPE] = key
+        await self.app(scope, receive, send)
 
 
 # --- /metrics ----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The serving manifest: which registry version of each model the service answers with, and where its files are.
 
 Runs in the ``cxpredict serve`` parent process (the only serving code that talks to MLflow): it resolves each
-model's ``champion`` alias, downloads the bundle once into ``$CXPREDICT_HOME/models/<name>/<version>/`` and
+model's ``champion`` alias, downloads the bundle once into ``$CXPREDICT_HOME/models/<name>/<version>-<run id>/`` and
 writes ``$CXPREDICT_HOME/serving.json`` atomically. The workers only read that file (see
 :meth:`serving.runtime.Runtime.maybe_reload`), so promoting a version in the registry reaches the service
 without a restart and without MLflow in the worker.
@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import shutil
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from cxpredict import registry
+from features.private_files import write_private_text
 from features.scoring import META_FILE, Bundle
 from features.settings import Settings
 from serving.experiments import ExperimentError, experiments_path, load_experiments
@@ -36,24 +39,39 @@ def manifest_path(settings: Settings) -> Path:
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest atomically (temporary file in the same directory, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_private_text(Path(path), json.dumps(manifest, indent=2, sort_keys=True))  # owner-only, like all of the home
 
 
-def _fetch(client: Any, name: str, version: int, target: Path) -> Path:
-    """The bundle directory of a registered version, downloaded into ``target`` once and checked by loading it."""
-    found = sorted(target.glob(f"**/{META_FILE}")) if target.exists() else []
-    path = found[0].parent if found else registry.download_bundle(client, name, version, target)
+def _fetch(client: Any, name: str, version: int, run_id: str, cache: Path) -> Path:
+    """The bundle directory of a registered version, downloaded once and checked by loading it.
+
+    The cache directory is keyed by the registry's run id as well as the version (a registry rebuilt from scratch
+    numbers its versions from 1 again), and a download lands in a temporary directory renamed into place only once
+    it is complete and loads: a download cut short is never mistaken for a bundle.
+    """
+    final = cache / name / f"{version}-{run_id}"
+    if not final.exists():
+        tmp = cache / name / f".{version}-{run_id}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            Bundle.load(registry.download_bundle(client, name, version, tmp))  # complete and loadable first
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process finished the same download first: keep its copy
+                if not final.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    found = sorted(final.glob(f"**/{META_FILE}"))
+    if not found:
+        raise FileNotFoundError(f"{final} holds no cxpredict bundle: remove it to download it again")
+    path = found[0].parent
     # Loading here makes a feature-set mismatch fail in the parent, early and with a clear message.
     Bundle.load(path)
     return path.resolve()
 
 
-def _known_paths(previous: dict[str, Any] | None) -> dict[tuple[str, int], str]:
-    """(model, version) -> bundle path for everything the previous manifest had downloaded."""
+def _known_paths(previous: dict[str, Any] | None) -> dict[tuple[str, int, str], str]:
+    """(model, version, run id) -> bundle path for everything the previous manifest had downloaded."""
     if not previous:
         return {}
     entries = [{**(previous.get(name) or {}), "model": name} for name in MODELS]
@@ -61,26 +79,29 @@ def _known_paths(previous: dict[str, Any] | None) -> dict[tuple[str, int], str]:
         for arm in [*(experiment.get("arms") or []), experiment.get("shadow") or {}]:
             entries += list((arm.get("models") or {}).values())
     return {
-        (e["model"], int(e["version"])): e["path"]
+        (e["model"], int(e["version"]), str(e.get("run_id"))): e["path"]
         for e in entries
-        if e.get("version") and e.get("path") and Path(e["path"]).exists()
+        if e.get("version") and e.get("path") and e.get("run_id") and Path(e["path"]).exists()
     }
 
 
-def _bundle_entry(client: Any, cache: Path, name: str, ref: str, known: dict[tuple[str, int], str]) -> dict[str, Any]:
+def _bundle_entry(
+    client: Any, cache: Path, name: str, ref: str, known: dict[tuple[str, int, str], str]
+) -> dict[str, Any]:
     version = registry.resolve(client, name, ref)
-    path = known.get((name, version))
+    run_id = str(client.get_model_version(name, str(version)).run_id)
+    path = known.get((name, version, run_id))
     if path is None:
-        path = str(_fetch(client, name, version, cache / name / str(version)))
-        known[(name, version)] = path
-    return {"model": name, "version": version, "path": path}
+        path = str(_fetch(client, name, version, run_id, cache))
+        known[(name, version, run_id)] = path
+    return {"model": name, "version": version, "run_id": run_id, "path": path}
 
 
 def _resolve_experiments(
     settings: Settings,
     client: Any,
     cache: Path,
-    known: dict[tuple[str, int], str],
+    known: dict[tuple[str, int, str], str],
     previous: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """The running experiments with every arm's bundles resolved and downloaded, and the file's error if any.
@@ -135,7 +156,7 @@ def _resolve(settings: Settings, client: Any, previous: dict[str, Any] | None) -
             manifest[name] = {"version": None, "path": None, "reason": str(exc)}
             continue
         entry = _bundle_entry(client, cache, name, str(version), known)
-        manifest[name] = {"version": entry["version"], "path": entry["path"]}
+        manifest[name] = {"version": entry["version"], "run_id": entry["run_id"], "path": entry["path"]}
     manifest["experiments"], error = _resolve_experiments(settings, client, cache, known, previous)
     if error:
         # The workers count it (cxpredict_experiments_errors_total); `cxpredict ab list` shows it.

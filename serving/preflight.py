@@ -12,6 +12,7 @@ import sys
 
 from features.settings import load_settings
 from features.stores import OnlineStoreUnavailable
+from serving.keys import KeyRing
 from serving.runtime import Runtime
 from serving.startup import CANNOT_START, StartupError
 
@@ -20,7 +21,9 @@ def main() -> int:
     """Check that a worker can start; the exit code says whether."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        probe = Runtime(load_settings())
+        settings = load_settings()
+        KeyRing(settings)
+        probe = Runtime(settings)
     except (StartupError, OnlineStoreUnavailable) as exc:
         print(exc, flush=True)
         return CANNOT_START

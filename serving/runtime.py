@@ -10,7 +10,6 @@ models they started with.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 import logging
 import math
@@ -19,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,6 +31,7 @@ from features.schema import CONTROL_OFFER
 from features.scoring import NO_OFFER_PAYS, Bundle, Encoder, FeatureSetMismatch, best_offer, risk_band
 from features.settings import Settings
 from features.stores.factory import open_online_store
+from serving.context_allowlist import allowed_context
 from serving.decision_log import (
     DecisionLog,
     DecisionLogError,
@@ -79,6 +79,13 @@ class UnknownCustomer(ServingError):  # noqa: N818 (the name the design uses)
 
     status = 404
     error = "unknown_customer"
+
+
+class StoreUnavailable(ServingError):  # noqa: N818
+    """The online store cannot be read (Redis down, the store file gone): a 503 the client may retry."""
+
+    status = 503
+    error = "online_store_unavailable"
 
 
 class InvalidFeatures(ServingError):  # noqa: N818
@@ -281,26 +288,6 @@ def load_models(manifest_path: Path) -> Models:
     return dataclasses.replace(champions, experiments=experiments, experiment_errors=tuple(errors))
 
 
-def load_api_keys(settings: Settings) -> tuple[str, ...]:
-    """The accepted keys: ``CXPREDICT_API_KEYS``, else the key ``cxpredict demo`` stored.
-
-    Raises:
-        StartupError: neither exists.
-    """
-    if settings.api_keys:
-        return settings.api_keys
-    try:
-        stored = settings.demo_key_file.read_text().strip()
-    except FileNotFoundError:
-        stored = ""
-    if not stored:
-        raise StartupError(
-            f"no API key configured: set CXPREDICT_API_KEYS (comma-separated) or run `cxpredict demo`, which stores "
-            f"one in {settings.demo_key_file}"
-        )
-    return (stored,)
-
-
 def _float(value: Any) -> float | None:
     value = float(value)
     return None if math.isnan(value) or math.isinf(value) else value
@@ -309,14 +296,15 @@ def _float(value: Any) -> float | None:
 class Item(NamedTuple):
     """One customer to answer.
 
-    Fields: its id, the feature row to score, the store's as-of (``None`` for a cold start) and the caller's
-    context (logged with the decision).
+    Fields: its id, the feature row to score, the store's as-of (``None`` for a cold start), the caller's
+    context and the name of the API key that asked (both logged with the decision).
     """
 
     customer_id: str
     row: dict[str, Any]
     as_of: str | None
     context: Mapping[str, Any]
+    key_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -380,6 +368,32 @@ def _done_future() -> Future[None]:
     return future
 
 
+def _all_done(futures: Sequence[Future[None]]) -> Future[None]:
+    """A future that completes once all ``futures`` have (with the first error, if any)."""
+    combined: Future[None] = Future()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(future: Future[None]) -> None:
+        error = future.exception()
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        try:
+            if error is not None:
+                combined.set_exception(error)
+            elif last:
+                combined.set_result(None)
+        except InvalidStateError:  # an earlier error already settled it
+            pass
+
+    if not futures:
+        combined.set_result(None)
+    for future in futures:
+        future.add_done_callback(one_done)
+    return combined
+
+
 class Runtime:
     """Everything one worker needs to answer requests.
 
@@ -397,7 +411,6 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.manifest_path = Path(manifest_path or settings.home / MANIFEST_FILE)
-        self.keys: tuple[bytes, ...] = tuple(k.encode() for k in load_api_keys(settings))
         self.models: Models = load_models(self.manifest_path)
         self.store: OnlineStore = open_online_store(settings)
         self._store_path = settings.online_store_url or str(Path(settings.online_store_dir))
@@ -483,19 +496,28 @@ class Runtime:
         finally:
             self._reload_lock.release()
 
-    # --- auth --------------------------------------------------------------------------------------------
-    def check_key(self, header: str | None) -> bool:
-        """Whether an ``Authorization`` header carries an accepted bearer key (constant-time comparison)."""
-        if not header:
-            return False
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return False
-        candidate = token.strip().encode()
-        ok = False
-        for key in self.keys:
-            ok |= hmac.compare_digest(candidate, key)
-        return ok
+    # --- health ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _read_store(read: Any, *args: Any) -> Any:
+        try:
+            return read(*args)
+        except Exception as exc:  # Redis down or the store file gone: the client may retry, it did nothing wrong
+            log.warning("online store read failed: %r", exc)
+            raise StoreUnavailable(f"the online store cannot be read ({type(exc).__name__}); retry later") from exc
+
+    def problems(self) -> list[str]:
+        """Why the service cannot answer right now (empty when it can): the online store and the decision log."""
+        found = []
+        try:
+            if self.store.generation() is None:
+                found.append("online store: holds no generation")
+        except Exception as exc:
+            found.append(f"online store: {type(exc).__name__}: {exc}")
+        check = getattr(self.decisions, "problem", None)
+        issue = check() if check is not None else None
+        if issue:
+            found.append(f"decision log: {issue}")
+        return found
 
     # --- scoring -----------------------------------------------------------------------------------------
     def _validate(self, models: Models, overrides: Mapping[str, Any]) -> None:
@@ -614,7 +636,7 @@ class Runtime:
         now = time.time()
         answers: list[dict[str, Any]] = []
         records: list[dict[str, Any]] = []
-        for (cid, row, as_of, context), route, out in zip(items, routes, scored, strict=True):
+        for (cid, row, as_of, context, key_name), route, out in zip(items, routes, scored, strict=True):
             if route.holdout and "next_best_offer" in parts:
                 out["next_best_offer"] = {
                     "available": False,
@@ -631,7 +653,7 @@ class Runtime:
                 "experiment": route.info(),
             }
             answers.append(answer)
-            records.append(_record(answer, row, route, endpoint, context, now))
+            records.append({**_record(answer, row, route, endpoint, context, now), "key_name": key_name})
         ack = self.decisions.submit(records)
         self._queue_shadow(items, routes, answers, parts, endpoint)
         return answers, ack
@@ -706,7 +728,7 @@ class Runtime:
             outs = self._score(shadow_models, [entry[0].row for entry in entries], parts)
             shadow_route = _Route(experiment, name, 0.0)
             versions = {p: shadow_models.versions[p] for p in parts if p in shadow_models.versions}
-            for ((cid, row, as_of, context), served_id, _, endpoint), out in zip(entries, outs, strict=True):
+            for ((cid, row, as_of, context, key_name), served_id, _, endpoint), out in zip(entries, outs, strict=True):
                 answer = {
                     "customer_id": cid,
                     **out,
@@ -716,7 +738,8 @@ class Runtime:
                     "experiment": {"name": experiment.name, "variant": name, "holdout": False},
                     "served_decision_id": served_id,
                 }
-                records.append({**_record(answer, row, shadow_route, endpoint, context, now), "shadow": True})
+                record = _record(answer, row, shadow_route, endpoint, context, now)
+                records.append({**record, "key_name": key_name, "shadow": True})
         self.decisions.submit(records, background=True).result()
         self.shadow_scored += len(records)
 
@@ -729,16 +752,18 @@ class Runtime:
         customer_id: str,
         context: Mapping[str, Any] | None = None,
         overrides: Mapping[str, Any] | None = None,
+        key_name: str | None = None,
     ) -> Item:
         """Look up one customer and merge ``overrides`` into its row: the :class:`Item` :meth:`decide` answers.
 
         Raises:
             UnknownCustomer: the id is not stored and no ``overrides`` were given.
             InvalidFeatures: ``overrides`` names unknown features or has wrong value types.
+            StoreUnavailable: the online store cannot be read.
         """
         if overrides:
             self._validate(self.models, overrides)
-        stored = self.store.get(customer_id)
+        stored = self._read_store(self.store.get, customer_id)
         if stored is None and overrides is not None and not overrides:
             raise UnknownCustomer(
                 f"customer_id {customer_id!r} is unknown to the online store and `features` is empty: a cold start is "
@@ -750,7 +775,9 @@ class Runtime:
                 "to score it anyway (cold start)"
             )
         row = merge_overrides(stored, overrides)
-        return Item(customer_id, row, self._store.as_of if stored is not None else None, dict(context or {}))
+        as_of = self._store.as_of if stored is not None else None
+        logged = allowed_context(context, self.settings.context_keys)  # keys outside the allowlist are dropped
+        return Item(customer_id, row, as_of, logged, key_name)
 
     def decide(
         self,
@@ -795,17 +822,20 @@ class Runtime:
         return answers[0]
 
     def decide_many(
-        self, customer_ids: Sequence[str], parts: Sequence[str] = MODELS
+        self, customer_ids: Sequence[str], parts: Sequence[str] = MODELS, key_name: str | None = None
     ) -> tuple[list[dict[str, Any]], Future[None]]:
         """Answers for known customers in request order (unknown ids get an ``unknown_customer`` entry).
 
         Returns:
             The answers and a future that completes once their decisions are durable.
         """
-        stored = self.store.get_many(customer_ids)
+        stored = self._read_store(self.store.get_many, customer_ids)
         as_of = self._store.as_of
-        items = [Item(cid, stored[cid], as_of, {}) for cid in customer_ids if cid in stored]
-        answers, ack = self.decide(items, parts, "personalize/batch")
+        items = [Item(cid, stored[cid], as_of, {}, key_name) for cid in customer_ids if cid in stored]
+        try:
+            answers, ack = self.decide(items, parts, "personalize/batch")
+        except Exception:  # nothing was logged: find the rows that fail alone, answer the others
+            answers, ack = self._decide_apart(items, parts)
         known = iter(answers)
         results: list[dict[str, Any]] = []
         for cid in customer_ids:
@@ -821,6 +851,25 @@ class Runtime:
                     }
                 )
         return results, ack
+
+    def _decide_apart(self, items: Sequence[Item], parts: Sequence[str]) -> tuple[list[dict[str, Any]], Future[None]]:
+        """Each item decided alone; an item that fails gets a ``scoring_failed`` entry instead of failing the batch."""
+        answers: list[dict[str, Any]] = []
+        acks: list[Future[None]] = []
+        for item in items:
+            try:
+                (answer,), ack = self.decide([item], parts, "personalize/batch")
+            except Exception as exc:
+                log.exception("customer %r could not be scored", item.customer_id)
+                answer = {
+                    "customer_id": item.customer_id,
+                    "error": "scoring_failed",
+                    "detail": f"this customer could not be scored ({type(exc).__name__}: {exc}); the others were",
+                }
+                ack = _done_future()
+            answers.append(answer)
+            acks.append(ack)
+        return answers, _all_done(acks)
 
     def personalize_many(self, customer_ids: Sequence[str], parts: Sequence[str] = MODELS) -> list[dict[str, Any]]:
         """Answers for known customers in request order, returned once logged."""

@@ -68,8 +68,9 @@ class PersonalizeRequest(BaseModel):
     customer_id: str = Field(min_length=1, max_length=128, description="the customer's id (a string)")
     context: dict[str, Any] = Field(
         default_factory=dict,
-        description=f"where the decision happens, e.g. the channel; logged with the decision (at most "
-        f"{MAX_CONTEXT_KEYS} keys and {MAX_CONTEXT_BYTES} bytes as compact JSON)",
+        description=f"where the decision happens, e.g. the channel (at most {MAX_CONTEXT_KEYS} keys and "
+        f"{MAX_CONTEXT_BYTES} bytes as compact JSON); only the keys in CXPREDICT_CONTEXT_KEYS (default channel, "
+        "campaign, placement) are logged with the decision, others are dropped",
     )
     features: dict[str, FeatureValue] | None = Field(
         default=None,

@@ -28,7 +28,8 @@ import bentoml
 from features.settings import load_settings
 from serving.coalesce import Coalescer
 from serving.decision_log import FeedbackReceipt
-from serving.http import LogUnavailable, api, metrics_app
+from serving.http import DenyByDefault, LogUnavailable, api, metrics_app
+from serving.keys import ApiKey, KeyRing, RateLimiter
 from serving.metrics import ServiceMetrics
 from serving.runtime import MODELS, Item, Runtime
 from serving.schemas import FeedbackRequest, PersonalizeRequest
@@ -53,7 +54,9 @@ async def _logged(ack: Future[None]) -> None:
         if ack.done():  # committed already: no trip through the loop's wake-up pipe
             ack.result()
         else:
-            await asyncio.wrap_future(ack)
+            # Shielded: the commit is shared by every request scored in the same batch; one that times out (and
+            # is cancelled) must not cancel it for the others.
+            await asyncio.shield(asyncio.wrap_future(ack))
     except Exception as exc:
         raise LogUnavailable(f"the decision could not be logged ({type(exc).__name__}); retry the request") from exc
 
@@ -77,7 +80,10 @@ class CxPredict:
     """Churn, CLTV and next-best-offer answers for one customer at a time (or up to 1,000 in a batch)."""
 
     def __init__(self) -> None:
-        self.runtime = Runtime(load_settings())
+        settings = load_settings()
+        self.keys = KeyRing(settings)
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.runtime = Runtime(settings)
         self.metrics = ServiceMetrics(SINGLE_ENDPOINTS)
         self.metrics.publish(self.runtime)
         #: Single-customer requests being answered right now (the event loop's thread alone updates it).
@@ -115,6 +121,10 @@ class CxPredict:
             except Exception:  # never let the watcher die
                 log.exception("model reload check failed")
             try:
+                self.keys.maybe_reload()
+            except Exception:
+                log.exception("API keys reload check failed")
+            try:
                 # Counters and gauges reach /metrics within a second (scoring batches are counted at once).
                 self.metrics.publish(self.runtime)
             except Exception:
@@ -129,8 +139,13 @@ class CxPredict:
             close()
 
     def __is_ready__(self) -> bool:
-        """Ready once the runtime holds at least one model (always, after a successful start)."""
-        return bool(self.runtime.models.bundles)
+        """Ready while the runtime holds a model and can read the online store and write the decision log."""
+        if not self.runtime.models.bundles:
+            return False
+        problems = self.runtime.problems()
+        if problems:
+            log.warning("not ready: %s", "; ".join(problems))
+        return not problems
 
     def _decide(self, items: list[Item], parts: tuple[str, ...], endpoint: str) -> list[tuple[Any, Future[None]]]:
         answers, logged = self.runtime.decide(items, parts, endpoint)
@@ -139,11 +154,15 @@ class CxPredict:
 
     # --- what serving.http's routes call (serving.http.Backend) ---------------------------------------------
 
-    def check_key(self, header: str | None) -> bool:
-        """Whether an ``Authorization`` header carries an accepted bearer key."""
-        return self.runtime.check_key(header)
+    def authenticate(self, header: str | None) -> ApiKey | None:
+        """The accepted key an ``Authorization`` header carries, or None."""
+        return self.keys.authenticate(header)
 
-    async def single(self, request: PersonalizeRequest, endpoint: str) -> Any:
+    def admit(self, key: ApiKey) -> float:
+        """Take one request from the key's rate limit: 0 when admitted, else the seconds to wait."""
+        return self.limiter.admit(key.name)
+
+    async def single(self, request: PersonalizeRequest, endpoint: str, key_name: str | None = None) -> Any:
         """The answer of ``endpoint`` for one customer, once its decision is logged.
 
         Raises:
@@ -151,7 +170,7 @@ class CxPredict:
             serving.runtime.InvalidFeatures: features the models do not take.
             serving.http.LogUnavailable: the decision could not be logged.
         """
-        item = self.runtime.prepare(request.customer_id, request.context, request.features)
+        item = self.runtime.prepare(request.customer_id, request.context, request.features, key_name)
         self.in_flight += 1
         try:
             # Requests that arrive while the scoring thread is busy are scored together next (serving.coalesce).
@@ -161,11 +180,12 @@ class CxPredict:
         await _logged(logged)
         return answer
 
-    async def batch(self, customer_ids: Sequence[str]) -> list[Any]:
+    async def batch(self, customer_ids: Sequence[str], key_name: str | None = None) -> list[Any]:
         """Answers for up to 1,000 known customers in request order, once logged (unknown ids: error entries)."""
         # On the scoring thread: a thousand ids take a while, and the event loop keeps serving meanwhile.
         loop = asyncio.get_running_loop()
-        results, logged = await loop.run_in_executor(self._scorer, self.runtime.decide_many, list(customer_ids))
+        decide = functools.partial(self.runtime.decide_many, list(customer_ids), key_name=key_name)
+        results, logged = await loop.run_in_executor(self._scorer, decide)
         await _logged(logged)
         return results
 
@@ -180,3 +200,7 @@ class CxPredict:
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Count one answered request of a ``/v1`` route."""
         self.metrics.request(route, status, seconds)
+
+
+# Default-deny in front of everything the service serves (BentoML's documented middleware seam).
+CxPredict.add_asgi_middleware(DenyByDefault)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,7 @@ import pandas as pd
 from features.data import load_frames
 from features.materialize import materialize
 from features.pipeline import FeatureConfig, build_features, data_start, default_as_of
+from features.private_files import FILE_MODE, private_dir
 from features.schema import TABLES
 from features.settings import Settings
 from features.synthetic import SyntheticConfig, generate, write_dataset
@@ -43,10 +45,12 @@ def ensure_demo_key(settings: Settings) -> str:
     path = settings.demo_key_file
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     key = secrets.token_urlsafe(24)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    # Created owner-only (never readable by others, not even between a write and a chmod); O_EXCL: never reused.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
     return key
 
 

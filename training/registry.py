@@ -21,9 +21,17 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from cxpredict.registry import CHALLENGER, CHAMPION, configure
-from features.scoring import Bundle, score_frame
+from features.scoring import Bundle, Encoder, score_frame
 
-__all__ = ["BUNDLE_ARTIFACT", "BundleModel", "assign_alias", "configure", "log_bundle", "use_experiment"]
+__all__ = [
+    "BUNDLE_ARTIFACT",
+    "BundleModel",
+    "assign_alias",
+    "configure",
+    "log_bundle",
+    "synthetic_example",
+    "use_experiment",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +56,30 @@ def use_experiment(name: str = "cxpredict") -> None:
         mlflow.set_experiment(name)
 
 
-def log_bundle(
-    bundle_dir: Path, name: str, example: pd.DataFrame, feature_set_version: str, register: bool = True
-) -> int | None:
+def synthetic_example(encoder: Encoder, rows: int = 3) -> pd.DataFrame:
+    """Input rows built from the encoder's schema alone, never from customers: MLflow stores the example in the run.
+
+    Numbers are small made-up values (one row leaves them missing, as real rows may); each text attribute cycles
+    through its kept categories, which the bundle already holds and which many customers share.
+    """
+    data: dict[str, list[Any]] = {}
+    for j, col in enumerate(encoder.columns):
+        cats = encoder.categories.get(col)
+        if cats is not None:
+            data[col] = [cats[i % len(cats)] for i in range(rows)]
+        else:
+            data[col] = [None if i == rows - 1 and rows > 1 else float(i + j % 7) for i in range(rows)]
+    return pd.DataFrame(data).astype({c: "float64" for c in encoder.columns if c not in encoder.categories})
+
+
+def log_bundle(bundle_dir: Path, name: str, feature_set_version: str, register: bool = True) -> int | None:
     """Log a bundle under the active run as model ``name`` and register a new version of it.
+
+    The input example (and the signature's input) is :func:`synthetic_example`: no customer's row goes into MLflow.
 
     Args:
         bundle_dir: Saved bundle directory.
         name: Registered model name (``churn``, ``cltv``, ``next_best_offer``).
-        example: A few feature rows: the input example, and the input of the signature.
         feature_set_version: Stored as model metadata and version tag; serving checks it.
         register: Whether to create a registry version.
 
@@ -64,10 +87,8 @@ def log_bundle(
         The new version number, or None when not registered.
     """
     bundle = Bundle.load(bundle_dir)
+    example = synthetic_example(bundle.encoder)
     output = score_frame(bundle, example).reset_index(drop=True)
-    # Integer columns would make the signature reject a missing value at inference time.
-    example = example.reset_index(drop=True)
-    example = example.astype({c: "float64" for c in example.columns if pd.api.types.is_integer_dtype(example[c])})
     info = mlflow.pyfunc.log_model(
         name=name,
         python_model=BundleModel(),

@@ -365,11 +365,12 @@ class _Job:
             "seed": self.config.seed,
         }
 
-    def register(self, bundle: Bundle, name: str, example: pd.DataFrame) -> tuple[int, str]:
+    def register(self, bundle: Bundle, name: str) -> tuple[int, str]:
         """Log ``bundle`` to the active run as a new version of ``name``; return the version and its alias."""
         bundle.meta["trained_as_of"] = self.as_of.isoformat()
         path = bundle.save(self.tmp / f"{name}_bundle")
-        version = registry.log_bundle(path, name, example, feature_set_version())
+        _log_dropped(bundle.encoder)
+        version = registry.log_bundle(path, name, feature_set_version())
         assert version is not None
         alias = registry.assign_alias(self.client, name, version, self.config.promote)
         return version, alias
@@ -389,7 +390,7 @@ def _train_churn_cltv(job: _Job) -> dict[str, ModelResult]:
     train = frame[frame.snapshot < pd.Timestamp(holdout_cut)]
     hold = frame[frame.snapshot == pd.Timestamp(holdout_cut)]
     encoder = Encoder.fit(frame)
-    example = frame[encoder_input_columns(frame)].head(5)
+    _warn_dropped(encoder)
     common = {
         **job.params(),
         "horizon_days": config.horizon_days,
@@ -414,7 +415,7 @@ def _train_churn_cltv(job: _Job) -> dict[str, ModelResult]:
             _log_trees(final)
             gains = final.boosters["main"].get_score(importance_type="total_gain")
             mlflow.log_artifact(str(plots.importance_plot(encoder.columns, gains, tmp, "churn")), "plots")
-            version, alias = job.register(final, "churn", example)
+            version, alias = job.register(final, "churn")
             results["churn"] = ModelResult("churn", version, alias, metrics)
 
     if "cltv" in config.models:
@@ -445,9 +446,23 @@ def _train_churn_cltv(job: _Job) -> dict[str, ModelResult]:
             mlflow.set_tag("cltv_method_note", note)
             final = fit_cltv(frame, config, encoder, scale_final, method)
             _log_trees(final)
-            version, alias = job.register(final, "cltv", example)
+            version, alias = job.register(final, "cltv")
             results["cltv"] = ModelResult("cltv", version, alias, metrics, notes=[note])
     return results
+
+
+def _warn_dropped(encoder: Encoder) -> None:
+    """Say in the run's log which attributes were refused as features, and why (no values are named)."""
+    for column, reason in encoder.dropped.items():
+        log.warning("attribute %s is not used as a feature: %s", column, reason)
+
+
+def _log_dropped(encoder: Encoder) -> None:
+    """Record the refused attributes on the model's MLflow run: a param listing them, a tag per reason."""
+    if encoder.dropped:
+        mlflow.log_param("dropped_features", ",".join(sorted(encoder.dropped)))
+        for column, reason in encoder.dropped.items():
+            mlflow.set_tag(f"dropped_feature.{column}", reason)
 
 
 def _log_trees(bundle: Bundle) -> None:
@@ -492,7 +507,9 @@ def _train_nbo(job: _Job) -> ModelResult:
         rng = np.random.default_rng(config.seed)
         hold_mask = rng.random(len(frame)) < 0.3
         split = "random"
-    encoder = Encoder.fit(frame[encoder_input_columns(frame)])
+    # The whole frame: its customer_id lets the encoder count customers (not offer rows) per category.
+    encoder = Encoder.fit(frame)
+    _warn_dropped(encoder)
     with mlflow.start_run(run_name="next_best_offer", nested=True):
         mlflow.log_params({**job.params(), "holdout_split": split, "offer_rows": len(frame)})
         eval_bundle = fit_nbo(frame[~hold_mask], catalog, config, encoder)
@@ -503,8 +520,7 @@ def _train_nbo(job: _Job) -> ModelResult:
         if extra["qini_curves"]:
             mlflow.log_artifact(str(plots.qini_plot(extra["qini_curves"], job.tmp)), "plots")
         final = fit_nbo(frame, catalog, config, encoder)
-        example = frame[encoder_input_columns(frame)].head(5)
-        version, alias = job.register(final, "next_best_offer", example)
+        version, alias = job.register(final, "next_best_offer")
         notes = (
             []
             if final.meta["has_control"]

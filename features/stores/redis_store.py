@@ -23,8 +23,6 @@ from features.stores import OnlineStoreUnavailable, safe_url
 
 POINTER = "cxp:current"
 PREFIX = "cxp:g:"
-#: Seconds to wait for a TCP connection to Redis before calling it unreachable.
-CONNECT_TIMEOUT_SECONDS = 5.0
 #: Rows written per pipeline flush while materializing.
 WRITE_CHUNK = 5_000
 
@@ -59,7 +57,8 @@ class RedisOnlineStore:
 
     def __init__(self, url: str):
         self.url = url
-        self._redis = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        # Bounded waits: a Redis that is down or hung fails a lookup (a 503) instead of holding the request.
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._get = self._redis.register_script(_GET)
 
     @contextmanager
@@ -109,10 +108,26 @@ class RedisOnlineStore:
             raw = self._redis.hgetall(_meta_key(gen))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
-    def forget(self, customer_id: str) -> bool:
-        """Delete a customer's row from the current generation; whether one was there."""
-        gen = self.generation()
-        return gen is not None and bool(self._redis.delete(_row_key(gen, customer_id)))
+    def forget(self, customer_ids: Iterable[str]) -> int:
+        """Erase customers' rows from every generation in the database; the number of keys deleted.
+
+        Generations are found by their metadata keys, so the customer id is never used as a key pattern.
+        """
+        ids = list(dict.fromkeys(str(c) for c in customer_ids))
+        if not ids:
+            return 0
+        gens = {key.decode()[len(PREFIX) : -len(":meta")] for key in self._redis.scan_iter(match=f"{PREFIX}*:meta")}
+        current = self.generation()
+        if current is not None:
+            gens.add(current)
+        erased = 0
+        for gen in gens:
+            keys = [_row_key(gen, cid) for cid in ids]
+            here = sum(int(self._redis.delete(*keys[i : i + 1000])) for i in range(0, len(keys), 1000))
+            if gen == current and here and self._redis.hexists(_meta_key(gen), "customers"):
+                self._redis.hincrby(_meta_key(gen), "customers", -here)  # the count is integer JSON text
+            erased += here
+        return erased
 
     def write(self, frame: Any, as_of: datetime, feature_set_version: str) -> str:
         """Write a new generation from a feature frame, switch to it atomically and drop the older ones.

@@ -104,7 +104,9 @@ class Server:
     log: Path
 
 
-def launch(home: Path, log: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
+def launch(
+    home: Path, log: Path, workers: int = 1, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     """Start ``bentoml serve`` on ``home`` (own process group) and wait until it is ready."""
     port = free_port()
     env = {
@@ -115,6 +117,7 @@ def launch(home: Path, log: Path, workers: int = 1) -> tuple[subprocess.Popen, s
         "BENTOML_HOME": str(home / "bentoml"),
         # As `cxpredict serve --workers N` sets it.
         "BENTOML_CONFIG_OPTIONS": f"services.cxpredict.workers={workers}",
+        **(extra_env or {}),
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(

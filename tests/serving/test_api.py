@@ -435,8 +435,9 @@ def test_service_equals_batch_scoring(client: httpx.Client, server: Server) -> N
             assert nbo["expected_value"] == pytest.approx(row.next_best_offer_value, rel=1e-6)
 
 
-def test_openapi_documents_the_api(anon: httpx.Client) -> None:
-    spec = anon.get("/docs.json").json()
+def test_openapi_documents_the_api(anon: httpx.Client, client: httpx.Client) -> None:
+    assert_error(anon.get("/docs.json"), 401, "unauthorized")  # default-deny: only health and metrics are public
+    spec = client.get("/docs.json").json()
     for path in ("/v1/personalize", "/v1/churn", "/v1/cltv", "/v1/next-best-offer", "/v1/personalize/batch"):
         assert path in spec["paths"]
     schemas = json.dumps(spec["components"]["schemas"])
@@ -454,7 +455,7 @@ def test_openapi_documents_the_api(anon: httpx.Client) -> None:
             continue
         operation = item["post"]
         assert operation["security"] == [{"bearer": []}]
-        for status in ("401", "404", "413", "422"):
+        for status in ("401", "403", "404", "413", "422", "429", "503"):
             assert operation["responses"][status]["content"] == error, (path, status)
     feedback = spec["paths"]["/v1/feedback"]["post"]["responses"]["200"]
     assert "FeedbackResponse" in json.dumps(feedback)
@@ -462,7 +463,7 @@ def test_openapi_documents_the_api(anon: httpx.Client) -> None:
 
 def test_unknown_paths_leave_no_trace_in_metrics(anon: httpx.Client, client: httpx.Client) -> None:
     for path in ("/nope-123", "/v1/nope-456"):
-        anon.get(path)
+        assert_error(anon.get(path), 401, "unauthorized")  # default-deny, unknown paths included
         client.post(path, json={})
     client.post("/v1/churn", json={"customer_id": "c1"})
     text = anon.get("/metrics").text

@@ -62,7 +62,7 @@ def test_full_batches_are_closed() -> None:
     assert handler.calls == [[0, 1], [2, 3], [4]]
 
 
-def test_a_failing_call_fails_its_items_only() -> None:
+def test_a_failing_item_fails_alone_not_the_items_handled_with_it() -> None:
     handler = Recorder(fail_on=3)
     coalescer = Coalescer(handler, max_batch=3)
 
@@ -71,8 +71,10 @@ def test_a_failing_call_fails_its_items_only() -> None:
         return [*first, await coalescer.submit(9)]
 
     out = asyncio.run(main())
-    assert out[:3] == [0, 10, 20] and out[6] == 90
-    assert all(isinstance(e, ValueError) and "cannot handle 3" in str(e) for e in out[3:6])
+    assert out[:3] == [0, 10, 20] and out[4:] == [40, 50, 90]
+    assert isinstance(out[3], ValueError) and "cannot handle 3" in str(out[3])
+    # The failing call is retried item by item: only item 3 fails alone.
+    assert handler.calls == [[0, 1, 2], [3, 4, 5], [3], [4], [5], [9]]
 
 
 def test_a_handler_returning_the_wrong_count_is_an_error() -> None:
@@ -82,7 +84,7 @@ def test_a_handler_returning_the_wrong_count_is_an_error() -> None:
         return await asyncio.gather(*(coalescer.submit(i) for i in range(3)), return_exceptions=True)
 
     out = asyncio.run(main())
-    assert all(isinstance(e, RuntimeError) and "2 results for 3 items" in str(e) for e in out)
+    assert all(isinstance(e, RuntimeError) and "0 results for 1 items" in str(e) for e in out)
 
 
 def test_a_caller_cancelled_while_waiting_is_not_handled_and_does_not_disturb_the_others() -> None:
@@ -168,9 +170,9 @@ def test_with_an_executor_failures_and_full_batches_behave_as_on_the_loop() -> N
             return await asyncio.gather(*(coalescer.submit(i) for i in range(7)), return_exceptions=True)
 
         out = asyncio.run(main())
-    assert handler.calls == [[0, 1, 2], [3, 4, 5], [6]]
-    assert out[:3] == [0, 10, 20] and out[6] == 60
-    assert all(isinstance(e, ValueError) and "cannot handle 3" in str(e) for e in out[3:6])
+    assert handler.calls == [[0, 1, 2], [3, 4, 5], [3], [4], [5], [6]]
+    assert out[:3] == [0, 10, 20] and out[4:] == [40, 50, 60]
+    assert isinstance(out[3], ValueError) and "cannot handle 3" in str(out[3])
 
 
 def test_a_stopped_executor_fails_the_waiting_items_instead_of_hanging() -> None:

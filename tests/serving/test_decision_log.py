@@ -331,3 +331,28 @@ def test_any_json_a_caller_sends_as_context_is_logged(tmp_path: Path) -> None:
     assert log.get("d1")["outputs"]["cltv"] == {"value": None}
     assert log.get("d2")["context"] == {"channel": "email"} and log.get("d2")["model_versions"] == {"churn": 1}
     log.close()
+
+
+def test_ingest_writes_in_chunks_and_stays_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings({"CXPREDICT_HOME": str(tmp_path / "home")})
+    log = ab.decision_log(settings)
+    log.record_many([decision(i) for i in range(7)])
+    log.close()
+    monkeypatch.setattr(ab, "INGEST_CHUNK", 3)
+    transactions: list[int] = []
+    real = SQLiteDecisionLog.ingest_feedback
+
+    def counted(self: SQLiteDecisionLog, rows: list) -> object:
+        transactions.append(len(rows))
+        return real(self, rows)
+
+    monkeypatch.setattr(SQLiteDecisionLog, "ingest_feedback", counted)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("decision_id,outcome\n" + "".join(f"d{i},converted\n" for i in range(6)) + "ghost,converted\n")
+    with pytest.raises(ValueError, match=r"1 row\(s\) name decision ids .*'ghost'.*nothing was stored"):
+        ab.ingest(settings, bad)
+    assert transactions == []  # the unknown id in the last chunk stopped it before any write
+    good = tmp_path / "good.csv"
+    good.write_text("decision_id,outcome\n" + "".join(f"d{i},converted\n" for i in range(7)))
+    assert ab.ingest(settings, good) == ab.IngestResult(inserted=7, duplicates=0)
+    assert transactions == [3, 3, 1]  # three short transactions, not one holding the lock for the whole file

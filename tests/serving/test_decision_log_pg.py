@@ -85,3 +85,14 @@ def test_replicas_migrating_at_once(url):
         assert log.count() == 200
     finally:
         log.close()
+
+
+def test_missing_decisions(url):
+    log = PostgresDecisionLog(url)
+    try:
+        known = _decision("c1")
+        log.record(known)
+        assert log.missing_decisions(["nope", known["decision_id"], "nope", "other"]) == [0, 2, 3]
+        assert log.problem() is None
+    finally:
+        log.close()

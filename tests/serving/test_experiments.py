@@ -275,7 +275,8 @@ def test_broken_experiments_file_keeps_the_last_valid_experiments(
     def bundle_entry(client, cache, name, ref, known) -> dict:
         if ref == "nosuch":
             raise ValueError(f"model '{name}' has no alias '{ref}'")
-        return {"model": name, "version": 2 if ref == "challenger" else 1, "path": f"/b/{name}/{ref}"}
+        version = 2 if ref == "challenger" else 1
+        return {"model": name, "version": version, "run_id": f"run{version}", "path": f"/b/{name}/{ref}"}
 
     monkeypatch.setattr(registry, "resolve", lambda client, name, ref: 1)
     monkeypatch.setattr(manifest_module, "_bundle_entry", bundle_entry)

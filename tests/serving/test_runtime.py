@@ -14,6 +14,7 @@ from features.definitions import feature_set_version
 from features.online_store import write_store
 from features.settings import load_settings
 from serving.decision_log import SQLiteDecisionLog
+from serving.keys import KeyRing
 from serving.manifest import reload_interval, write_manifest
 from serving.runtime import Runtime, StartupError, UnknownCustomer
 from tests.serving.conftest import AS_OF, ROOT, build_bundles, feature_frame
@@ -57,9 +58,9 @@ def test_refuses_bundle_from_another_feature_set(tmp_path: Path, bundles: dict[s
 def test_refuses_to_start_without_keys_models_or_store(tmp_path: Path, bundles: dict[str, Path]) -> None:
     home = make_home(tmp_path, bundles)
     with pytest.raises(StartupError, match="CXPREDICT_API_KEYS"):
-        Runtime(settings_for(home, keys=None))
+        KeyRing(settings_for(home, keys=None))
     (home / "api_key").write_text("demo-key\n")
-    assert Runtime(settings_for(home, keys=None)).check_key("Bearer demo-key")
+    assert KeyRing(settings_for(home, keys=None)).authenticate("Bearer demo-key").name == "demo"
     (home / "online" / "features.sqlite").unlink()
     with pytest.raises(StartupError, match="materialize"):
         Runtime(settings_for(home))
@@ -84,8 +85,6 @@ def test_keys_and_absent_model(tmp_path: Path, bundles: dict[str, Path]) -> None
     manifest["next_best_offer"] = {"version": None, "path": None, "reason": "model 'next_best_offer' has no alias"}
     write_manifest(home / "serving.json", manifest)
     rt = Runtime(settings_for(home))
-    assert rt.check_key("Bearer k1") and rt.check_key("bearer k2")
-    assert not rt.check_key("Bearer k3") and not rt.check_key("k1") and not rt.check_key(None)
     answer = rt.personalize("c1")
     assert answer["next_best_offer"] == {"available": False, "reason": "model 'next_best_offer' has no alias"}
     assert answer["model_versions"] == {"churn": 1, "cltv": 1}

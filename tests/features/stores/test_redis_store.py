@@ -58,5 +58,6 @@ def test_generations_switch_whole_and_old_ones_go(tmp_path, url):
     gen = store.generation()
     keys = {k.decode() for k in client.scan_iter("*")}
     assert keys == {POINTER, f"cxp:g:{gen}:meta", f"cxp:g:{gen}:row:b", f"cxp:g:{gen}:row:c"}
-    assert store.forget("b") and not store.forget("b")
+    assert store.forget(["b"]) == 1 and store.forget(["b"]) == 0
+    assert store.metadata()["customers"] == 1
     assert store.get("b") is None and store.get("c") == {"orders": 6}
