@@ -141,7 +141,7 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     """
     t0 = time.perf_counter()
     cuts, holdout_cut = snapshot_cutoffs(as_of, data_start(con), config)
-    feat_cfg = FeatureConfig(lookback_days=config.lookback_days)
+    feat_cfg = FeatureConfig(response_window_days=config.response_window_days)
     frame = build_snapshots(con, [*cuts, holdout_cut], config.horizon_days, config.cltv_horizon_days, feat_cfg)
     train = frame[frame.snapshot < pd.Timestamp(holdout_cut)]
     hold = frame[frame.snapshot == pd.Timestamp(holdout_cut)].reset_index(drop=True)
@@ -235,7 +235,9 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
         res: Filled in place (``nbo``, ``nbo_info``).
     """
     t0 = time.perf_counter()
-    frame = offer_frame(con, as_of, data_start(con), config, FeatureConfig(lookback_days=config.lookback_days))
+    frame = offer_frame(
+        con, as_of, data_start(con), config, FeatureConfig(response_window_days=config.response_window_days)
+    )
     catalog = con.execute("SELECT * FROM offer_catalog").df()
     snaps = sorted(frame.snapshot.unique())
     if len(snaps) >= 2:

@@ -113,7 +113,9 @@ def features_build(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", help="output file (.parquet or .csv)")],
     as_of: AsOfOpt = None,
-    lookback_days: Annotated[int, typer.Option(help="activity window defining who is scored")] = 365,
+    response_window_days: Annotated[
+        int, typer.Option(help="days after an offer when its outcome counts as known (no responded_ts)", min=0)
+    ] = 14,
     engine: Annotated[str, typer.Option(help="where the feature SQL runs: duckdb or spark")] = "duckdb",
 ) -> None:
     """Write the customer-level feature table at T."""
@@ -128,7 +130,7 @@ def features_build(
 
     eng = open_engine(engine)  # type: ignore[arg-type]
     try:
-        frame = build_features(con, t, FeatureConfig(lookback_days=lookback_days), eng)
+        frame = build_features(con, t, FeatureConfig(response_window_days=response_window_days), eng)
     finally:
         eng.close()
     require_population(con, frame, t)
@@ -141,15 +143,14 @@ def features_build(
 def features_materialize(
     data: DataOpt,
     as_of: AsOfOpt = None,
-    lookback_days: Annotated[int, typer.Option(help="activity window defining who is scored")] = 365,
     engine: Annotated[str, typer.Option(help="where the feature SQL runs: duckdb or spark")] = "duckdb",
 ) -> None:
-    """Write every customer's latest features to the online store that `serve` reads."""
+    """Write every known customer's latest features to the online store that `serve` reads."""
     from features.materialize import materialize
     from features.settings import load_settings
 
     settings = load_settings()
-    n, t = materialize(data, _optional_time(as_of), settings, lookback_days, engine)  # type: ignore[arg-type]
+    n, t = materialize(data, _optional_time(as_of), settings, engine=engine)  # type: ignore[arg-type]
     where = settings.online_store_url or settings.online_store_dir
     typer.echo(f"online store: {n} customers as of {t:%Y-%m-%d %H:%M} in {where}")
 
@@ -464,6 +465,82 @@ def retention_cmd(
         f"erased {counts['decisions']} decisions and {counts['feedback']} feedback records older than "
         f"{settings.retention_days} days"
     )
+
+
+@app.command("target")
+@_guarded
+def target_cmd(
+    data: DataOpt,
+    budget: Annotated[float, typer.Option("--budget", help="most total offer cost (the catalog's cost units)")],
+    out: Annotated[Path, typer.Option("--out", help="campaign file (.csv or .parquet)")],
+    as_of: AsOfOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="write the file but log no decisions")] = False,
+) -> None:
+    """A retention campaign: the customers and offers with the most value saved within the budget."""
+    from features.settings import load_settings
+    from serving.target import run_target
+
+    _check_out(out)
+    result = run_target(data, _optional_time(as_of), budget, out, load_settings(), dry_run=dry_run)
+    share = result.value_saved / result.upper_bound if result.upper_bound > 0 else 1.0
+    typer.echo(
+        f"chose {len(result.campaign)} customers at {result.as_of:%Y-%m-%d}: cost {result.spent:,.2f} of "
+        f"{result.budget:,.2f}, expected value saved {result.value_saved:,.2f} ({share:.1%} of the LP bound "
+        f"{result.upper_bound:,.2f})"
+    )
+    held = ", ".join(f"{k} {v}" for k, v in result.withheld.items())
+    typer.echo(f"held back by the contact policy: {held}")
+    ev = result.evaluation
+    if "skipped" in ev:
+        typer.echo(f"baselines not evaluated: {ev['skipped']}")
+    else:
+        note = " (IN-SAMPLE: the offer model saw these offers)" if ev["in_sample"] else ""
+        typer.echo(f"doubly robust value on {ev['customers']} logged offers from {ev['cut'][:10]}{note}:")
+        for name in ("value_saved", "churn_risk", "cltv", "random"):
+            est = ev[name]["total"]
+            typer.echo(f"  {name:<12} {est.value:>10,.2f}  [{est.low:,.2f}, {est.high:,.2f}]")
+    logged = "nothing logged (--dry-run)" if dry_run else f"{result.logged} decisions logged (channel campaign)"
+    typer.echo(f"wrote {out}; {logged}; MLflow run {result.run_id}")
+
+
+outcomes_app = typer.Typer(no_args_is_help=True, help="Outcomes of logged decisions, from the data.")
+app.add_typer(outcomes_app, name="outcomes")
+
+
+@outcomes_app.command("sync")
+@_guarded
+def outcomes_sync(
+    data: DataOpt,
+    horizon_days: Annotated[int, typer.Option("--horizon-days", help="outcome window H after each decision")] = 90,
+) -> None:
+    """Record purchased, spend and retained for every logged decision whose horizon the data covers."""
+    from features.settings import load_settings
+    from serving.outcomes import sync
+
+    result = sync(data, load_settings(), horizon_days)
+    typer.echo(
+        f"{result.decisions} decisions: {result.complete} with a complete {horizon_days}-day window in the data "
+        f"(ends {result.data_end:%Y-%m-%d}), {result.pending} still open; {result.inserted} outcomes recorded, "
+        f"{result.duplicates} already there"
+    )
+
+
+@app.command("roi")
+@_guarded
+def roi_cmd(
+    since: Annotated[str | None, typer.Option("--since", help="only decisions from this date on (UTC)")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="also write the report as one HTML page")] = None,
+) -> None:
+    """What the decisions earned against the global holdout: incremental revenue, retained, cost, ROI."""
+    from features.settings import load_settings
+    from serving.roi import roi
+
+    if html is not None and html.is_dir():
+        raise UsageError(f"--html {html} is a directory; name the report file (for example {html / 'roi.html'})")
+    _, text = roi(load_settings(), _optional_time(since, "--since"), html)
+    typer.echo(text, nl=False)
+    if html is not None:
+        typer.echo(f"HTML report: {html}")
 
 
 def main() -> None:

@@ -304,9 +304,6 @@ def load_data_dir(
             continue
         report.file_hashes[path.name] = _file_hash(path)
         report.tables[name] = _load_table(con, spec, path)
-    if report.tables["customers"].file is None:
-        # Without a customers file, everyone seen in transactions is a customer with no attributes.
-        con.execute("INSERT INTO customers (customer_id) SELECT DISTINCT customer_id FROM transactions")
     for line in report.summary_lines():
         log.info(line)
     lock_down(con)
@@ -339,8 +336,6 @@ def load_frames(
         con.register(view, tables[name])
         _load_table(con, spec, Path(f"<{name} frame>"), relation=view)
         con.unregister(view)
-    if "customers" not in tables:
-        con.execute("INSERT INTO customers (customer_id) SELECT DISTINCT customer_id FROM transactions")
     lock_down(con)
     return con
 

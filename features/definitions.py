@@ -6,15 +6,15 @@ online store, so training and serving cannot drift apart. The SQL is plain aggre
 functions (plus ``max_by`` and ``epoch``) in DuckDB's dialect, chosen so that SQLGlot can transpile it to Spark
 SQL for users who outgrow one machine.
 
-The definitions are pure: :func:`feature_query` turns (cut-off, lookback) into SQL text with no I/O and no
-``now()``; running that text is the caller's business (:mod:`features.pipeline`).
+The definitions are pure: :func:`feature_query` turns (cut-off, response window) into SQL text with no I/O and
+no ``now()``; running that text is the caller's business (:mod:`features.pipeline`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cache
 
 from features.schema import (
@@ -28,9 +28,13 @@ from features.schema import (
 #: Bumped by hand when the meaning of a feature changes without its SQL changing.
 FEATURE_SET_MAJOR = 1
 
-#: Days after an offer's ``ts`` at which its outcome counts as known when ``offers.responded_ts`` is empty
-#: (CONTRACT §2 "known-at time"): features at T use ``accepted``/``revenue`` only once known before T.
+#: Default days after an offer's ``ts`` at which its outcome counts as known when ``offers.responded_ts`` is empty
+#: (CONTRACT §2 "known-at time"): features at T use ``accepted``/``revenue`` only once known before T. The window in
+#: use is a setting (``FeatureConfig.response_window_days``) and part of :func:`feature_set_version`.
 RESPONSE_WINDOW_DAYS = 14
+
+#: The feature that marks a contract customer cancelled before T (CONTRACT §2: answered as already churned).
+CANCELLED_FEATURE = "cancelled_before_asof"
 
 
 @dataclass(frozen=True)
@@ -220,9 +224,34 @@ def _build_registry() -> tuple[Feature, ...]:
         ),
     ]
 
+    # The BG/NBD summary (Fader, Hardie & Lee 2005) in days: repeat purchase days, first to last purchase day, and
+    # first purchase day to T. Per-customer P(alive) and expected orders (features.btyd) read these three.
+    f += [
+        Feature("bg_frequency", "purchase_days", "count(*) - 1", "Repeat purchase days (BG/NBD frequency)"),
+        Feature(
+            "bg_recency_days",
+            "purchase_days",
+            "date_diff('day', min(day), max(day))",
+            "Days from first to last purchase day (BG/NBD recency)",
+        ),
+        Feature(
+            "bg_age_days",
+            "purchase_days",
+            "max(age_days)",
+            "Days from the first purchase day to the as-of time (BG/NBD T)",
+        ),
+    ]
+
     # Customer record: tenure from sign-up, or from the first purchase when sign-up is unknown.
     f += [
         Feature("signup_days", "customer", "max(signup_days)", "Days since sign-up"),
+        Feature(
+            CANCELLED_FEATURE,
+            "customer",
+            "max(cancelled)",
+            "Cancelled before the as-of time (1 = already churned)",
+            True,
+        ),
         Feature(
             "tenure_days",
             "derived",
@@ -376,14 +405,19 @@ def describe(name: str) -> str:
 
 
 @cache
-def feature_set_version() -> str:
-    """Version of the feature set: the major number plus a hash of every definition.
+def feature_set_version(response_window_days: int = RESPONSE_WINDOW_DAYS) -> str:
+    """Version of the feature set: the major number plus a hash of every definition and the response window.
 
     Training logs it with each model; serving refuses a model whose version differs from the code's.
+
+    Args:
+        response_window_days: Days after an offer when its outcome counts as known without ``responded_ts``; it
+            changes the offer features, so it is part of the version.
     """
     h = hashlib.sha256()
     h.update(_SOURCES_SQL.encode())
-    h.update(f"response_window={RESPONSE_WINDOW_DAYS};".encode())
+    h.update(_POPULATION_SQL.encode())
+    h.update(f"response_window={response_window_days};".encode())
     for feat in registry():
         h.update(f"{feat.name}|{feat.source}|{feat.sql}|{feat.fill_zero};".encode())
     return f"{FEATURE_SET_MAJOR}.{h.hexdigest()[:10]}"
@@ -416,7 +450,9 @@ orders AS (
     GROUP BY customer_id, coalesce(order_id, CAST(ts AS VARCHAR))
 ),
 purchase_days AS (
-    SELECT DISTINCT customer_id, CAST(ts AS DATE) AS day FROM transactions WHERE ts < {T} AND amount > 0
+    SELECT DISTINCT customer_id, CAST(ts AS DATE) AS day,
+           (epoch({T}) - epoch(CAST(CAST(ts AS DATE) AS TIMESTAMP))) / 86400.0 AS age_days
+    FROM transactions WHERE ts < {T} AND amount > 0
 ),
 gaps AS (
     SELECT customer_id, day AS ts,
@@ -425,7 +461,9 @@ gaps AS (
     QUALIFY gap_days IS NOT NULL
 ),
 customer AS (
-    SELECT customer_id, CASE WHEN signup_ts < {T} THEN {days_signup} END AS signup_days FROM customers
+    SELECT customer_id, CASE WHEN signup_ts < {T} THEN {days_signup} END AS signup_days,
+           CASE WHEN churn_ts < {T} THEN 1 ELSE 0 END AS cancelled
+    FROM customers
 ),
 interactions AS (
     SELECT customer_id, ts, channel, event_type, {days_ts} AS days_ago
@@ -444,47 +482,57 @@ offers AS (
 """
 
 
-def _sources(t: str) -> str:
+def _sources(t: str, response_window_days: int) -> str:
     return _SOURCES_SQL.format(
-        T=t, days_ts=_days_ago(t), days_signup=_days_ago(t, "signup_ts"), window=RESPONSE_WINDOW_DAYS
+        T=t, days_ts=_days_ago(t), days_signup=_days_ago(t, "signup_ts"), window=int(response_window_days)
     )
 
 
-def population_query(as_of: datetime, lookback_days: int, contract: bool) -> str:
-    """SQL for the customers scored at ``as_of``: the "active before T" set of CONTRACT §2.
+# Known customers at T (CONTRACT §2): a transaction before T (any amount: zero and returns too), or a customers row
+# signed up before T or (with {keep_undated}) without a sign-up time; {keep_cancelled} decides about those whose
+# churn_ts is before T.
+_POPULATION_SQL = """
+SELECT DISTINCT customer_id FROM (
+    SELECT customer_id FROM transactions WHERE ts < {T}
+    UNION ALL
+    SELECT customer_id FROM customers WHERE signup_ts < {T} OR ({keep_undated} AND signup_ts IS NULL)
+) known
+WHERE {keep_cancelled} OR customer_id NOT IN (SELECT customer_id FROM customers WHERE churn_ts < {T})
+"""
+
+
+def population_query(as_of: datetime, include_cancelled: bool = True, include_undated: bool = True) -> str:
+    """SQL for the known customers at ``as_of`` (CONTRACT §2), one ``customer_id`` each.
 
     Args:
         as_of: Cut-off T.
-        lookback_days: A non-contract customer is active when they bought in ``[T - lookback, T)``.
-        contract: Whether the data has known cancellations (``customers.churn_ts``); then a customer is active
-            from sign-up (or first purchase) until cancellation.
+        include_cancelled: Keep customers whose ``churn_ts`` is before T. They are answered (as already churned) but
+            have nothing left to predict, so the churn and CLTV labels (the training population) leave them out.
+        include_undated: Keep ``customers`` rows without ``signup_ts`` and without a transaction before T. The
+            customers file is a list as of extraction: at an earlier training cut-off it also names customers who
+            joined later (online retail, Complete Journey), so the labels count such a row only from its first
+            transaction; the answers (features at the latest T) include it.
     """
-    t = sql_ts(as_of)
-    if contract:
-        return f"""
-            SELECT c.customer_id FROM customers c
-            LEFT JOIN (SELECT customer_id, min(ts) AS first_ts FROM transactions GROUP BY 1) f USING (customer_id)
-            WHERE coalesce(c.signup_ts, f.first_ts) < {t} AND (c.churn_ts IS NULL OR c.churn_ts >= {t})
-        """
-    start = sql_ts(as_of - timedelta(days=lookback_days))
-    return f"SELECT DISTINCT customer_id FROM transactions WHERE amount > 0 AND ts >= {start} AND ts < {t}"
+    return _POPULATION_SQL.format(
+        T=sql_ts(as_of),
+        keep_cancelled="TRUE" if include_cancelled else "FALSE",
+        keep_undated="TRUE" if include_undated else "FALSE",
+    )
 
 
 def feature_query(
     as_of: datetime,
-    lookback_days: int,
-    contract: bool,
     attributes: list[str],
     numeric_attributes: frozenset[str] = frozenset(),
+    response_window_days: int = RESPONSE_WINDOW_DAYS,
 ) -> str:
-    """The full SQL for the feature table at ``as_of``: one row per active customer.
+    """The full SQL for the feature table at ``as_of``: one row per known customer (cancelled ones included).
 
     Args:
         as_of: Cut-off T; only rows with ``ts < T`` are read.
-        lookback_days: Activity window that defines the population.
-        contract: See :func:`population_query`.
         attributes: Static attribute columns of ``customers`` to append as ``attr_<name>``.
         numeric_attributes: Those of ``attributes`` that are numeric: cast to DOUBLE like every feature.
+        response_window_days: When an offer's outcome counts as known without ``responded_ts``.
 
     Returns:
         SQL text; columns ``customer_id``, every feature of :func:`registry` in order, then the attributes.
@@ -494,7 +542,7 @@ def feature_query(
     by_source: dict[str, list[Feature]] = {}
     for feat in feats:
         by_source.setdefault(feat.source, []).append(feat)
-    ctes = [_sources(t).strip(), f"pop AS ({population_query(as_of, lookback_days, contract)})"]
+    ctes = [_sources(t, response_window_days).strip(), f"pop AS ({population_query(as_of).strip()})"]
     joins = []
     for source, items in by_source.items():
         if source == "derived":

@@ -1,7 +1,10 @@
 """Label definitions for a snapshot at cut-off T with horizon H (CONTRACT §2), as SQL text.
 
-- ``churned``: the customer was active before T and made no purchase in ``[T, T+H)``; for contract data
-  (known ``churn_ts``), the cancellation falls in ``[T, T+H)``.
+- Population: the known customers at T (CONTRACT §2) not cancelled before T (nothing left to predict for them),
+  and a ``customers`` row without ``signup_ts`` only once it has a transaction before T (the customers file lists
+  customers as of extraction, so at an earlier cut-off it names customers who had not joined yet).
+- ``churned``: the customer made no purchase in ``[T, T+H)``; for contract data (known ``churn_ts``), the
+  cancellation falls in ``[T, T+H)``.
 - ``spend_h``: net amount spent in ``[T, T+H)``; ``orders_h``: purchases in that window.
 - ``spend_cltv``: net amount spent in ``[T, T+CLTV horizon)``, with ``cltv_observed`` telling whether the data
   reaches that far (it is only a valid label where it does).
@@ -15,14 +18,13 @@ from datetime import datetime, timedelta
 from features.definitions import population_query, sql_ts
 
 
-def label_query(as_of: datetime, horizon_days: int, cltv_horizon_days: int, lookback_days: int, contract: bool) -> str:
-    """SQL for the labels of the population at ``as_of``.
+def label_query(as_of: datetime, horizon_days: int, cltv_horizon_days: int, contract: bool) -> str:
+    """SQL for the labels of the known, not yet cancelled customers at ``as_of``.
 
     Args:
         as_of: Cut-off T.
         horizon_days: Horizon H for churn and spend.
         cltv_horizon_days: Horizon of the long-run value label.
-        lookback_days: Activity window of the population (as for the features).
         contract: Whether churn comes from ``customers.churn_ts``.
     """
     t = sql_ts(as_of)
@@ -32,7 +34,7 @@ def label_query(as_of: datetime, horizon_days: int, cltv_horizon_days: int, look
         f"coalesce(c.churn_ts >= {t} AND c.churn_ts < {h_end}, FALSE)" if contract else "coalesce(f.orders_h, 0) = 0"
     )
     return f"""
-        WITH pop AS ({population_query(as_of, lookback_days, contract)}),
+        WITH pop AS ({population_query(as_of, include_cancelled=False, include_undated=False)}),
         future AS (
             SELECT customer_id,
                    sum(CASE WHEN ts < {h_end} THEN amount ELSE 0 END) AS spend_h,

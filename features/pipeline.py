@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features import labels as label_defs
 from features.data import attribute_columns
-from features.definitions import feature_names, feature_query
+from features.definitions import RESPONSE_WINDOW_DAYS, feature_names, feature_query, feature_set_version
 from features.engines import Engine
 from features.engines.duckdb import DuckDBEngine
 
@@ -41,16 +41,23 @@ _NUMERIC_TYPES = {
 
 
 class FeatureConfig(BaseModel):
-    """How the feature table is built.
+    """How the feature table is built (the population is always every known customer at T, CONTRACT §2).
 
     Attributes:
-        lookback_days: A non-contract customer is in the population at T when they bought in
-            ``[T - lookback_days, T)``.
+        response_window_days: Days after an offer's ``ts`` at which its outcome (``accepted``, ``revenue``) counts
+            as known when ``offers.responded_ts`` is empty; part of the feature-set version.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    lookback_days: int = Field(365, ge=1, description="activity window defining who is scored at T")
+    response_window_days: int = Field(
+        RESPONSE_WINDOW_DAYS, ge=0, description="days after an offer when its outcome counts as known (no responded_ts)"
+    )
+
+    @property
+    def feature_set_version(self) -> str:
+        """The feature-set version these settings compute."""
+        return feature_set_version(self.response_window_days)
 
 
 def is_contract(con: duckdb.DuckDBPyConnection) -> bool:
@@ -78,7 +85,7 @@ def default_as_of(con: duckdb.DuckDBPyConnection) -> datetime:
 
 
 class EmptyPopulationError(ValueError):
-    """No customer is active at the as-of time: there is nothing to compute, score or store."""
+    """No customer is known at the as-of time: there is nothing to compute, score or store."""
 
 
 def require_population(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, as_of: datetime) -> None:
@@ -91,7 +98,7 @@ def require_population(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, as_o
         return
     start, end = data_start(con), data_end(con)
     raise EmptyPopulationError(
-        f"no customer is active at {as_of:%Y-%m-%d %H:%M} (the data covers {start:%Y-%m-%d} to {end:%Y-%m-%d}): "
+        f"no customer is known at {as_of:%Y-%m-%d %H:%M} (the data covers {start:%Y-%m-%d} to {end:%Y-%m-%d}): "
         "choose an as-of time inside the data"
     )
 
@@ -107,12 +114,12 @@ def build_features(
     config: FeatureConfig | None = None,
     engine: Engine | None = None,
 ) -> pd.DataFrame:
-    """The customer-level feature table at ``as_of`` (one row per customer active before it).
+    """The customer-level feature table at ``as_of`` (one row per known customer, CONTRACT §2).
 
     Args:
         con: Connection with the canonical tables loaded (:func:`features.data.load_data_dir`).
         as_of: Cut-off T; rows at or after T are never read.
-        config: Population settings.
+        config: Feature settings (the response window).
         engine: Where the query runs (:mod:`features.engines`); DuckDB in ``con`` when None.
 
     Returns:
@@ -121,20 +128,15 @@ def build_features(
     config = config or FeatureConfig()
     attrs = attribute_columns(con)
     numeric = frozenset(name for name, kind in attrs if kind.split("(")[0] in _NUMERIC_TYPES)
-    sql = feature_query(as_of, config.lookback_days, is_contract(con), [n for n, _ in attrs], numeric)
+    sql = feature_query(as_of, [n for n, _ in attrs], numeric, config.response_window_days)
     return (engine or DuckDBEngine()).query(con, sql)
 
 
 def build_labels(
-    con: duckdb.DuckDBPyConnection,
-    as_of: datetime,
-    horizon_days: int,
-    cltv_horizon_days: int,
-    config: FeatureConfig | None = None,
+    con: duckdb.DuckDBPyConnection, as_of: datetime, horizon_days: int, cltv_horizon_days: int
 ) -> pd.DataFrame:
     """Labels of the snapshot at ``as_of`` (see :func:`features.labels.label_query`)."""
-    config = config or FeatureConfig()
-    sql = label_defs.label_query(as_of, horizon_days, cltv_horizon_days, config.lookback_days, is_contract(con))
+    sql = label_defs.label_query(as_of, horizon_days, cltv_horizon_days, is_contract(con))
     return con.execute(sql).df()
 
 
@@ -152,12 +154,12 @@ def build_snapshots(
         cutoffs: Snapshot times; callers keep them ``<= T - H`` so that no label reaches past T.
         horizon_days: Churn and spend horizon H.
         cltv_horizon_days: Horizon of the long-run value label.
-        config: Population settings.
+        config: Feature settings (the response window).
     """
     frames = []
     for cut in cutoffs:
         feats = build_features(con, cut, config)
-        labs = build_labels(con, cut, horizon_days, cltv_horizon_days, config)
+        labs = build_labels(con, cut, horizon_days, cltv_horizon_days)
         frame = feats.merge(labs, on="customer_id", how="inner", validate="one_to_one")
         frame.insert(1, "snapshot", pd.Timestamp(cut))
         frames.append(frame)

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from features.definitions import describe, feature_names, feature_set_version
+from features import btyd
+from features.definitions import CANCELLED_FEATURE, describe, feature_names, feature_set_version
 from features.eligibility import Rule, compile_rule
 from features.forest import Forest
 from features.treeshap import PathShap
@@ -28,6 +29,12 @@ META_FILE = "bundle.json"
 #: the rows while XGBoost's cost stays mostly per call (benchmarks/serving_profile.py).
 SMALL_BATCH = 4
 RISK_BANDS: tuple[tuple[float, str], ...] = ((0.3, "low"), (0.6, "medium"), (1.01, "high"))
+#: The band of a customer cancelled before T (CONTRACT §2): answered as already churned, probability 1.0.
+CHURNED_BAND = "churned"
+#: Strongest factors listed each way (pushing the score up, holding it down).
+TOP_REASONS = 3
+#: Columns of a feature row the CLTV answer reads besides the model inputs (float64, not the float32 matrix).
+CLTV_SUMMARY = ("monetary_total", "avg_order_value", "bg_frequency", "bg_recency_days", "bg_age_days")
 #: Most categories of a text attribute kept in a bundle (the most common ones); the rest read as unknown.
 MAX_CATEGORIES = 50
 #: Fewest customers sharing a category for it to be kept in a bundle (a rarer value could single one out).
@@ -144,6 +151,16 @@ class Encoder:
                 out[:, j] = np.asarray(series.astype("float64"), dtype=np.float32)
         return out
 
+    def label(self, col: str, value: float) -> float | str | None:
+        """A model input's value as the user knows it: a category's label (not its code), null when missing."""
+        if not math.isfinite(value):
+            return None  # JSON has no NaN or infinity: a missing value, or one beyond float32's range, is null
+        cats = self.categories.get(col)
+        if cats is not None:
+            code = int(value)
+            return cats[code] if 0 <= code < len(cats) else None
+        return float(value)
+
     def to_json(self) -> dict[str, Any]:
         """Serialisable form."""
         return {"columns": self.columns, "categories": self.categories, "dropped": self.dropped}
@@ -232,9 +249,29 @@ def _booster(path: Path) -> xgb.Booster:
     return booster
 
 
-def risk_band(probability: float) -> str:
-    """``low``/``medium``/``high`` churn risk for a calibrated probability."""
+def risk_band(probability: float, cancelled: bool = False) -> str:
+    """``low``/``medium``/``high`` churn risk for a calibrated probability; ``churned`` when cancelled before T."""
+    if cancelled:
+        return CHURNED_BAND
     return next(name for bound, name in RISK_BANDS if probability < bound)
+
+
+def summary_columns(rows: Any) -> dict[str, np.ndarray]:
+    """The :data:`CLTV_SUMMARY` columns of feature rows (a pandas frame or a sequence of mappings) as float64.
+
+    Missing columns or values are NaN.
+    """
+    if hasattr(rows, "columns"):
+        n = len(rows)
+        return {
+            c: (rows[c].astype("float64").to_numpy() if c in rows.columns else np.full(n, math.nan))
+            for c in CLTV_SUMMARY
+        }
+    out = {}
+    for c in CLTV_SUMMARY:
+        values = [row.get(c) for row in rows]
+        out[c] = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    return out
 
 
 @dataclass
@@ -299,39 +336,61 @@ class Bundle:
 
     def prepare_online(self) -> None:
         """Build what online scoring needs ahead of the first request: SHAP tables (churn) and numpy forests."""
-        if self.kind == "churn":
+        if self.kind in ("churn", "cltv"):
             self._predictor("main").prepare_contributions()
         for name in self.boosters:
             self._predictor(name).prepare_small_batches()
 
-    # --- churn -------------------------------------------------------------------------------------------
-    def churn_probability(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated churn probabilities for encoded rows."""
-        raw = self._predictor("main").predict(x)
-        cal = self.meta.get("calibration")
-        if not cal:
-            return np.asarray(raw, dtype=np.float64)
-        return np.interp(raw, cal["x"], cal["y"])
+    # --- reasons (churn and cltv) ------------------------------------------------------------------------
+    def reasons(self, x: np.ndarray, booster: str = "main", top: int = TOP_REASONS) -> list[list[dict[str, Any]]]:
+        """Per row, the ``top`` features pushing the score up most, then the ``top`` holding it down most.
 
-    def churn_reasons(self, x: np.ndarray, top: int = 3) -> list[list[dict[str, Any]]]:
-        """The features pushing each row's churn score up most (XGBoost SHAP contributions, log-odds)."""
-        contribs = self._predictor("main").contributions(x)[:, :-1]
+        SHAP contributions of ``booster`` (in its margin: log-odds for churn, log-spend for CLTV); each reason has
+        ``direction`` ``up`` or ``down``, the feature's description and its value as the user knows it.
+        """
+        contribs = self._predictor(booster).contributions(x)[:, :-1]
         out = []
         for i in range(x.shape[0]):
-            order = np.argsort(-contribs[i])[:top]
+            row = contribs[i]
+            ups = [j for j in np.argsort(-row, kind="stable")[:top] if row[j] > 0]
+            downs = [j for j in np.argsort(row, kind="stable")[:top] if row[j] < 0]
             out.append(
-                [
-                    {
-                        "feature": self.encoder.columns[j],
-                        "description": describe(self.encoder.columns[j]),
-                        # JSON has no NaN or infinity: a missing value, or one beyond float32's range, is null.
-                        "value": float(x[i, j]) if math.isfinite(x[i, j]) else None,
-                        "contribution": float(contribs[i, j]),
-                    }
-                    for j in order
-                    if contribs[i, j] > 0
-                ]
+                [self._reason(j, float(x[i, j]), float(row[j]), "up") for j in ups]
+                + [self._reason(j, float(x[i, j]), float(row[j]), "down") for j in downs]
             )
+        return out
+
+    def _reason(self, j: int, value: float, contribution: float | None, direction: str) -> dict[str, Any]:
+        col = self.encoder.columns[j]
+        return {
+            "feature": col,
+            "description": describe(col),
+            "value": self.encoder.label(col, value),
+            "contribution": contribution,
+            "direction": direction,
+        }
+
+    # --- churn -------------------------------------------------------------------------------------------
+    def cancelled(self, x: np.ndarray) -> np.ndarray:
+        """Whether each encoded row is a customer cancelled before T (CONTRACT §2: already churned)."""
+        j = self.encoder._index.get(CANCELLED_FEATURE)
+        if j is None:
+            return np.zeros(x.shape[0], dtype=bool)
+        return np.nan_to_num(x[:, j], nan=0.0) >= 0.5
+
+    def churn_probability(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated churn probabilities for encoded rows; exactly 1.0 for a customer cancelled before T."""
+        raw = self._predictor("main").predict(x)
+        cal = self.meta.get("calibration")
+        p = np.asarray(raw, dtype=np.float64) if not cal else np.interp(raw, cal["x"], cal["y"])
+        return np.where(self.cancelled(x), 1.0, p)
+
+    def churn_reasons(self, x: np.ndarray, top: int = TOP_REASONS) -> list[list[dict[str, Any]]]:
+        """The churn reasons both ways (:meth:`reasons`); a cancelled customer's one reason is the cancellation."""
+        out = self.reasons(x, "main", top)
+        j = self.encoder._index.get(CANCELLED_FEATURE)
+        for i in np.flatnonzero(self.cancelled(x)):
+            out[i] = [self._reason(j, 1.0, None, "up")]  # type: ignore[arg-type]
         return out
 
     # --- cltv --------------------------------------------------------------------------------------------
@@ -343,6 +402,60 @@ class Bundle:
         else:
             value = spend * float(self.meta["cltv_scale"])
         return spend, value
+
+    def cltv_answers(
+        self, x: np.ndarray, summary: Mapping[str, np.ndarray], churn_probability: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """The complete CLTV answer for encoded rows (CONTRACT §2 "cltv").
+
+        ``historic_value`` is the net spend before T; ``p_alive`` and ``expected_orders`` (over the horizon H) come
+        from the per-customer BG/NBD (:mod:`features.btyd`, parameters fitted at training) where that fit is usable
+        and the customer has bought. Elsewhere (a degenerate fit, e.g. P(alive) = 1 for everyone, or no purchase
+        yet) they fall back: ``p_alive`` = 1 - churn probability (NaN without one), ``expected_orders`` = predicted
+        spend over the customer's average purchase value (the training population's where they have none).
+
+        Args:
+            x: Encoded rows.
+            summary: :func:`summary_columns` of the same rows.
+            churn_probability: The churn model's answer for the rows, for the fallback.
+
+        Returns:
+            Arrays ``predicted_spend``, ``value``, ``historic_value``, ``p_alive``, ``expected_orders`` and
+            ``activity_method`` (``bgnbd`` or ``fallback`` per row).
+        """
+        spend, value = self.spend(x)
+        n = x.shape[0]
+        horizon = float(self.meta.get("horizon_days", 90))
+        bg = self.meta.get("bgnbd")
+        alive = np.full(n, math.nan)
+        orders = np.full(n, math.nan)
+        if bg and not bg.get("degenerate", True):
+            alive, orders = btyd.customer_answers(
+                btyd.BGParams.from_json(bg),
+                horizon,
+                summary["bg_frequency"],
+                summary["bg_recency_days"],
+                summary["bg_age_days"],
+            )
+        use_bg = np.isfinite(alive) & np.isfinite(orders)
+        aov = summary["avg_order_value"]
+        aov = np.where(np.isfinite(aov) & (aov > 0), aov, float(self.meta.get("mean_order_value") or math.nan))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            orders = np.where(use_bg, orders, spend / aov)
+        if churn_probability is not None:
+            alive = np.where(use_bg, alive, 1.0 - np.asarray(churn_probability, dtype=np.float64))
+        if self.cancelled(x).any():
+            gone = self.cancelled(x)
+            spend, value = np.where(gone, 0.0, spend), np.where(gone, 0.0, value)
+            alive, orders = np.where(gone, 0.0, alive), np.where(gone, 0.0, orders)
+        return {
+            "predicted_spend": spend,
+            "value": value,
+            "historic_value": summary["monetary_total"],
+            "p_alive": alive,
+            "expected_orders": orders,
+            "activity_method": np.where(use_bg, "bgnbd", "fallback"),
+        }
 
     # --- next best offer ---------------------------------------------------------------------------------
     def offer_scores(self, x: np.ndarray, feature_rows: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -397,10 +510,12 @@ def best_offer(ranked: Sequence[Mapping[str, Any]], has_control: bool) -> Mappin
     return ranked[0]
 
 
-def score_frame(bundle: Bundle, frame: Any) -> Any:
+def score_frame(bundle: Bundle, frame: Any, churn_probability: np.ndarray | None = None) -> Any:
     """Batch-score a pandas feature frame with one bundle; returns a frame aligned with ``frame``.
 
-    Columns: ``churn_probability`` (churn); ``predicted_spend`` and ``cltv`` (cltv); ``next_best_offer`` and
+    Columns: ``churn_probability`` (churn); ``predicted_spend``, ``cltv``, ``historic_value``, ``p_alive``,
+    ``expected_orders`` and ``cltv_activity_method`` (cltv, see :meth:`Bundle.cltv_answers`; ``churn_probability``
+    feeds its fallback); ``next_best_offer`` and
     ``next_best_offer_value`` (next_best_offer, see :func:`best_offer`: ``None`` and 0.0 when no eligible offer
     pays, ``None`` and NaN when none is eligible).
     """
@@ -410,8 +525,18 @@ def score_frame(bundle: Bundle, frame: Any) -> Any:
     if bundle.kind == "churn":
         return pd.DataFrame({"churn_probability": bundle.churn_probability(x)}, index=frame.index)
     if bundle.kind == "cltv":
-        spend, value = bundle.spend(x)
-        return pd.DataFrame({"predicted_spend": spend, "cltv": value}, index=frame.index)
+        ans = bundle.cltv_answers(x, summary_columns(frame), churn_probability)
+        return pd.DataFrame(
+            {
+                "predicted_spend": ans["predicted_spend"],
+                "cltv": ans["value"],
+                "historic_value": ans["historic_value"],
+                "p_alive": ans["p_alive"],
+                "expected_orders": ans["expected_orders"],
+                "cltv_activity_method": ans["activity_method"],
+            },
+            index=frame.index,
+        )
     rows = frame.to_dict("records")
     ranked = bundle.offer_scores(x, rows)
     best = [best_offer(r, bool(bundle.meta["has_control"])) for r in ranked]

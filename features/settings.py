@@ -26,6 +26,9 @@ class Settings(BaseModel):
         api_keys: Entries of ``CXPREDICT_API_KEYS`` (:mod:`serving.keys`); None when it is unset.
         rate_limit: Requests per second each API key may make per worker (0: no limit).
         rate_burst: Requests an API key may make at once before the limit applies.
+        online_store_url: Redis URL of the online store, or None for the embedded one.
+        decision_log_url: PostgreSQL URL of the decision log, or None for the embedded one.
+        experiments_file: The experiments file when replicas share one, else None (under ``home``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -49,6 +52,11 @@ class Settings(BaseModel):
     context_keys: tuple[str, ...] = Field(
         default=DEFAULT_CONTEXT_KEYS,
         description="request `context` keys logged with a decision; others are dropped (env CXPREDICT_CONTEXT_KEYS)",
+    )
+    experiments_file: Path | None = Field(
+        default=None,
+        description="experiments file shared by replicas, or None for $CXPREDICT_HOME/experiments.yaml "
+        "(env CXPREDICT_EXPERIMENTS)",
     )
 
     @property
@@ -86,5 +94,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         rate_burst=float(env.get("CXPREDICT_RATE_BURST") or 2 * rate),
         online_store_url=env.get("CXPREDICT_ONLINE_STORE") or None,
         decision_log_url=env.get("CXPREDICT_DECISION_LOG") or None,
+        experiments_file=Path(env["CXPREDICT_EXPERIMENTS"]).absolute() if env.get("CXPREDICT_EXPERIMENTS") else None,
         **privacy,
     )

@@ -428,13 +428,17 @@ def generate(config: SyntheticConfig) -> dict[str, pd.DataFrame]:
         line_rev = np.bincount(line_order, weights=amount, minlength=n_orders)
         is_offer_order = ord_offer >= 0
         revenue[ord_offer[is_offer_order]] = line_rev[is_offer_order]
+        send = parts["ts"].astype(np.int64)
+        # The outcome is known when the offer's order is placed, or when the offer window closes without one.
+        responded = np.where(o_acc, parts["order_ts"].astype(np.int64), send + _OFFER_WINDOW_DAYS * _DAY_NS)
         offers_df = pd.DataFrame(
             {
                 "customer_id": cust_ids[o_idx],
-                "ts": _ts(parts["ts"].astype(np.int64)),
+                "ts": _ts(send),
                 "offer_id": np.asarray(OFFER_IDS, dtype=object)[o_arm],
                 "accepted": o_acc,
                 "revenue": np.round(revenue, 2),
+                "responded_ts": _ts(responded),
                 "channel": "email",
                 "propensity": np.full(o_idx.size, 1.0 / len(OFFER_IDS)),
             }

@@ -100,7 +100,7 @@ def start(
     if not variant_specs:
         raise ExperimentError("give at least one --variant ALIAS=SHARE (the first is the report's control)")
     variants = [parse_variant(spec) for spec in variant_specs]
-    path = experiments_path(settings.home)
+    path = experiments_path(settings)
     # Validate the declaration before touching the registry, so a typo in the shares is reported first.
     declared = new_experiment(name, model, variants, shadow=shadow, holdout=holdout, outcome=outcome)
     resolved = check_variants_exist(settings, declared.models, [v.ref for v in variants], shadow=declared.shadow)
@@ -109,7 +109,7 @@ def start(
 
 def stop(settings: Settings, name: str) -> Experiment:
     """Stop a running experiment."""
-    return stop_experiment(experiments_path(settings.home), name)
+    return stop_experiment(experiments_path(settings), name)
 
 
 def list_experiments(settings: Settings) -> list[dict[str, Any]]:
@@ -119,7 +119,7 @@ def list_experiments(settings: Settings) -> list[dict[str, Any]]:
     lacks, say) gets ``routed`` false, the ``error``, and status ``unrouted``: the service answers everyone with
     the champions.
     """
-    declared = load_experiments(experiments_path(settings.home))
+    declared = load_experiments(experiments_path(settings))
     counts: dict[str, tuple[int, int]] = {}
     if _log_exists(settings) and declared.experiments:
         log = decision_log(settings)
@@ -352,7 +352,7 @@ def report_data(settings: Settings, name: str) -> ReportData:
     Raises:
         ExperimentError: no such experiment.
     """
-    experiment = load_experiments(experiments_path(settings.home)).get(name)
+    experiment = load_experiments(experiments_path(settings)).get(name)
     rows: list[dict[str, Any]] = []
     if _log_exists(settings):
         log = decision_log(settings)

@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id);
 CREATE INDEX IF NOT EXISTS decisions_experiment ON decisions (experiment, variant);
+CREATE INDEX IF NOT EXISTS decisions_customer_ts ON decisions (customer_id, ts);
 CREATE TABLE IF NOT EXISTS feedback (
     decision_id TEXT NOT NULL,
     outcome TEXT NOT NULL,
@@ -108,6 +109,10 @@ _COLUMNS = (
 _INSERT = f"INSERT OR IGNORE INTO decisions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 #: Keys of a decision dict stored in their own columns rather than in ``outputs``.
 _OWN_COLUMNS = frozenset({"context", "model_versions", "experiment", "propensity", "offer_id", "shadow", "pre_value"})
+#: Ids per ``IN (...)`` query when counting contacts.
+CONTACT_CHUNK = 500
+#: Decisions that returned an offer: not shadow, an offer logged, and not the control arm.
+CONTACT_WHERE = "shadow = 0 AND offer_id IS NOT NULL AND offer_id <> 'none'"
 
 
 class DecisionLogError(ValueError):
@@ -236,6 +241,34 @@ class DecisionLog(Protocol):
     def purge(self, before_ts: float) -> dict[str, int]:
         """Erase decisions older than ``before_ts`` (epoch seconds) with their feedback (the retention period)."""
         ...
+
+    # --- contact policy (issue 17) -------------------------------------------------------------------------
+    def contacts(self, customer_ids: Sequence[str], since: float) -> dict[str, int]:
+        """Offers made to each customer since ``since`` (epoch seconds), every endpoint and replica counted.
+
+        A decision that returned an offer is a contact; shadow scores, withheld offers and the control are not.
+        Customers without a contact are left out of the answer.
+        """
+        ...
+
+    def decisions_since(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Served (non-shadow) decisions from ``since`` on, oldest first, with their outputs and feedback."""
+        ...
+
+
+def decision_rows(rows: Iterable[Sequence[Any]], feedback: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Rows of :meth:`DecisionLog.decisions_since` as dicts, each with ``outputs`` parsed and its ``feedback``."""
+    by_decision: dict[str, dict[str, float | None]] = {}
+    for decision_id, outcome, value in feedback:
+        by_decision.setdefault(decision_id, {})[outcome] = value
+    keys = ("decision_id", "ts", "customer_id", "endpoint", "experiment", "variant", "offer_id", "pre_value")
+    out = []
+    for row in rows:
+        item = dict(zip(keys, row[:-1], strict=True))
+        item["outputs"] = json.loads(row[-1])
+        item["feedback"] = by_decision.get(item["decision_id"], {})
+        out.append(item)
+    return out
 
 
 def _finite(value: Any) -> float | None:
@@ -777,3 +810,34 @@ class SQLiteDecisionLog:
                 time.sleep(0.05)
         finally:
             con.close()
+
+    # --- contact policy (issue 17) -------------------------------------------------------------------------
+    def contacts(self, customer_ids: Sequence[str], since: float) -> dict[str, int]:
+        """Offers made to each customer since ``since`` by any process writing this file (see the protocol)."""
+        ids = list(dict.fromkeys(customer_ids))
+        out: dict[str, int] = {}
+        with self._read_lock:
+            for i in range(0, len(ids), CONTACT_CHUNK):
+                chunk = ids[i : i + CONTACT_CHUNK]
+                rows = self._read_con.execute(
+                    f"SELECT customer_id, count(*) FROM decisions WHERE customer_id IN ({', '.join('?' * len(chunk))}) "
+                    f"AND ts >= ? AND {CONTACT_WHERE} GROUP BY customer_id",
+                    (*chunk, float(since)),
+                ).fetchall()
+                out.update({c: int(n) for c, n in rows})
+        return out
+
+    def decisions_since(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Served decisions from ``since`` on (all when None), oldest first, with outputs and feedback."""
+        with self._read_lock:
+            rows = self._read_con.execute(
+                "SELECT decision_id, ts, customer_id, endpoint, experiment, variant, offer_id, pre_value, outputs "
+                "FROM decisions WHERE shadow = 0 AND ts >= ? ORDER BY ts",
+                (float(since) if since is not None else float("-inf"),),
+            ).fetchall()
+            feedback = self._read_con.execute(
+                "SELECT f.decision_id, f.outcome, f.value FROM feedback f JOIN decisions d "
+                "ON d.decision_id = f.decision_id WHERE d.shadow = 0 AND d.ts >= ?",
+                (float(since) if since is not None else float("-inf"),),
+            ).fetchall()
+        return decision_rows(rows, feedback)

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from serving.decision_log import (
     _COLUMNS,
+    CONTACT_WHERE,
     FAILURE_MEMORY_SECONDS,
     MAX_GROUP,
     MAX_QUEUED,
@@ -34,6 +35,7 @@ from serving.decision_log import (
     _finite,
     _row,
     _settle,
+    decision_rows,
 )
 
 #: Any fixed 64-bit number: the key of the advisory lock that serialises migrations across replicas.
@@ -46,6 +48,7 @@ _SCHEMA = (
         pre_value DOUBLE PRECISION)""",
     "CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id)",
     "CREATE INDEX IF NOT EXISTS decisions_experiment ON decisions (experiment, variant)",
+    "CREATE INDEX IF NOT EXISTS decisions_customer_ts ON decisions (customer_id, ts)",
     """CREATE TABLE IF NOT EXISTS feedback (
         decision_id TEXT NOT NULL, outcome TEXT NOT NULL, value DOUBLE PRECISION, ts DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (decision_id, outcome))""",
@@ -343,6 +346,36 @@ class PostgresDecisionLog:
         # VACUUM cannot run inside a transaction: a connection of its own, in autocommit mode.
         with psycopg.connect(self.url, autocommit=True) as con:
             con.execute("VACUUM decisions, feedback")
+
+    # --- contact policy (issue 17) -------------------------------------------------------------------------
+    def contacts(self, customer_ids: Sequence[str], since: float) -> dict[str, int]:
+        """Offers made to each customer since ``since`` by any replica (see the protocol)."""
+        ids = list(dict.fromkeys(customer_ids))
+        if not ids:
+            return {}
+        with self._pool.connection() as con:
+            rows = con.execute(
+                "SELECT customer_id, count(*) FROM decisions WHERE customer_id = ANY(%s) AND ts >= %s "
+                f"AND {CONTACT_WHERE} GROUP BY customer_id",
+                (ids, float(since)),
+            ).fetchall()
+        return {c: int(n) for c, n in rows}
+
+    def decisions_since(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Served decisions from ``since`` on (all when None), oldest first, with outputs and feedback."""
+        start = float(since) if since is not None else float("-inf")
+        with self._pool.connection() as con:
+            rows = con.execute(
+                "SELECT decision_id, ts, customer_id, endpoint, experiment, variant, offer_id, pre_value, outputs "
+                "FROM decisions WHERE shadow = 0 AND ts >= %s ORDER BY ts",
+                (start,),
+            ).fetchall()
+            feedback = con.execute(
+                "SELECT f.decision_id, f.outcome, f.value FROM feedback f JOIN decisions d "
+                "ON d.decision_id = f.decision_id WHERE d.shadow = 0 AND d.ts >= %s",
+                (start,),
+            ).fetchall()
+        return decision_rows(rows, feedback)
 
 
 def _safe(url: str) -> str:

@@ -3,8 +3,8 @@
 An experiment names a model (``churn``, ``cltv``, ``next_best_offer`` or the whole ``personalize`` bundle), its
 variants as registry aliases (``champion``) or versions (``3``) with traffic shares, an optional ``shadow``
 variant that is scored and logged but never returned, and a ``holdout`` share that gets no offer. The file
-``$CXPREDICT_HOME/experiments.yaml`` is written by ``cxpredict ab start/stop`` or by hand; ``cxpredict serve``
-re-reads it while running.
+``$CXPREDICT_HOME/experiments.yaml`` (or the one ``CXPREDICT_EXPERIMENTS`` names, which replicas share) is written
+by ``cxpredict ab start/stop`` or by hand; ``cxpredict serve`` re-reads it while running.
 
 A customer's arm is a pure function of (experiment name, customer id): the first 64 bits of a SHA-256 hash,
 read as a number in [0, 1), fall into the arm's slice of the cumulative shares (holdout first). The same
@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.private_files import write_private_text
+from features.settings import Settings
 from serving.layout import EXPERIMENTS_FILE
 
 HOLDOUT = "holdout"
@@ -196,9 +197,15 @@ class ExperimentsFile(BaseModel):
         return [e for e in self.experiments if e.status == "running"]
 
 
-def experiments_path(home: Path) -> Path:
-    """Where the experiments file lives under ``$CXPREDICT_HOME``."""
-    return Path(home) / EXPERIMENTS_FILE
+def experiments_path(settings: Settings) -> Path:
+    """Where the experiments file lives: ``CXPREDICT_EXPERIMENTS`` when set, else under ``$CXPREDICT_HOME``.
+
+    Replicas of one service (each with its own ``CXPREDICT_HOME``) must share one experiments file, so
+    ``CXPREDICT_EXPERIMENTS`` names a path on a file system every replica and ``cxpredict ab`` can reach (a shared
+    volume): each ``serve`` parent checks it every second and resolves the experiment's arms in the shared registry,
+    so all replicas route the same customer to the same arm.
+    """
+    return settings.experiments_file or Path(settings.home) / EXPERIMENTS_FILE
 
 
 def load_experiments(path: Path) -> ExperimentsFile:

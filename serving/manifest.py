@@ -112,7 +112,7 @@ def _resolve_experiments(
     everyone to the champions in the middle of a test would spoil it, and the next valid save takes over.
     """
     try:
-        declared = load_experiments(experiments_path(settings.home))
+        declared = load_experiments(experiments_path(settings))
     except ExperimentError as exc:
         kept = list((previous or {}).get("experiments") or [])
         log.error(
@@ -204,7 +204,7 @@ def watch_champions(settings: Settings, interval_s: float, stop_event: threading
     current models.
     """
     path = manifest_path(settings)
-    declared = experiments_path(settings.home)
+    declared = experiments_path(settings)
     client = registry.configure(settings)
     seen = file_key(declared)
     due = time.monotonic() + interval_s

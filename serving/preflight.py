@@ -1,7 +1,8 @@
 """One worker's start-up, run by ``cxpredict serve`` in a child process before the server starts.
 
 ``python -m serving.preflight`` loads the runtime exactly as a worker would (models, online store, API keys,
-decision log) and exits 0, or prints why it cannot and exits :data:`serving.startup.CANNOT_START`.
+decision log) and exits 0, or prints why it cannot and exits :data:`serving.startup.CANNOT_START` (a backend that
+cannot be reached is named by its URL without a password, not shown as a driver traceback).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import sys
 
 from features.settings import load_settings
+from features.stores import OnlineStoreUnavailable
 from serving.keys import KeyRing
 from serving.runtime import Runtime
 from serving.startup import CANNOT_START, StartupError
@@ -22,7 +24,7 @@ def main() -> int:
         settings = load_settings()
         KeyRing(settings)
         probe = Runtime(settings)
-    except StartupError as exc:
+    except (StartupError, OnlineStoreUnavailable) as exc:
         print(exc, flush=True)
         return CANNOT_START
     close = getattr(probe.decisions, "close", None)

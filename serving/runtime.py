@@ -27,10 +27,19 @@ import numpy as np
 
 from features.definitions import feature_set_version
 from features.online_store import OnlineStore, merge_overrides
+from features.policy import PolicyError
 from features.schema import CONTROL_OFFER
-from features.scoring import NO_OFFER_PAYS, Bundle, Encoder, FeatureSetMismatch, best_offer, risk_band
+from features.scoring import (
+    Bundle,
+    Encoder,
+    FeatureSetMismatch,
+    best_offer,
+    risk_band,
+    summary_columns,
+)
 from features.settings import Settings
 from features.stores.factory import open_online_store
+from serving.contact import DETAILS, ContactGate
 from serving.context_allowlist import allowed_context
 from serving.decision_log import (
     DecisionLog,
@@ -420,6 +429,10 @@ class Runtime:
             self.decisions: DecisionLog = decision_log or open_decision_log(settings)
         except DecisionLogError as exc:
             raise StartupError(str(exc)) from exc
+        try:
+            self.contact = ContactGate(settings.home, self.decisions)
+        except PolicyError as exc:
+            raise StartupError(str(exc)) from exc
         self.reloads = 0
         self.reload_errors = 0
         #: Experiment problems seen (a broken experiments.yaml, an experiment that cannot be routed), each counted
@@ -551,15 +564,27 @@ class Runtime:
                 matrices[i] = models.encoders[i].encode_rows(rows)
             return matrices[i]
 
+        churn_cache: list[np.ndarray | None] = []
+
+        def churn_probs() -> np.ndarray | None:
+            if not churn_cache:
+                churn = models.bundles.get("churn")
+                churn_cache.append(None if churn is None else churn.churn_probability(matrix("churn")))
+            return churn_cache[0]
+
         for part in parts:
             bundle = models.bundles.get(part)
             if bundle is None:
+                why = models.absent.get(part, "model not loaded")
                 for o in out:
-                    o[part] = {"available": False, "reason": models.absent.get(part, "model not loaded")}
+                    # The offer part's `reason` is a contact-policy code (CONTRACT §4): the text goes in `detail`.
+                    o[part] = {"available": False, "detail" if part == "next_best_offer" else "reason": why}
                 continue
             x = matrix(part)
             if part == "churn":
-                probs = bundle.churn_probability(x)
+                probs = churn_probs()
+                assert probs is not None
+                cancelled = bundle.cancelled(x)
                 reasons = bundle.churn_reasons(x)
                 horizon = bundle.meta.get("horizon_days")
                 for i, o in enumerate(out):
@@ -567,21 +592,28 @@ class Runtime:
                     o["churn"] = {
                         "available": True,
                         "probability": p,
-                        "risk_band": risk_band(p),
+                        "risk_band": risk_band(p, bool(cancelled[i])),
                         "reasons": reasons[i],
                         "horizon_days": horizon,
                     }
             elif part == "cltv":
-                spend, value = bundle.spend(x)
+                # The churn model feeds the CLTV fallback (p_alive = 1 - churn) where BG/NBD cannot answer.
+                ans = bundle.cltv_answers(x, summary_columns(rows), churn_probs())
+                drivers = bundle.reasons(x)
                 meta = bundle.meta
                 for i, o in enumerate(out):
                     o["cltv"] = {
                         "available": True,
-                        "predicted_spend": _float(spend[i]),
+                        "predicted_spend": _float(ans["predicted_spend"][i]),
                         "horizon_days": meta.get("horizon_days"),
-                        "value": _float(value[i]),
+                        "value": _float(ans["value"][i]),
                         "value_horizon_days": meta.get("cltv_horizon_days"),
                         "method": meta.get("cltv_method"),
+                        "historic_value": _float(ans["historic_value"][i]),
+                        "p_alive": _float(ans["p_alive"][i]),
+                        "expected_orders": _float(ans["expected_orders"][i]),
+                        "activity_method": str(ans["activity_method"][i]),
+                        "drivers": drivers[i],
                     }
             elif part == "next_best_offer":
                 ranked = bundle.offer_scores(x, rows)
@@ -590,7 +622,9 @@ class Runtime:
                     if not ranked[i]:
                         o[part] = {
                             "available": False,
-                            "reason": "no offer in the catalog is eligible for this customer",
+                            "offer_id": None,
+                            "reason": "no_positive_value",
+                            "detail": "no offer in the catalog is eligible for this customer",
                         }
                         continue
                     best = best_offer(ranked[i], bool(bundle.meta.get("has_control")))
@@ -602,7 +636,7 @@ class Runtime:
                         "method": method,
                     }
                     if best is None:
-                        o[part]["reason"] = NO_OFFER_PAYS
+                        o[part].update(reason="no_positive_value", detail=DETAILS["no_positive_value"])
         return out
 
     def _route(self, models: Models, customer_id: str, parts: Sequence[str]) -> _Route:
@@ -633,6 +667,8 @@ class Runtime:
             outs = self._score(arm_models, [items[i].row for i in indices], arm_parts)
             for i, out in zip(indices, outs, strict=True):
                 scored[i] = out
+        if "next_best_offer" in parts:
+            self.contact.apply([item.customer_id for item in items], [out.get("next_best_offer") for out in scored])
         now = time.time()
         answers: list[dict[str, Any]] = []
         records: list[dict[str, Any]] = []
@@ -641,7 +677,9 @@ class Runtime:
                 out["next_best_offer"] = {
                     "available": False,
                     "holdout": True,
-                    "reason": f"in the holdout of experiment {route.experiment.name!r}: show no offer",  # type: ignore[union-attr]
+                    "offer_id": None,
+                    "reason": "holdout",
+                    "detail": f"in the holdout of experiment {route.experiment.name!r}: show no offer",  # type: ignore[union-attr]
                 }
             arm_models = route.models(models)
             answer = {

@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from features.scoring import CHURNED_BAND, RISK_BANDS
+
 #: Most customer ids one batch call may carry.
 MAX_BATCH = 1000
 #: Largest magnitude of a feedback ``value`` (API and ``cxpredict ab ingest``): far above any real order amount, and
@@ -132,13 +134,23 @@ class FeedbackRequest(BaseModel):
     )
 
 
+#: Every churn risk band, as :func:`features.scoring.risk_band` names them (defined there, once).
+RISK_BAND_NAMES: tuple[str, ...] = (*(name for _, name in RISK_BANDS), CHURNED_BAND)
+
+
 class Reason(BaseModel):
-    """One feature pushing the churn score up."""
+    """One feature pushing the score up, or holding it down."""
 
     feature: str
     description: str
-    value: float | None = Field(description="the customer's value; null when missing or beyond float32's range")
-    contribution: float = Field(description="SHAP contribution in log-odds")
+    value: float | str | None = Field(
+        description="the customer's value as they know it (a category's label, not its code); null when missing"
+    )
+    contribution: float | None = Field(
+        description="SHAP contribution in the model's margin (log-odds for churn, log-spend for CLTV); null for a "
+        "rule (a cancellation before T)"
+    )
+    direction: Literal["up", "down"] = Field(description="up: pushes the score up; down: holds it down")
 
 
 class ChurnPart(BaseModel):
@@ -146,8 +158,15 @@ class ChurnPart(BaseModel):
 
     available: bool = True
     probability: float | None = Field(default=None, description="calibrated probability of churn within horizon")
-    risk_band: str | None = Field(default=None, description="low, medium or high")
-    reasons: list[Reason] = Field(default_factory=list)
+    risk_band: str | None = Field(
+        default=None,
+        description=f"{', '.join(RISK_BAND_NAMES[:-1])}; {CHURNED_BAND} for a customer cancelled before the as-of time "
+        "(probability 1.0)",
+        json_schema_extra={"enum": [*RISK_BAND_NAMES, None]},
+    )
+    reasons: list[Reason] = Field(
+        default_factory=list, description="the strongest factors pushing the risk up, then those holding it down"
+    )
     horizon_days: int | None = None
     reason: str | None = Field(default=None, description="why the part is unavailable")
 
@@ -164,6 +183,18 @@ class CltvPart(BaseModel):
         default=None,
         description="model: a booster trained on observed long windows; btyd_ratio: the horizon spend scaled by the "
         "BG/NBD + Gamma-Gamma ratio (history shorter than the CLTV horizon)",
+    )
+    historic_value: float | None = Field(default=None, description="net spend before the as-of time (returns out)")
+    p_alive: float | None = Field(default=None, description="probability that the customer is still active")
+    expected_orders: float | None = Field(default=None, description="expected purchases over horizon_days")
+    activity_method: Literal["bgnbd", "fallback"] | None = Field(
+        default=None,
+        description="bgnbd: p_alive and expected_orders from the customer's BG/NBD (Fader, Hardie & Lee 2005); "
+        "fallback: BG/NBD cannot answer (a degenerate fit, or no purchase yet), so p_alive = 1 - churn probability "
+        "and expected_orders = predicted_spend / average purchase value",
+    )
+    drivers: list[Reason] = Field(
+        default_factory=list, description="the strongest factors pushing predicted_spend up, then those holding it down"
     )
     reason: str | None = None
 
@@ -191,7 +222,12 @@ class NextBestOfferPart(BaseModel):
     )
     ranking: list[OfferScore] = Field(default_factory=list)
     method: str | None = Field(default=None, description="uplift, or propensity when offers had no control arm")
-    reason: str | None = None
+    reason: Literal["holdout", "opted_out", "contact_cap", "no_positive_value"] | None = Field(
+        default=None,
+        description="why no offer is made (contact policy, in this order: holdout, opted_out, contact_cap, then "
+        "no_positive_value); null when `offer_id` is set",
+    )
+    detail: str | None = Field(default=None, description="the reason (or why the part is unavailable) in words")
     holdout: bool = Field(default=False, description="the customer is in an experiment's holdout: show no offer")
 
 
@@ -221,6 +257,7 @@ class PersonalizeResponse(BaseModel):
                             "description": "days since the last purchase",
                             "value": 120.0,
                             "contribution": 0.8,
+                            "direction": "up",
                         }
                     ],
                 },
@@ -231,6 +268,10 @@ class PersonalizeResponse(BaseModel):
                     "value": 160.0,
                     "value_horizon_days": 365,
                     "method": "model",
+                    "historic_value": 310.5,
+                    "p_alive": 0.64,
+                    "expected_orders": 1.2,
+                    "activity_method": "bgnbd",
                 },
                 "next_best_offer": {
                     "available": True,

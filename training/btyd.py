@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.integrate import IntegrationWarning, quad
 from scipy.optimize import minimize
-from scipy.special import betaln, digamma, expit, gammaln, hyp2f1, logsumexp
+from scipy.special import betaln, digamma, gammaln, logsumexp
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+
+from features import btyd as core
+from features.btyd import BGParams
 
 __all__ = ["BTYDModel", "BetaGeoFitter", "GammaGammaFitter", "rfm_summary"]
 
@@ -264,13 +266,10 @@ class BetaGeoFitter(BaseEstimator):
         p = self.params_
         return p["r"], p["alpha"], p["a"], p["b"]
 
-    def _log_dropout_odds(self, x: FloatArray, tx: FloatArray, big_t: FloatArray) -> FloatArray:
-        """Log of P(dropped out after last purchase) / P(alive), -inf when x == 0."""
+    def _core_params(self) -> BGParams:
         r, alpha, a, b = self._fitted_params()
-        repeat = x > 0
-        bx1 = np.where(repeat, b + x - 1.0, 1.0)
-        odds = np.log(a) - np.log(bx1) + (r + x) * (np.log(alpha + big_t) - np.log(alpha + tx))
-        return np.where(repeat, odds, -np.inf)
+        # Time units are whatever the fit saw; the per-customer formulas do not depend on their length.
+        return BGParams(r=r, alpha=alpha, a=a, b=b)
 
     def p_alive(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> FloatArray:
         """Probability that each customer is still alive at ``T``.
@@ -285,7 +284,7 @@ class BetaGeoFitter(BaseEstimator):
             BG/NBD customers can only drop out right after a purchase.
         """
         x, tx, big_t = _check_rft(frequency, recency, T)
-        return expit(-self._log_dropout_odds(x, tx, big_t))
+        return core.p_alive(self._core_params(), x, tx, big_t)
 
     def expected_purchases(
         self, t: float | ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
@@ -307,7 +306,8 @@ class BetaGeoFitter(BaseEstimator):
             Expected purchase counts, one per customer.
 
         Where ``hyp2f1`` breaks down (``a`` near 1, or parameters that ran to their
-        bounds) the same expectation is computed by 1-d quadrature instead.
+        bounds) the same expectation is computed by 1-d quadrature instead. The per-customer
+        formulas live in :mod:`features.btyd` (serving evaluates them too); this fits.
 
         Raises:
             ValueError: If the model is not fitted or ``t`` is negative.
@@ -316,69 +316,7 @@ class BetaGeoFitter(BaseEstimator):
         horizon = np.broadcast_to(np.asarray(t, dtype=float), x.shape)
         if np.any(horizon < 0) or not np.all(np.isfinite(horizon)):
             raise ValueError("t must be finite and non-negative")
-        r, alpha, a, b = self._fitted_params()
-        z = horizon / (alpha + big_t + horizon)
-        # ((alpha+T)/(alpha+T+t))^(r+x) * 2F1(r+x, b+x; a+b+x-1; z)
-        #   == (1-z)^(a-1) * 2F1(a+b-1-r, a-1; a+b+x-1; z)       (Euler's transformation)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            hyp_term = (1.0 - z) ** (a - 1.0) * hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
-            numerator = (a + b + x - 1.0) / (a - 1.0) * (1.0 - hyp_term)
-        # At a == 1 the closed form is 0/0 and close to it cancels, so those go to quadrature too.
-        bad = ~np.isfinite(numerator) | (abs(a - 1.0) < 1e-6)
-        if bad.any():
-            numerator[bad] = self._alive_purchases_by_quadrature(horizon[bad], x[bad], big_t[bad])
-        return numerator * expit(-self._log_dropout_odds(x, tx, big_t))
-
-    def _alive_purchases_by_quadrature(self, t: FloatArray, x: FloatArray, big_t: FloatArray) -> FloatArray:
-        """Expected purchases in ``t`` for a customer known to be alive, by 1-d quadrature.
-
-        Fallback for parameter corners (e.g. r and alpha in the millions after a fit ran to
-        its bound) where ``hyp2f1`` returns NaN. Given alive, lambda ~ Gamma(r+x, alpha+T)
-        and p ~ Beta(a, b+x); integrating lambda out of ``(1 - exp(-lambda p t)) / p``
-        leaves ``g(p) = (1 - (1 + p s)^-(r+x)) / p`` with ``s = t / (alpha+T)``, whose mean
-        under the Beta is wanted.
-        """
-        r, alpha, a, b = self._fitted_params()
-        out = np.empty_like(t)
-        cache: dict[tuple[float, float, float], float] = {}
-        for i, key in enumerate(zip(t.tolist(), x.tolist(), big_t.tolist(), strict=True)):
-            if key not in cache:
-                ti, xi, ti_big = key
-                k, scale = r + xi, ti / (alpha + ti_big)
-                g0 = k * scale  # g's limit at p = 0
-
-                def slope(p: float, k: float = k, scale: float = scale, g0: float = g0) -> float:
-                    u = p * scale
-                    if (k + 2.0) * u < 1e-3:
-                        # Near p = 0 the direct form cancels catastrophically; use its series.
-                        return scale * scale * k * (k + 1.0) * (-0.5 + (k + 2.0) * u / 6.0)
-                    return (-np.expm1(-k * np.log1p(u)) / p - g0) / p
-
-                # E[g] = g(0) + E[p * slope(p)]: taking g(0) out analytically leaves the
-                # integrable p^a (1-p)^(b+x-1) in place of the Beta kernel p^(a-1)..., which
-                # would defeat the quadrature when a is ~0. quad's own algebraic weights are
-                # not used because they overflow for large b + x.
-                c = b + xi
-                log_norm = betaln(a, c)
-
-                def weighted(p: float, c: float = c, log_norm: float = log_norm, slope: Any = slope) -> float:
-                    if p <= 0.0 or p >= 1.0:
-                        return 0.0
-                    return slope(p) * np.exp(a * np.log(p) + (c - 1.0) * np.log1p(-p) - log_norm)
-
-                # The Beta's mass sits within a few (a+1)/c of 0; telling quad so avoids
-                # missing a narrow spike.
-                edge = min(0.5, 30.0 * (a + 1.0) / c)
-                with warnings.catch_warnings():
-                    # Only the error relative to g(0) matters; quad's roundoff complaints about
-                    # a correction many orders smaller than it are noise.
-                    warnings.simplefilter("ignore", IntegrationWarning)
-                    rest = sum(
-                        quad(weighted, lo, hi, limit=200, epsabs=1e-10 * g0)[0] for lo, hi in ((0.0, edge), (edge, 1.0))
-                    )
-                cache[key] = g0 + rest
-            out[i] = cache[key]
-        return out
+        return core.expected_purchases(self._core_params(), horizon, x, tx, big_t)
 
 
 class GammaGammaFitter(BaseEstimator):
@@ -622,3 +560,27 @@ class BTYDModel(BaseEstimator):
         self._check_fitted()
         c = self._columns(summary)
         return pd.Series(self.bg_.p_alive(c["frequency"], c["recency"], c["T"]), index=summary.index, name="p_alive")
+
+
+def bgnbd_metadata(model: BTYDModel, summary: pd.DataFrame) -> dict[str, Any]:
+    """The fitted BG/NBD parameters as the CLTV bundle stores them for per-customer answers (:mod:`features.btyd`).
+
+    ``degenerate`` is true when the fit cannot tell who is still active: P(alive) at least
+    :data:`features.btyd.DEGENERATE_P_ALIVE` for 99% of the repeat customers it saw (on online retail the dropout
+    probability runs to 0 and P(alive) is 1.0 for everyone), or no repeat customer at all. Serving then falls back.
+
+    Args:
+        model: A fitted :class:`BTYDModel`.
+        summary: The summary it was fitted on (:func:`rfm_summary`).
+    """
+    model._check_fitted()
+    params = model.bg_._core_params()
+    repeat = summary[summary.frequency > 0]
+    if len(repeat):
+        alive = model.bg_.p_alive(repeat.frequency, repeat.recency, repeat["T"])
+        low = float(np.quantile(alive, 0.01))
+    else:
+        low = 1.0
+    out: dict[str, Any] = BGParams(params.r, params.alpha, params.a, params.b, float(model.time_unit_days)).to_json()
+    out.update({"degenerate": bool(low >= core.DEGENERATE_P_ALIVE), "p_alive_q01": low})
+    return out

@@ -41,7 +41,8 @@ class TrainConfig(BaseModel):
         snapshot_step_days: Spacing of the stacked training cut-offs.
         max_snapshots: How many training cut-offs to stack at most.
         min_history_days: History a cut-off needs before it (earlier cut-offs are skipped).
-        lookback_days: Activity window defining the scored population.
+        response_window_days: Days after an offer's ``ts`` when its outcome counts as known without
+            ``offers.responded_ts`` (a feature setting: part of the feature-set version).
         models: Which models to train.
         promote: Make the new versions ``champion`` (otherwise only the first version is).
         seed: Seed of every random choice.
@@ -55,7 +56,7 @@ class TrainConfig(BaseModel):
     snapshot_step_days: int = Field(30, ge=1)
     max_snapshots: int = Field(6, ge=1)
     min_history_days: int = Field(60, ge=0)
-    lookback_days: int = Field(365, ge=1)
+    response_window_days: int = Field(14, ge=0)
     models: tuple[ModelName, ...] = MODEL_NAMES
     promote: bool = False
     seed: int = 0

@@ -94,7 +94,7 @@ def check_trainable(tables: dict[str, pd.DataFrame], config: TrainConfig, data_d
     con = load_frames(tables)
     as_of = default_as_of(con)
     cuts, holdout = snapshot_cutoffs(as_of, data_start(con), config)
-    feat_cfg = FeatureConfig(lookback_days=config.lookback_days)
+    feat_cfg = FeatureConfig(response_window_days=config.response_window_days)
     counts = {cut: len(build_features(con, cut, feat_cfg)) for cut in [*cuts, holdout]}
     cut, fewest = min(counts.items(), key=lambda kv: kv[1])
     if fewest < config.min_customers:

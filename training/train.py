@@ -23,7 +23,6 @@ import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 
 from features.data import LoadReport, load_data_dir
-from features.definitions import feature_set_version
 from features.pipeline import (
     FeatureConfig,
     build_features,
@@ -36,13 +35,21 @@ from features.schema import CONTROL_OFFER
 from features.scoring import Bundle, Encoder, best_offer
 from features.settings import Settings
 from training import plots, registry
-from training.btyd import BTYDModel, rfm_summary
+from training.btyd import BTYDModel, bgnbd_metadata, rfm_summary
 from training.config import TrainConfig
 from training.metrics import churn_metrics, cltv_metrics, decile_table
 from training.uplift import OfferUpliftModel
 from training.uplift_metrics import ips_policy_value, qini_coefficient, qini_curve, uplift_at_k
 
 log = logging.getLogger(__name__)
+
+
+#: Who the churn and CLTV models are trained on (CONTRACT §2 asks that it be said in README and the run).
+CHURN_POPULATION = (
+    "every known customer at each snapshot (a transaction before it, of any amount, or a customers row signed up "
+    "before it; a row without signup_ts counts from its first transaction), lapsed and never-bought ones included; "
+    "customers cancelled before the snapshot are left out (answered as already churned, nothing to predict)"
+)
 
 
 class TrainingDataError(ValueError):
@@ -360,17 +367,20 @@ class _Job:
         """Parameters logged on every model's run, so each can be reproduced on its own."""
         return {
             "as_of": self.as_of.isoformat(),
-            "feature_set_version": feature_set_version(),
+            "feature_set_version": self.feat_cfg.feature_set_version,
             "data_hash": self.report.data_hash,
             "seed": self.config.seed,
+            "response_window_days": self.feat_cfg.response_window_days,
         }
 
     def register(self, bundle: Bundle, name: str) -> tuple[int, str]:
         """Log ``bundle`` to the active run as a new version of ``name``; return the version and its alias."""
         bundle.meta["trained_as_of"] = self.as_of.isoformat()
+        bundle.meta["feature_set_version"] = self.feat_cfg.feature_set_version
+        bundle.meta["response_window_days"] = self.feat_cfg.response_window_days
         path = bundle.save(self.tmp / f"{name}_bundle")
         _log_dropped(bundle.encoder)
-        version = registry.log_bundle(path, name, feature_set_version())
+        version = registry.log_bundle(path, name, self.feat_cfg.feature_set_version)
         assert version is not None
         alias = registry.assign_alias(self.client, name, version, self.config.promote)
         return version, alias
@@ -396,6 +406,7 @@ def _train_churn_cltv(job: _Job) -> dict[str, ModelResult]:
         "horizon_days": config.horizon_days,
         "snapshots": ",".join(f"{c:%Y-%m-%d}" for c in cuts),
         "holdout_snapshot": f"{holdout_cut:%Y-%m-%d}",
+        "train_population": "known_not_cancelled",
     }
 
     if "churn" in config.models:
@@ -434,7 +445,11 @@ def _train_churn_cltv(job: _Job) -> dict[str, ModelResult]:
             deciles = decile_table(hold.spend_h.to_numpy(), spend)
             _log_table(deciles, "cltv_deciles.csv", tmp)
             mlflow.log_artifact(str(plots.decile_plot(deciles, tmp)), "plots")
-            scale_final, btyd, _ = btyd_scale(tx, as_of, config)
+            scale_final, btyd, summary = btyd_scale(tx, as_of, config)
+            bgnbd = bgnbd_metadata(btyd, summary)
+            mlflow.log_params(
+                {"bgnbd_degenerate": bgnbd["degenerate"], "bgnbd_p_alive_q01": round(bgnbd["p_alive_q01"], 4)}
+            )
             mlflow.log_params({"cltv_method": method, "cltv_scale": round(scale_final, 4)})
             mlflow.log_params({f"btyd_{k}": round(float(v), 5) for k, v in btyd.bg_.params_.items()})
             note = f"value over {config.cltv_horizon_days} days " + (
@@ -445,6 +460,10 @@ def _train_churn_cltv(job: _Job) -> dict[str, ModelResult]:
             )
             mlflow.set_tag("cltv_method_note", note)
             final = fit_cltv(frame, config, encoder, scale_final, method)
+            # What the per-customer answers need (features.scoring.Bundle.cltv_answers): BG/NBD and a fallback.
+            final.meta["bgnbd"] = bgnbd
+            aov = frame.avg_order_value[frame.avg_order_value > 0]
+            final.meta["mean_order_value"] = float(aov.mean()) if len(aov) else None
             _log_trees(final)
             version, alias = job.register(final, "cltv")
             results["cltv"] = ModelResult("cltv", version, alias, metrics, notes=[note])
@@ -547,7 +566,7 @@ def train(data_dir: Path, as_of: datetime | None, config: TrainConfig, settings:
         )
     if {"churn", "cltv"} & set(config.models):
         snapshot_cutoffs(as_of, start, config)
-    feat_cfg = FeatureConfig(lookback_days=config.lookback_days)
+    feat_cfg = FeatureConfig(response_window_days=config.response_window_days)
     client = registry.configure(settings)
     registry.use_experiment()
     results: dict[str, ModelResult] = {}
@@ -560,10 +579,12 @@ def train(data_dir: Path, as_of: datetime | None, config: TrainConfig, settings:
                 "train.as_of": as_of.isoformat(),
                 "train.horizon_days": config.horizon_days,
                 "data_hash": report.data_hash,
-                "feature_set_version": feature_set_version(),
+                "feature_set_version": feat_cfg.feature_set_version,
                 "train.models": ",".join(config.models),
+                "train.response_window_days": config.response_window_days,
             }
         )
+        mlflow.set_tag("churn_population", CHURN_POPULATION)
         for name, digest in report.file_hashes.items():
             mlflow.set_tag(f"data.sha256.{name}", digest)
         for table, rep in report.tables.items():

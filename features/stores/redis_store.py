@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import redis
 
 from features.online_store import _clean, decode_row
+from features.stores import OnlineStoreUnavailable, safe_url
 
 POINTER = "cxp:current"
 PREFIX = "cxp:g:"
@@ -59,15 +61,29 @@ class RedisOnlineStore:
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._get = self._redis.register_script(_GET)
 
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Turn "cannot connect" into :class:`OnlineStoreUnavailable` naming the store (never its password)."""
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise OnlineStoreUnavailable(f"online store {safe_url(self.url)} is unreachable: {exc}") from None
+
     def generation(self) -> str | None:
-        """Id of the current generation (changes at every materialization), or None when there is none."""
-        gen = self._redis.get(POINTER)
+        """Id of the current generation (changes at every materialization), or None when there is none.
+
+        Raises:
+            OnlineStoreUnavailable: Redis cannot be reached.
+        """
+        with self._reachable():
+            gen = self._redis.get(POINTER)
         return gen.decode() if gen else None
 
     def _lookup(self, ids: list[str]) -> tuple[str, list[bytes | None]]:
-        result = self._get(keys=[POINTER], args=ids)
+        with self._reachable():
+            result = self._get(keys=[POINTER], args=ids)
         if not result or result[0] is None:
-            raise StoreMissing(f"online store {self.url} is empty: run `cxpredict features materialize`")
+            raise StoreMissing(f"online store {safe_url(self.url)} is empty: run `cxpredict features materialize`")
         return result[0].decode(), list(result[1:]) + [None] * (len(ids) - len(result) + 1)
 
     def get(self, customer_id: str) -> dict[str, Any] | None:
@@ -87,8 +103,9 @@ class RedisOnlineStore:
         """``as_of``, ``feature_set_version``, ``columns`` and ``customers`` of the current generation."""
         gen = self.generation()
         if gen is None:
-            raise StoreMissing(f"online store {self.url} is empty: run `cxpredict features materialize`")
-        raw = self._redis.hgetall(_meta_key(gen))
+            raise StoreMissing(f"online store {safe_url(self.url)} is empty: run `cxpredict features materialize`")
+        with self._reachable():
+            raw = self._redis.hgetall(_meta_key(gen))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     def forget(self, customer_ids: Iterable[str]) -> int:

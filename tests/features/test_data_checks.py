@@ -68,7 +68,7 @@ def test_materialize_refuses_an_empty_population_and_keeps_the_store(tmp_path):
     settings = _settings(tmp_path)
     n, _ = materialize(tmp_path, None, settings)
     assert n == 2
-    with pytest.raises(EmptyPopulationError, match=r"no customer is active at 1990-01-01.*2024-01-01 to 2024-02-01"):
+    with pytest.raises(EmptyPopulationError, match=r"no customer is known at 1990-01-01.*2024-01-01 to 2024-02-01"):
         materialize(tmp_path, datetime(1990, 1, 1), settings)
     assert SQLiteOnlineStore(settings.online_store_dir).metadata()["customers"] == 2
 

@@ -28,7 +28,7 @@ def con():
             ("a", "2024-03-10", 30.0, "o4", "web", "x"),
             ("a", "2024-04-10", 100.0, "o7", "web", "x"),  # after T: must not count
             ("b", "2023-06-01 12:00", 50.0, "o5", "app", "z"),
-            ("c", "2022-01-01", 70.0, "o6", "web", "z"),  # outside the 365-day lookback at T
+            ("c", "2022-01-01", 70.0, "o6", "web", "z"),  # lapsed: last bought more than a year before T
         ]
     )
     interactions = pd.DataFrame(
@@ -70,8 +70,9 @@ def con():
 
 def test_known_values(con):
     f = build_features(con, T).set_index("customer_id")
-    assert list(f.index) == ["a", "b"]  # c last bought more than a year before T
-    a, b = f.loc["a"], f.loc["b"]
+    assert list(f.index) == ["a", "b", "c"]  # c lapsed more than a year before T: still a known customer
+    a, b, c = f.loc["a"], f.loc["b"], f.loc["c"]
+    assert c.recency_days == 821.0 and c.frequency_total == 1 and c.frequency_365d == 0 and c.monetary_total == 70.0
     assert a.recency_days == 22.0
     assert a.first_purchase_days == 87.0
     assert a.frequency_total == 3  # the return order is not a purchase
@@ -91,6 +92,10 @@ def test_known_values(con):
     assert b.interactions_web_90d == 0 and b.days_since_web == pytest.approx(122.0)
     assert a.attr_region == "n" and b.attr_age == 40
     assert pd.isna(b.ipt_mean_days)
+    # BG/NBD summary in days: a bought on 3 distinct days, Jan 5 to Mar 10, first purchase 87 days before T.
+    assert a.bg_frequency == 2 and a.bg_recency_days == 65 and a.bg_age_days == 87.0
+    assert b.bg_frequency == 0 and b.bg_recency_days == 0 and b.bg_age_days == 305.0  # counted from the day
+    assert a.cancelled_before_asof == 0
 
 
 def test_feature_columns_and_version(con):
@@ -102,14 +107,21 @@ def test_feature_columns_and_version(con):
 
 
 def test_query_is_pure_text_of_cutoff():
-    q1 = feature_query(T, 365, False, [])
-    q2 = feature_query(T, 365, False, [])
+    q1 = feature_query(T, [])
+    q2 = feature_query(T, [])
     assert q1 == q2 and "now()" not in q1.lower() and "current_" not in q1.lower()
-    assert feature_query(datetime(2024, 4, 2), 365, False, []) != q1
+    assert feature_query(datetime(2024, 4, 2), []) != q1
+    assert feature_query(T, [], response_window_days=7) != q1
+
+
+def test_response_window_is_part_of_the_version():
+    assert feature_set_version(7) != feature_set_version() == feature_set_version(14)
 
 
 def test_labels(con):
     lab = build_labels(con, T, horizon_days=30, cltv_horizon_days=365).set_index("customer_id")
+    assert list(lab.index) == ["a", "b", "c"]  # the lapsed customer is labelled (and trained on) too
+    assert lab.loc["c", "churned"] == 1 and lab.loc["c", "spend_h"] == 0.0
     assert lab.loc["a", "churned"] == 0 and lab.loc["a", "spend_h"] == 100.0 and lab.loc["a", "orders_h"] == 1
     assert lab.loc["b", "churned"] == 1 and lab.loc["b", "spend_h"] == 0.0
     assert not lab.loc["a", "cltv_observed"]  # data ends long before T + 365 days
@@ -128,10 +140,46 @@ def test_contract_churn_uses_churn_ts():
     )
     con = load_frames({"transactions": tx, "customers": customers})
     lab = build_labels(con, T, 30, 365).set_index("customer_id")
-    assert list(lab.index) == ["a", "b"]  # c cancelled before T: not in the population
+    assert list(lab.index) == ["a", "b"]  # c cancelled before T: nothing to predict, not a training row
     assert lab.loc["a", "churned"] == 1 and lab.loc["b", "churned"] == 0
     f = build_features(con, T).set_index("customer_id")
     assert f.loc["a", "tenure_days"] == f.loc["a", "signup_days"] == 456.0
+    # c is known (answered as already churned), the others are not cancelled.
+    assert list(f.index) == ["a", "b", "c"]
+    assert f.cancelled_before_asof.to_dict() == {"a": 0.0, "b": 0.0, "c": 1.0}
+
+
+def test_known_customers_population():
+    """CONTRACT §2: a transaction before T of any amount, or a customers row signed up before T (or undated)."""
+    tx = _tx(
+        [
+            ("zero", "2024-01-05", 0.0, "o1", "web", "x"),  # only a zero-amount line
+            ("ret", "2024-01-06", -4.0, "o2", "web", "x"),  # only a return
+            ("later", "2024-05-01", 10.0, "o3", "web", "x"),  # first seen after T
+        ]
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["signed", "undated", "future", "zero"],
+            "signup_ts": pd.to_datetime(["2024-02-01", None, "2024-06-01", "2023-01-01"]),
+        }
+    )
+    con = load_frames({"transactions": tx, "customers": customers})
+    f = build_features(con, T).set_index("customer_id")
+    assert list(f.index) == ["ret", "signed", "undated", "zero"]
+    assert f.loc["zero", "frequency_total"] == 0 and f.loc["zero", "monetary_total"] == 0.0
+    assert f.loc["ret", "monetary_total"] == -4.0
+    assert pd.isna(f.loc["signed", "recency_days"]) and f.loc["signed", "signup_days"] == 60.0
+    lab = build_labels(con, T, 90, 365).set_index("customer_id")
+    # An undated customers row is answered, but trained on only from its first transaction: the file is a list as
+    # of extraction, and at an earlier cut-off it names customers who had not joined yet.
+    assert list(lab.index) == ["ret", "signed", "zero"] and lab.churned.tolist() == [1, 1, 1]
+
+
+def test_no_customers_file_no_invented_rows():
+    con = load_frames({"transactions": _tx([("a", "2024-01-05", 5.0, "o1", "web", "x")])})
+    assert con.execute("SELECT count(*) FROM customers").fetchall()[0][0] == 0
+    assert build_features(con, T).customer_id.tolist() == ["a"]
 
 
 def test_offer_outcomes_first_offer_in_window(con):

@@ -170,6 +170,12 @@ def test_offers_and_transactions_agree(small: dict[str, pd.DataFrame]) -> None:
         hit = orders[(orders["c"] == row.customer_id) & (orders["ts"] >= row.ts)]
         hit = hit[hit["ts"] < row.ts + pd.Timedelta(days=14)]
         assert np.isclose(hit["v"], row.revenue).any()
+        # Its outcome became known when that order was placed (whole seconds, like every timestamp).
+        assert (hit.loc[np.isclose(hit["v"], row.revenue), "ts"].dt.floor("s") == row.responded_ts).any()
+    # An offer not taken is known to be so when its 14-day window closes.
+    missed = offers[~offers["accepted"]]
+    assert (missed["responded_ts"] == missed["ts"] + pd.Timedelta(days=14)).all()
+    assert (offers["responded_ts"] >= offers["ts"]).all()
     assert list(catalog["offer_id"]) == ["discount_10", "free_shipping", "loyalty_points"]
     assert catalog["cost"].tolist() == [5.0, 3.0, 1.5]
     assert catalog["value"].between(20, 120).all()

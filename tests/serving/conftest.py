@@ -20,7 +20,7 @@ import psutil
 import pytest
 import xgboost as xgb
 
-from features.definitions import feature_names, feature_set_version
+from features.definitions import CANCELLED_FEATURE, feature_names, feature_set_version
 from features.online_store import write_store
 from features.scoring import Bundle, Encoder, design_matrix
 
@@ -42,6 +42,7 @@ def feature_frame(n: int, seed: int = 0) -> pd.DataFrame:
     data[rng.random(data.shape) < 0.05] = np.nan
     frame = pd.DataFrame(data, columns=names)
     frame["tenure_days"] = rng.integers(0, 400, n).astype(float)
+    frame[CANCELLED_FEATURE] = 0.0  # a flag: nobody here cancelled before T (tests that need one set it)
     frame["attr_region"] = rng.choice(["north", "south", "east"], n)
     return frame
 

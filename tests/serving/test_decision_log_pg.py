@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import secrets
 
 import pytest
 
@@ -14,20 +13,10 @@ from serving.decision_log import FeedbackRow, UnknownDecisions, new_decision_id 
 from serving.decision_log_factory import open_decision_log  # noqa: E402
 from serving.decision_log_pg import PostgresDecisionLog  # noqa: E402
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
 
 @pytest.fixture
-def url():
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=2)
-    except psycopg.OperationalError:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres (see README, Scale-out)")
-    name = f"cxp_test_{secrets.token_hex(4)}"
-    admin.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+def url(pg_url: str) -> str:
+    return pg_url
 
 
 def _decision(customer: str, experiment: str = "e1", variant: str = "champion") -> dict:

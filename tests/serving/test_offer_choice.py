@@ -38,7 +38,7 @@ def test_no_offer_is_shown_where_none_pays(tmp_path: Path, bundles: dict[str, Pa
     for answer in answers:
         nbo = answer["next_best_offer"]
         assert nbo["available"] is True and nbo["offer_id"] is None and nbo["expected_value"] == 0.0
-        assert "showing none is worth more" in nbo["reason"]
+        assert nbo["reason"] == "no_positive_value" and "showing none is worth more" in nbo["detail"]
         assert nbo["ranking"] and all(r["expected_value"] < 0 for r in nbo["ranking"])  # still shown to the client
     log: SQLiteDecisionLog = runtime.decisions  # type: ignore[assignment]
     assert all(log.get(a["decision_id"])["offer_id"] == "none" for a in answers)

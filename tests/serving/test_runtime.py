@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from features.definitions import feature_set_version
+from features.definitions import CANCELLED_FEATURE, feature_set_version
 from features.online_store import write_store
 from features.settings import load_settings
 from serving.decision_log import SQLiteDecisionLog
@@ -86,7 +86,7 @@ def test_keys_and_absent_model(tmp_path: Path, bundles: dict[str, Path]) -> None
     write_manifest(home / "serving.json", manifest)
     rt = Runtime(settings_for(home))
     answer = rt.personalize("c1")
-    assert answer["next_best_offer"] == {"available": False, "reason": "model 'next_best_offer' has no alias"}
+    assert answer["next_best_offer"] == {"available": False, "detail": "model 'next_best_offer' has no alias"}
     assert answer["model_versions"] == {"churn": 1, "cltv": 1}
     with pytest.raises(UnknownCustomer):
         rt.personalize("zzz")
@@ -184,7 +184,7 @@ def test_stored_values_beyond_float32_still_give_a_json_answer(tmp_path: Path, b
     """A stored value float32 cannot hold (or an infinity) is read as infinity; its reason shows it as null."""
     write_test_manifest(tmp_path, bundles, {"churn": 1, "cltv": 1, "next_best_offer": 1})
     frame = feature_frame(3, seed=3)
-    numeric = [c for c in frame.columns if frame[c].dtype.kind == "f"]
+    numeric = [c for c in frame.columns if frame[c].dtype.kind == "f" and c != CANCELLED_FEATURE]
     frame.loc[0, numeric] = 1e300
     frame.loc[1, numeric] = float("inf")
     frame.insert(0, "customer_id", ["huge", "inf", "plain"])

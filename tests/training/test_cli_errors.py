@@ -39,7 +39,7 @@ def test_empty_or_missing_as_of_is_an_error(env, value):
 
 
 def test_as_of_before_the_data_writes_nothing(env):
-    why = ("no customer is active at 1990-01-01", "2024-01-01 to 2024-02-01")
+    why = ("no customer is known at 1990-01-01", "2024-01-01 to 2024-02-01")
     _fails(["features", "build", "--data", "d", "--out", "f.csv", "--as-of", "1990-01-01"], env, *why)
     _fails(["predict", "--data", "d", "--out", "p.csv", "--as-of", "1990-01-01"], env, *why)
     _fails(["features", "materialize", "--data", "d", "--as-of", "1990-01-01"], env, *why)

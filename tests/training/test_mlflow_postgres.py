@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Iterator
 
 import pytest
 
 psycopg = pytest.importorskip("psycopg")
 mlflow = pytest.importorskip("mlflow")
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.conftest import throwaway_database  # noqa: E402
 
 
 @pytest.fixture
-def tracking_uri():
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=2)
-    except psycopg.OperationalError:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres")
-    name = f"cxp_mlflow_{secrets.token_hex(4)}"
-    admin.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+def tracking_uri() -> Iterator[str]:
+    with throwaway_database("cxp_mlflow") as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 
 import pandas as pd
@@ -12,22 +13,16 @@ redis = pytest.importorskip("redis")
 from features.settings import load_settings  # noqa: E402
 from features.stores.factory import open_online_store, write_online_store  # noqa: E402
 from features.stores.redis_store import POINTER, RedisOnlineStore, StoreMissing  # noqa: E402
+from tests.conftest import redis_db  # noqa: E402
 
 AS_OF = datetime(2024, 1, 1)
 DB = 11
 
 
 @pytest.fixture
-def url():
-    client = redis.Redis(host="127.0.0.1", port=6379, db=DB, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379 (start it: see README, Scale-out)")
-    client.flushdb()
-    yield f"redis://127.0.0.1:6379/{DB}"
-    client.flushdb()
-    client.close()
+def url() -> Iterator[str]:
+    with redis_db(DB) as url:
+        yield url
 
 
 def test_factory_picks_the_backend(tmp_path, url):
