@@ -45,8 +45,19 @@ def fit_blend(
     return lr.coef_[0].tolist(), float(lr.intercept_[0])
 
 
-def prior_shift(intercept: float, rate_from: float, rate_to: float) -> float:
-    """Move a logistic intercept so that a model calibrated at churn rate ``rate_from`` predicts at ``rate_to``."""
-    lo, hi = 1e-4, 1 - 1e-4
-    a, b = min(max(rate_from, lo), hi), min(max(rate_to, lo), hi)
-    return intercept + float(np.log(b / (1 - b)) - np.log(a / (1 - a)))
+def shift_to_rate(z: np.ndarray, rate: float) -> float:
+    """The shift ``d`` of the logits ``z`` that makes ``mean(sigmoid(z + d))`` equal ``rate`` (a prior shift).
+
+    Solved exactly (bisection on a monotone function) rather than by ``logit(rate) - logit(mean)``, which misses
+    the target where the probabilities are spread out.
+    """
+    target = min(max(float(rate), 1e-4), 1 - 1e-4)
+    z = np.asarray(z, dtype=np.float64)
+    lo, hi = -20.0, 20.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if float(np.mean(1.0 / (1.0 + np.exp(-(z + mid))))) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2

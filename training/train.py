@@ -22,6 +22,7 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 
+from features.churn_blend import blend_probability, logit
 from features.data import LoadReport, load_data_dir
 from features.definitions import feature_set_version
 from features.pipeline import (
@@ -36,8 +37,8 @@ from features.scoring import Bundle, Encoder
 from features.settings import Settings
 from training import churn_model, plots, registry
 from training.btyd import BTYDModel, rfm_summary
-from training.config import TrainConfig
 from training.calibration import expected_calibration_error, reliability_table
+from training.config import TrainConfig
 from training.metrics import churn_metrics, cltv_metrics, decile_table
 from training.nbo import train_offer_policy
 
@@ -165,7 +166,7 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Bun
 
     Both are fitted on all but the newest snapshot of ``frame``; the newest chooses the number of trees (early
     stopping) and fits the blend of the two logits (:mod:`training.churn_model`), whose intercept is then moved to
-    the mean churn rate of all snapshots. The registered booster and regression are refitted on every snapshot.
+    the mean churn rate of all snapshots.
     Recency only ever raises the churn score (a monotone constraint): the direction is known, and it keeps the
     trees from chasing noise in sparse recency ranges.
     """
@@ -181,20 +182,23 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Bun
     monotone = "(" + ",".join("1" if c == "recency_days" else "0" for c in encoder.columns) + ")"
     if len(snaps) > 1:
         # Fitted without the newest snapshot, which chooses the number of trees and then fits the blend.
-        chosen = _fit_booster(x, y, config, "binary:logistic", valid=cal_mask, refit=False, monotone=monotone)
-        booster = _fit_booster(x, y, config, "binary:logistic", rounds=chosen.num_boosted_rounds(), monotone=monotone)
+        booster = _fit_booster(x, y, config, "binary:logistic", valid=cal_mask, refit=False, monotone=monotone)
     else:
-        chosen = booster = _fit_booster(x, y, config, "binary:logistic", monotone=monotone)
+        booster = _fit_booster(x, y, config, "binary:logistic", monotone=monotone)
     cols = encoder.columns
-    rfm_old = churn_model.fit_rfm(x[fit_mask], y[fit_mask], cols)
-    weights, intercept = churn_model.fit_blend(
-        chosen.inplace_predict(x[cal_mask]), x[cal_mask], y[cal_mask], rfm_old, cols
-    )
+    # Booster and regression are not refitted with the newest snapshot: a refit would move their score levels
+    # (the newest snapshot's churn rate enters them) and the blend, fitted on the old levels, would double count.
+    rfm = churn_model.fit_rfm(x[fit_mask], y[fit_mask], cols)
+    raw_cal = booster.inplace_predict(x[cal_mask])
+    weights, intercept = churn_model.fit_blend(raw_cal, x[cal_mask], y[cal_mask], rfm, cols)
     rate_cal, rate_all = float(y[cal_mask].mean()), float(y.mean())
+    z_cal = logit(
+        blend_probability(raw_cal, x[cal_mask], cols, {"rfm": rfm, "weights": weights, "intercept": intercept})
+    )
     blend = {
-        "rfm": churn_model.fit_rfm(x, y, cols),
+        "rfm": rfm,
         "weights": weights,
-        "intercept": churn_model.prior_shift(intercept, rate_cal, rate_all),
+        "intercept": intercept + churn_model.shift_to_rate(z_cal, rate_all),
         "calibration_rate": rate_cal,
         "target_rate": rate_all,
         "note": (

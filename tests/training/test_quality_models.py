@@ -8,7 +8,7 @@ import pytest
 
 from features.scoring import Bundle, Encoder
 from training.calibration import expected_calibration_error, reliability_table
-from training.churn_model import fit_rfm, prior_shift
+from training.churn_model import fit_rfm, shift_to_rate
 from training.config import TrainConfig, XGBParams
 from training.train import fit_churn, fit_cltv
 
@@ -71,9 +71,10 @@ def test_calibrated_churn_model_has_a_small_ece_on_a_planted_case_and_follows_th
     assert blend["calibration_rate"] > blend["target_rate"] + 0.05
 
 
-def test_prior_shift_moves_the_mean_rate_and_the_rfm_regression_ranks_churners_first():
-    assert prior_shift(0.0, 0.5, 0.5) == pytest.approx(0.0)
-    assert prior_shift(0.0, 0.5, 0.2) == pytest.approx(np.log(0.25))
+def test_shift_to_rate_hits_the_mean_rate_and_the_rfm_regression_ranks_churners_first():
+    z = np.random.default_rng(0).normal(0, 2, size=5000)
+    d = shift_to_rate(z, 0.2)
+    assert np.mean(1 / (1 + np.exp(-(z + d)))) == pytest.approx(0.2, abs=1e-6)
     frame = _churn_frame(3000, seed=3, rates=[0.0])
     x = Encoder.fit(frame.drop(columns=["customer_id", "snapshot", "churned"])).encode_frame(frame)
     rfm = fit_rfm(x, frame.churned.to_numpy(), Encoder.fit(frame.drop(columns=["customer_id"])).columns)
