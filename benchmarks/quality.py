@@ -341,22 +341,22 @@ def verdict(res: Result) -> list[str]:
     """
     out = []
     if res.churn is not None:
-        auc = res.churn.roc_auc
-        model, btyd = auc.iloc[0], auc["BG/NBD 1 - P(alive)"]
-        best = auc.iloc[1:].idxmax()
-        word = "beats" if model > btyd else "does NOT beat"
-        out.append(
-            f"Churn: the model {word} BG/NBD on ROC-AUC ({model:.4f} vs {btyd:.4f}, "
-            f"{model - btyd:+.4f}); best baseline is {best} ({auc[best]:.4f}, model {model - auc[best]:+.4f})."
-        )
+        model = res.churn.iloc[0]
+        for base in ("RFM logistic regression", "BG/NBD 1 - P(alive)"):
+            other = res.churn.loc[base]
+            parts = []
+            for metric, higher in (("roc_auc", True), ("pr_auc", True), ("brier", False)):
+                win = model[metric] > other[metric] if higher else model[metric] < other[metric]
+                parts.append(f"{metric} {model[metric]:.4f} vs {other[metric]:.4f} ({'wins' if win else 'LOSES'})")
+            out.append(f"Churn vs {base}: " + "; ".join(parts) + ".")
     if res.cltv is not None:
-        gini = res.cltv.normalized_gini
-        model, btyd = gini.iloc[0], gini["BG/NBD + Gamma-Gamma"]
-        best = gini.iloc[1:].idxmax()
-        word = "beats" if model > btyd else "does NOT beat"
+        model, btyd = res.cltv.iloc[0], res.cltv.loc["BG/NBD + Gamma-Gamma"]
+        total_ok = abs(model.total_spend_error) <= 0.10
         out.append(
-            f"CLTV: the model {word} BG/NBD + Gamma-Gamma on normalized Gini ({model:.4f} vs {btyd:.4f}, "
-            f"{model - btyd:+.4f}); best baseline is {best} ({gini[best]:.4f}, model {model - gini[best]:+.4f})."
+            f"CLTV vs BG/NBD + Gamma-Gamma: Gini {model.normalized_gini:.4f} vs {btyd.normalized_gini:.4f} "
+            f"({'wins' if model.normalized_gini > btyd.normalized_gini else 'LOSES'}); MAE {model.mae:.4g} vs "
+            f"{btyd.mae:.4g} ({'wins' if model.mae <= btyd.mae else 'LOSES'}); total spend error "
+            f"{model.total_spend_error:+.1%} ({'within' if total_ok else 'OUTSIDE'} +-10%)."
         )
     if res.nbo is not None:
         method = res.nbo_info["method (served)"]

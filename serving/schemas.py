@@ -189,7 +189,11 @@ class NextBestOfferPart(BaseModel):
         default=None, description="expected incremental value of showing `offer_id` (0.0 when showing none)"
     )
     ranking: list[OfferScore] = Field(default_factory=list)
-    method: str | None = Field(default=None, description="uplift, or propensity when offers had no control arm")
+    method: str | None = Field(
+        default=None,
+        description="uplift, or propensity when offers had no control arm; with ', best single offer for all' "
+        "where training found that the per-customer policy does not beat one offer for all",
+    )
     reason: str | None = None
     holdout: bool = Field(default=False, description="the customer is in an experiment's holdout: show no offer")
 
