@@ -1,12 +1,11 @@
 """XGBoost's predictions for a few rows, bit for bit, from a numpy walk of the trees.
 
-``XGBoosterPredictFromDense`` spends 0.06-0.3 ms per call on one row of the demo models around a few microseconds
-of tree walking (it builds a proxy matrix, parses its arguments and prepares per-thread buffers every time), and an
-online request makes three such calls on one to a few rows. Here the trees are flat numpy arrays, and a few rows
-are walked level by level: all of one row's split decisions in one vectorised comparison, then ``depth`` lookups
-over all trees at once. For one row of the demo models that takes 26-35 us against 66-89 us for the C call
-(docs/benchmarks.md, sixth round); from about 8 rows XGBoost is faster, so the service uses the forest for small
-matrices only.
+XGBoost's in-place prediction carries a fixed cost per call (it builds a proxy matrix, parses its arguments and
+prepares per-thread buffers every time) that dwarfs the tree walk for one row, and an online request makes three
+such calls on one to a few rows. Here the trees are flat numpy arrays, and a few rows are walked level by level:
+all of one row's split decisions in one vectorised comparison, then ``depth`` lookups over all trees at once.
+From a handful of rows XGBoost is faster, so the service uses the forest for small matrices only
+(``benchmarks/serving_profile.py`` measures both; figures in docs/benchmarks.md).
 
 The numbers are XGBoost's own, not merely close: leaf values are added in float32 in XGBoost's order (base
 margin, then tree 0, 1, ...), and the objective's transform is computed in float32 with the C library's

@@ -1,7 +1,7 @@
 """XGBoost's exact SHAP contributions for shallow trees, from tables built once per model.
 
 XGBoost's ``pred_contribs`` runs path-dependent TreeSHAP (Lundberg et al., 2020) for every row and tree:
-O(leaves x depth^2) work per tree and row, about 0.4-0.6 ms per row for the churn model here. For one leaf,
+O(leaves x depth^2) work per tree and row, the largest cost of an online answer. For one leaf,
 though, the algorithm's answer depends on the row only through which of the leaf's path conditions the row meets
 (one bit per distinct feature on the path). With depth <= :data:`MAX_DEPTH` there are at most ``2**depth``
 such patterns, so every leaf's contribution to every one of its path features can be tabulated ahead of time
@@ -28,9 +28,8 @@ from features.forest import plain_trees
 
 #: Deepest tree tabulated: a leaf's table has ``2**depth x depth`` entries.
 MAX_DEPTH = 6
-#: Rows scored in one vectorised pass. More rows share numpy's cost per call, but the temporaries grow by about
-#: 60 KB per row (demo churn model) and past a few hundred KB each pass pays fresh page faults: 1,000 rows took
-#: 63-71 ms in blocks of 8 and 340 ms in blocks of 16 (one row at a time, as before: 131 ms).
+#: Rows scored in one vectorised pass: larger blocks outgrow the cache and pay fresh page faults on their
+#: temporaries (measure with benchmarks/serving_profile.py before changing it).
 ROW_BLOCK = 8
 
 

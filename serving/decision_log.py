@@ -344,9 +344,7 @@ class SQLiteDecisionLog:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
         con.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        # Checkpoints (copying the WAL back into the database) stalled a commit for 20-30 ms every few hundred
-        # rows; a separate thread runs them instead, so no committing thread — nor the requests waiting on it,
-        # nor the event loop committing a lone request — ever does.
+        # A checkpoint stalls the commit that runs it, so a separate thread runs them and no request waits on one.
         con.execute("PRAGMA wal_autocheckpoint=0")
         return con
 
@@ -397,9 +395,8 @@ class SQLiteDecisionLog:
 
     def _lock_file(self, wait: bool = True) -> bool:
         """Take the cross-process write lock; False if ``wait`` is off and another process holds it."""
-        # SQLite's busy handler polls a held write lock with sleeps of 1, 2, 5, 10 ... 100 ms; a kernel file lock
-        # wakes the waiter the moment it is released. Two processes committing every 0.5 ms: p99 commit latency
-        # 0.6-0.7 ms against 1.4-3.4 ms (benchmarks/decision_log_processes.py).
+        # SQLite's busy handler polls with growing sleeps; a kernel file lock wakes the waiter the moment it is
+        # released (benchmarks/decision_log_processes.py measures both).
         if fcntl is None:
             return True
         if wait:

@@ -100,8 +100,8 @@ class CxPredict:
         # Everything loaded so far lives as long as the worker: keep it out of every future GC pass.
         gc.collect()
         gc.freeze()
-        # The scoring thread runs Python between its model calls; the event loop should not wait the default 5 ms
-        # for the GIL each time it has a request to read or answer.
+        # The scoring thread runs Python between its model calls; the event loop should not wait a whole default
+        # switch interval for the GIL each time it has a request to read or answer.
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
 
     def _alone(self, batch: int) -> bool:

@@ -14,7 +14,7 @@ _SLOW_MODULES = {
     "test_durability",
     "test_metrics",
     "test_mlproject",
-    "test_zz_reload",
+    "test_reload",
 }
 
 

@@ -1,12 +1,32 @@
-"""Hot reload against the real server (runs last: it changes the served versions)."""
+"""Hot reload against a real server of its own (it changes the served versions, so it shares no server)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.serving.conftest import Server, build_bundles, write_manifest
+from tests.serving.conftest import API_KEY, Server, build_bundles, launch, make_home, stop, write_manifest
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home: Path = tmp_path_factory.mktemp("reload-home")
+    customers = make_home(home)
+    proc, url = launch(home, home / "server.log")
+    try:
+        yield Server(url=url, home=home, customers=customers, log=home / "server.log")
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def own_client(own_server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=own_server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10) as c:
+        yield c
 
 
 def _versions(client: httpx.Client) -> dict[str, int]:
@@ -15,7 +35,8 @@ def _versions(client: httpx.Client) -> dict[str, int]:
     return r.json()["model_versions"]
 
 
-def test_new_manifest_is_picked_up_without_restart(client: httpx.Client, server: Server) -> None:
+def test_new_manifest_is_picked_up_without_restart(own_client: httpx.Client, own_server: Server) -> None:
+    client, server = own_client, own_server
     before = client.post("/v1/churn", json={"customer_id": "c1"}).json()["churn"]["probability"]
     assert _versions(client) == {"churn": 1, "cltv": 1, "next_best_offer": 1}
 
