@@ -15,8 +15,9 @@ Baselines, scored on the very same holdout rows:
 * churn: RFM-only logistic regression, BG/NBD ``1 - P(alive)`` fitted on transactions before the holdout
   cut-off, and recency alone;
 * CLTV (spend over H): last-period spend (``monetary_90d``) and BG/NBD + Gamma-Gamma expected spend;
-* next best offer: the metrics of ``training.train.nbo_metrics`` (IPS policy value of the model vs the best
-  single offer, a random offer and the logged policy; Qini and uplift@30% per offer when there is a control).
+* next best offer: ``training.nbo.train_offer_policy`` (doubly robust policy value with 95% intervals of each
+  candidate learner's policy, the best single offer, a random offer, the logged policy and the served policy;
+  Qini and uplift@30% per offer when there is a control).
 """
 
 from __future__ import annotations
@@ -46,18 +47,17 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from features.data import connect, load_data_dir  # noqa: E402
 from features.importers import run_import  # noqa: E402
 from features.pipeline import FeatureConfig, build_snapshots, data_end, data_start  # noqa: E402
-from features.schema import CONTROL_OFFER  # noqa: E402
-from features.scoring import Encoder, best_offer  # noqa: E402
+from features.scoring import Encoder  # noqa: E402
 from features.synthetic import SyntheticConfig, generate, write_dataset  # noqa: E402
 from training.btyd import BTYDModel, rfm_summary  # noqa: E402
+from training.calibration import expected_calibration_error  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.metrics import churn_metrics, cltv_metrics  # noqa: E402
+from training.nbo import train_offer_policy  # noqa: E402
 from training.train import (  # noqa: E402
     encoder_input_columns,
     fit_churn,
     fit_cltv,
-    fit_nbo,
-    nbo_metrics,
     offer_frame,
     snapshot_cutoffs,
 )
@@ -200,9 +200,16 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
         "BG/NBD 1 - P(alive)": churn_metrics(y, btyd_churn),
         "recency alone (rank)": churn_metrics(y, _rank_score(recency)),
     }
+    probs = {
+        "model (XGBoost, calibrated)": p_model,
+        "RFM logistic regression": p_rfm,
+        "BG/NBD 1 - P(alive)": btyd_churn,
+    }
+    for key, p in probs.items():
+        rows[key]["ece"] = expected_calibration_error(y, p)
     # Recency is a score, not a probability: only its ranking metrics mean anything.
-    rows["recency alone (rank)"].update({"brier": float("nan"), "log_loss": float("nan")})
-    res.churn = pd.DataFrame(rows).T[["roc_auc", "pr_auc", "brier", "lift_at_10pct"]]
+    rows["recency alone (rank)"].update({"brier": float("nan"), "log_loss": float("nan"), "ece": float("nan")})
+    res.churn = pd.DataFrame(rows).T[["roc_auc", "pr_auc", "brier", "ece", "lift_at_10pct"]]
     res.timings["churn"] = time.perf_counter() - t0
 
     # CLTV: only the spend-over-H booster is evaluated, so the long-horizon part uses the cheap ratio method.
@@ -211,6 +218,7 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     scale = config.cltv_horizon_days / config.horizon_days
     cltv_bundle = fit_cltv(train, config, encoder, scale, "btyd_ratio")
     res.info["cltv trees kept (early stopping)"] = cltv_bundle.boosters["main"].num_boosted_rounds()
+    res.info["cltv total calibration"] = cltv_bundle.meta["spend_scale_note"]
     spend_model, _ = cltv_bundle.spend(x_hold)
     rows = {
         "model (XGBoost Tweedie)": cltv_metrics(actual, spend_model),
@@ -248,43 +256,52 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
         hold_mask = rng.random(len(frame)) < 0.3
         split = f"seeded 30% random split (seed {config.seed}): only one offer window, as in training.train"
     encoder = Encoder.fit(frame[encoder_input_columns(frame)])
-    bundle = fit_nbo(frame[~hold_mask], catalog, config, encoder)
+    trained = train_offer_policy(frame, hold_mask, catalog, config, encoder)
+    ev, metrics, served = trained.evaluation, trained.metrics, trained.eval_bundle
     hold = frame[hold_mask].reset_index(drop=True)
-    metrics, extra = nbo_metrics(bundle, hold, config.seed)
-    # The arm the learned policy picks per holdout row (same rule as nbo_metrics), to show what it does.
-    ranked = bundle.offer_scores(bundle.encoder.encode_frame(hold), hold.to_dict("records"))
-    logged = hold.offer_id.astype(str).to_numpy()
-    if bundle.meta["has_control"]:
-        chosen = [pick["offer_id"] if (pick := best_offer(rk, has_control=True)) else CONTROL_OFFER for rk in ranked]
-    else:
-        chosen = [rk[0]["offer_id"] if rk else logged[i] for i, rk in enumerate(ranked)]
-    res.nbo_info["single_logged_arm"] = len(set(logged)) < 2
     res.timings["nbo"] = time.perf_counter() - t0
+    picks = ev.picks.get(served.meta["learner"]) if ev.picks else None
     res.nbo_info = {
-        "method": bundle.meta["method"],
+        "method (served)": served.meta["method"],
+        "policy decision": served.meta["policy_reason"],
         "holdout split": split,
         "offer rows (train / holdout)": f"{int((~hold_mask).sum())} / {len(hold)}",
         "holdout acceptance rate by arm": ", ".join(
             f"{k}: {v:.4f}" for k, v in hold.groupby("offer_id").accepted.mean().sort_index().items()
         ),
-        "best single offer": extra["best_single_offer"],
-        "model policy picks (share of holdout rows)": ", ".join(
-            f"{k}: {v:.3f}" for k, v in pd.Series(chosen).value_counts(normalize=True).sort_index().items()
+        "best single offer on the holdout": ev.best_single_offer,
+        "served offer for all (from the training rows)": (
+            max(
+                served.meta["offers"],
+                key=lambda o: served.meta["average_uplift"][o["offer_id"]] * o["value"] - o["cost"],
+            )["offer_id"]
+            if served.meta["policy"] == "best_single"
+            else "n/a (learned policy served)"
         ),
-        "single_logged_arm": res.nbo_info["single_logged_arm"],
+        "learned policy picks (best learner, share of holdout rows)": (
+            ", ".join(
+                f"{ev.arms[k]}: {v:.3f}" for k, v in pd.Series(picks).value_counts(normalize=True).sort_index().items()
+            )
+            if picks is not None
+            else "n/a"
+        ),
+        "single_logged_arm": metrics.get("policy_value_evaluable", 1.0) == 0.0,
     }
     per_offer: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         for prefix, col in (("qini_", "qini"), ("uplift_at_30pct_", "uplift@30%")):
             if key.startswith(prefix):
                 per_offer.setdefault(key[len(prefix) :], {})[col] = value
-    policy = {
-        "model policy": metrics.get("policy_value_model", float("nan")),
-        f"best single offer ({extra['best_single_offer']})": metrics.get("policy_value_best_single", float("nan")),
-        "random offer": metrics.get("policy_value_random", float("nan")),
-        "logged policy": metrics.get("policy_value_logged", float("nan")),
-    }
-    res.nbo = pd.DataFrame({"IPS policy value (per customer)": policy})
+    if ev.values is not None:
+        table = ev.values.copy()
+        table.loc["served policy (what predict and serving do)"] = [
+            metrics["policy_value_model"],
+            metrics["policy_value_model_low"],
+            metrics["policy_value_model_high"],
+        ]
+        res.nbo = table
+    else:
+        res.nbo = pd.DataFrame({"dr_value": {"logged policy": metrics.get("policy_value_logged", float("nan"))}})
     res.nbo_info["per_offer"] = pd.DataFrame(per_offer).T if per_offer else None
 
 
@@ -326,40 +343,42 @@ def verdict(res: Result) -> list[str]:
     """
     out = []
     if res.churn is not None:
-        auc = res.churn.roc_auc
-        model, btyd = auc.iloc[0], auc["BG/NBD 1 - P(alive)"]
-        best = auc.iloc[1:].idxmax()
-        word = "beats" if model > btyd else "does NOT beat"
-        out.append(
-            f"Churn: the model {word} BG/NBD on ROC-AUC ({model:.4f} vs {btyd:.4f}, "
-            f"{model - btyd:+.4f}); best baseline is {best} ({auc[best]:.4f}, model {model - auc[best]:+.4f})."
-        )
+        model = res.churn.iloc[0]
+        for base in ("RFM logistic regression", "BG/NBD 1 - P(alive)"):
+            other = res.churn.loc[base]
+            parts = []
+            for metric, higher in (("roc_auc", True), ("pr_auc", True), ("brier", False)):
+                win = model[metric] > other[metric] if higher else model[metric] < other[metric]
+                parts.append(f"{metric} {model[metric]:.4f} vs {other[metric]:.4f} ({'wins' if win else 'LOSES'})")
+            out.append(f"Churn vs {base}: " + "; ".join(parts) + ".")
     if res.cltv is not None:
-        gini = res.cltv.normalized_gini
-        model, btyd = gini.iloc[0], gini["BG/NBD + Gamma-Gamma"]
-        best = gini.iloc[1:].idxmax()
-        word = "beats" if model > btyd else "does NOT beat"
+        model, btyd = res.cltv.iloc[0], res.cltv.loc["BG/NBD + Gamma-Gamma"]
+        total_ok = abs(model.total_spend_error) <= 0.10
         out.append(
-            f"CLTV: the model {word} BG/NBD + Gamma-Gamma on normalized Gini ({model:.4f} vs {btyd:.4f}, "
-            f"{model - btyd:+.4f}); best baseline is {best} ({gini[best]:.4f}, model {model - gini[best]:+.4f})."
+            f"CLTV vs BG/NBD + Gamma-Gamma: Gini {model.normalized_gini:.4f} vs {btyd.normalized_gini:.4f} "
+            f"({'wins' if model.normalized_gini > btyd.normalized_gini else 'LOSES'}); MAE {model.mae:.4g} vs "
+            f"{btyd.mae:.4g} ({'wins' if model.mae <= btyd.mae else 'LOSES'}); total spend error "
+            f"{model.total_spend_error:+.1%} ({'within' if total_ok else 'OUTSIDE'} +-10%)."
         )
     if res.nbo is not None:
-        pv = res.nbo.iloc[:, 0]
-        model = pv.iloc[0]
-        others = pv.iloc[1:]
-        best = others.idxmax() if others.notna().any() else "n/a"
-        word = "beats" if model > others.max() else "does NOT beat"
+        method = res.nbo_info["method (served)"]
         if res.nbo_info.get("single_logged_arm"):
             out.append(
-                f"Next best offer ({res.nbo_info['method']}): NOT evaluable. The holdout logs a single arm, so IPS "
-                "credits zero reward to every row where the policy picks another arm; with a negative mean logged "
-                f"reward ({pv['logged policy']:.4f}) any policy that avoids the logged arm scores higher "
-                f"(model {model:.4f}). No conclusion about the model can be drawn from these numbers."
+                f"Next best offer ({method}): NOT evaluable. The holdout logs a single arm, so no policy can be "
+                "compared with another; one offer for all is served (no evidence that a learned policy beats it)."
             )
             return out
+        pv = res.nbo.dr_value
+        served = pv["served policy (what predict and serving do)"]
+        single_key = next(k for k in pv.index if k.startswith("best single offer"))
+        single = pv[single_key]
+        learned = {k: v for k, v in pv.items() if k.endswith("-learner policy")}
+        best = max(learned, key=lambda k: learned[k])
         out.append(
-            f"Next best offer ({res.nbo_info['method']}): the model policy {word} the best other policy on IPS "
-            f"value ({model:.4f} vs {best} {others.max():.4f})."
+            f"Next best offer ({method}): served policy {served:.4f} vs {single_key} {single:.4f} "
+            f"({served - single:+.4f}); best learned policy {best} {learned[best]:.4f}. "
+            + res.nbo_info["policy decision"]
+            + "."
         )
     return out
 
@@ -409,8 +428,10 @@ def render(results: list[Result], command: str, total_seconds: float) -> str:
         f"- Total runtime: {total_seconds:.0f} s",
         "",
         "Protocol (as in `training.train`, without MLflow): T = midnight after the last transaction, H = 90 days; "
-        "models are fitted on the stacked snapshots at cut-offs `T - 2H - k*30 days` (the newest of them calibrates "
-        "the churn probabilities) and scored on the holdout snapshot at `T - H`, whose labels end at T. "
+        "models are fitted on the stacked snapshots at cut-offs `T - 2H - k*30 days` (the newest of them fits the "
+        "churn blend of the booster and an RFM logistic regression, whose intercept is moved to the mean churn rate "
+        "of all training snapshots, and the CLTV total-calibration scale) and scored on the holdout snapshot at "
+        "`T - H`, whose labels end at T. "
         "Default `TrainConfig` (seed 0, XGBoost at most 300 trees, depth 4, eta 0.05; churn and CLTV stop once 30 "
         "trees in a row bring no improvement on the newest training snapshot, the offer model fits all 300). "
         "Baselines are scored on the same "
@@ -418,9 +439,14 @@ def render(results: list[Result], command: str, total_seconds: float) -> str:
         "fitted on the training snapshots), BG/NBD / Gamma-Gamma fitted on the transactions before the holdout "
         "cut-off (customers missing from its summary get the mean prediction), recency alone (percentile rank: "
         "it is a score, so Brier is n/a), and last-period spend (`monetary_90d` used as the 90-day prediction). "
+        "ECE is the expected calibration error over 10 equal-count bins. "
         "CLTV is evaluated on the 90-day spend (`spend_h`). Next-best-offer numbers are those of "
-        "`training.train.nbo_metrics`; policy values are inverse-propensity estimates of the mean reward "
-        "(acceptance x offer value - contact cost) per customer. DuckDB runs with one thread here so that reruns "
+        "`training.nbo.train_offer_policy`: S-, T-, X- and DR-learners are fitted on the training offers; each "
+        "one's policy is valued on the holdout by doubly robust scores (reward model: the T-learner; logged "
+        "propensities) with a 95% normal interval; the best learner is served only where its paired gain over the "
+        "best single offer has a Bonferroni-corrected interval above 0, otherwise one offer for all (the offer with "
+        "the best average value on the training offers). Reward = acceptance x offer value - contact cost per "
+        "customer. DuckDB runs with one thread here so that reruns "
         "are identical: with its default parallel aggregation the features differ in their last bits between "
         "runs, which moved the synthetic churn ROC-AUC by about 0.002 and its model policy value between 7.9 "
         "and 8.7 in our trials; read differences of that size as noise.",
@@ -450,7 +476,7 @@ def render(results: list[Result], command: str, total_seconds: float) -> str:
                     lines.append(f"- {key}: {value}")
             lines += ["", markdown_table(res.nbo, "policy"), ""]
             if res.nbo_info.get("per_offer") is not None:
-                lines += [markdown_table(res.nbo_info["per_offer"], "offer vs control"), ""]
+                lines += [markdown_table(res.nbo_info["per_offer"], "offer vs control (T-learner uplift)"), ""]
         elif res.name in SKIP_NBO:
             lines += [f"Next best offer: skipped ({SKIP_NBO[res.name]}).", ""]
         for note in res.notes:

@@ -19,6 +19,7 @@ import numpy as np
 import xgboost as xgb
 
 from features import btyd
+from features.churn_blend import blend_probability
 from features.definitions import CANCELLED_FEATURE, describe, feature_names, feature_set_version
 from features.eligibility import Rule, compile_rule
 from features.forest import Forest
@@ -381,8 +382,11 @@ class Bundle:
     def churn_probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated churn probabilities for encoded rows; exactly 1.0 for a customer cancelled before T."""
         raw = self._predictor("main").predict(x)
-        cal = self.meta.get("calibration")
-        p = np.asarray(raw, dtype=np.float64) if not cal else np.interp(raw, cal["x"], cal["y"])
+        if blend := self.meta.get("blend"):
+            p = blend_probability(raw, x, self.encoder.columns, blend)
+        else:
+            cal = self.meta.get("calibration")
+            p = np.asarray(raw, dtype=np.float64) if not cal else np.interp(raw, cal["x"], cal["y"])
         return np.where(self.cancelled(x), 1.0, p)
 
     def churn_reasons(self, x: np.ndarray, top: int = TOP_REASONS) -> list[list[dict[str, Any]]]:
@@ -397,6 +401,8 @@ class Bundle:
     def spend(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted spend over the horizon and value over the CLTV horizon for encoded rows."""
         spend = np.maximum(np.asarray(self._predictor("main").predict(x), dtype=np.float64), 0.0)
+        # The total-calibration factor fitted in training (meta["spend_scale_note"] says how); 1 in older bundles.
+        spend = spend * float(self.meta.get("spend_scale", 1.0))
         if "cltv" in self.boosters:
             value = np.maximum(np.asarray(self._predictor("cltv").predict(x), dtype=np.float64), 0.0)
         else:
@@ -458,34 +464,74 @@ class Bundle:
         }
 
     # --- next best offer ---------------------------------------------------------------------------------
-    def offer_scores(self, x: np.ndarray, feature_rows: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
-        """Every offer ranked by expected incremental value for each customer (ineligible offers excluded)."""
-        offers = self.meta["offers"]
-        n_off = len(offers)
-        has_control = bool(self.meta["has_control"])
+    def _offer_outcomes(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Outcome without an offer ``(n,)`` (NaN without a control arm) and per offer: uplift ``(n, k)``."""
+        n_off = len(self.meta["offers"])
+        if self.meta.get("layout") == "effect":
+            return effect_uplift(self.meta, n_off, x, lambda name, m: self._predictor(name).predict(m))
         k = n_off + 1
         idx = np.tile(np.arange(-1, n_off), x.shape[0])
         pred = self._predictor("main").predict(design_matrix(np.repeat(x, k, axis=0), n_off, idx))
         pred = np.asarray(pred, dtype=np.float64).reshape(x.shape[0], k)
-        uplift = pred[:, 1:] - pred[:, :1] if has_control else pred[:, 1:]
+        if not self.meta["has_control"]:
+            return np.full(x.shape[0], np.nan), pred[:, 1:]
+        return pred[:, 0], pred[:, 1:] - pred[:, :1]
+
+    def offer_scores(self, x: np.ndarray, feature_rows: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Every offer ranked by expected incremental value for each customer (ineligible offers excluded).
+
+        Where training found that the per-customer policy does not beat one offer for all (``meta["policy"]``
+        is ``best_single``), every customer's ranking uses each offer's average uplift instead: the top eligible
+        offer is then the best single offer, here, in batch predict and in training metrics alike.
+        """
+        offers = self.meta["offers"]
+        has_control = bool(self.meta["has_control"])
+        base, uplift = self._offer_outcomes(x)
+        average = self.meta.get("average_uplift") if self.meta.get("policy") == "best_single" else None
         out = []
         for i, row in enumerate(feature_rows):
             ranked = []
             for j, offer in enumerate(offers):
                 if not self.rules[j](row):
                     continue
-                ev = uplift[i, j] * float(offer["value"]) - float(offer["cost"])
+                u = float(average[offer["offer_id"]]) if average else float(uplift[i, j])
+                ev = u * float(offer["value"]) - float(offer["cost"])
+                # Without a control arm the "uplift" is the acceptance itself (propensity fallback).
+                p_accept = float(base[i] + uplift[i, j]) if has_control else float(uplift[i, j])
                 ranked.append(
-                    {
-                        "offer_id": offer["offer_id"],
-                        "expected_value": float(ev),
-                        "uplift": float(uplift[i, j]),
-                        "p_accept": float(pred[i, j + 1]),
-                    }
+                    {"offer_id": offer["offer_id"], "expected_value": float(ev), "uplift": u, "p_accept": p_accept}
                 )
             ranked.sort(key=lambda r: -r["expected_value"])
             out.append(ranked)
         return out
+
+
+def effect_uplift(meta: Mapping[str, Any], n_offers: int, x: np.ndarray, predict: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Outcome without an offer and uplift per offer from an ``effect`` layout bundle (T-, X- or DR-learner).
+
+    Args:
+        meta: Bundle metadata (``learner``: ``t``, ``x`` or ``dr``; ``x_weights`` for the X-learner).
+        n_offers: Number of offers.
+        x: Encoded rows.
+        predict: ``predict(booster_name, matrix)`` returning the booster's predictions.
+
+    Returns:
+        ``(control_outcome (n,), uplift (n, n_offers))``.
+    """
+    base = np.asarray(predict("control", x), dtype=np.float64)
+    uplift = np.empty((x.shape[0], n_offers))
+    learner = meta["learner"]
+    for j in range(n_offers):
+        if learner == "t":
+            uplift[:, j] = np.asarray(predict(f"arm{j}", x), dtype=np.float64) - base
+        elif learner == "x":
+            g = float(meta["x_weights"][j])
+            tau_c = np.asarray(predict(f"tau{j}_c", x), dtype=np.float64)
+            tau_t = np.asarray(predict(f"tau{j}_t", x), dtype=np.float64)
+            uplift[:, j] = g * tau_c + (1.0 - g) * tau_t
+        else:
+            uplift[:, j] = np.asarray(predict(f"tau{j}", x), dtype=np.float64)
+    return base, uplift
 
 
 NO_OFFER_PAYS = "no eligible offer is expected to earn more than it costs: showing none is worth more"

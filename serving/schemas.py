@@ -221,7 +221,11 @@ class NextBestOfferPart(BaseModel):
         default=None, description="expected incremental value of showing `offer_id` (0.0 when showing none)"
     )
     ranking: list[OfferScore] = Field(default_factory=list)
-    method: str | None = Field(default=None, description="uplift, or propensity when offers had no control arm")
+    method: str | None = Field(
+        default=None,
+        description="uplift, or propensity when offers had no control arm; with ', best single offer for all' "
+        "where training found that the per-customer policy does not beat one offer for all",
+    )
     reason: Literal["holdout", "opted_out", "contact_cap", "no_positive_value"] | None = Field(
         default=None,
         description="why no offer is made (contact policy, in this order: holdout, opted_out, contact_cap, then "

@@ -22,6 +22,7 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.isotonic import IsotonicRegression
 
+from features.churn_blend import blend_probability, logit
 from features.data import LoadReport, load_data_dir
 from features.pipeline import (
     FeatureConfig,
@@ -31,15 +32,14 @@ from features.pipeline import (
     data_end,
     data_start,
 )
-from features.schema import CONTROL_OFFER
-from features.scoring import Bundle, Encoder, best_offer
+from features.scoring import Bundle, Encoder
 from features.settings import Settings
-from training import plots, registry
+from training import churn_model, plots, registry
 from training.btyd import BTYDModel, bgnbd_metadata, rfm_summary
+from training.calibration import expected_calibration_error, reliability_table
 from training.config import TrainConfig
 from training.metrics import churn_metrics, cltv_metrics, decile_table
-from training.uplift import OfferUpliftModel
-from training.uplift_metrics import ips_policy_value, qini_coefficient, qini_curve, uplift_at_k
+from training.nbo import train_offer_policy
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,8 @@ def _fit_booster(
     objective: str,
     valid: np.ndarray | None = None,
     refit: bool = True,
+    rounds: int | None = None,
+    monotone: str | None = None,
 ) -> xgb.Booster:
     """Fit one booster; with early stopping, the number of trees is chosen on the ``valid`` rows.
 
@@ -139,8 +141,14 @@ def _fit_booster(
         refit: After choosing, refit that many trees on every row (``True``), or return the booster fitted without
             the ``valid`` rows, cut to that many trees (``False``: the caller uses those rows for something else,
             such as calibration).
+        rounds: Fit exactly this many trees on every row (no choice).
+        monotone: XGBoost ``monotone_constraints`` string.
     """
     params = _xgb_params(config, objective)
+    if monotone is not None:
+        params["monotone_constraints"] = monotone
+    if rounds is not None:
+        return xgb.train(params, xgb.DMatrix(x, label=y, missing=np.nan), num_boost_round=rounds)
     rounds = config.xgb.n_estimators
     if config.xgb.early_stopping_rounds is not None and valid is not None and 0 < int(valid.sum()) < len(valid):
         dfit = xgb.DMatrix(x[~valid], label=y[~valid], missing=np.nan)
@@ -161,26 +169,52 @@ def _fit_booster(
 
 # --- churn ------------------------------------------------------------------------------------------------
 def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Bundle:
-    """Fit the churn booster on all but the newest snapshot of ``frame``, calibrate on the newest (isotonic).
+    """Fit the churn booster and an RFM logistic regression, blend and calibrate them out of time.
 
-    The newest snapshot also chooses the number of trees (early stopping), one number and not the fit itself.
+    Both are fitted on all but the newest snapshot of ``frame``; the newest chooses the number of trees (early
+    stopping) and fits the blend of the two logits (:mod:`training.churn_model`), whose intercept is then moved to
+    the mean churn rate of all snapshots.
+    Recency only ever raises the churn score (a monotone constraint): the direction is known, and it keeps the
+    trees from chasing noise in sparse recency ranges.
     """
     snaps = sorted(frame.snapshot.unique())
-    cal_mask = frame.snapshot == snaps[-1]
+    cal_mask = (frame.snapshot == snaps[-1]).to_numpy()
     fit_mask = ~cal_mask if len(snaps) > 1 else cal_mask
     if len(snaps) == 1:
         log.warning("only one snapshot: churn calibration is fitted on the training snapshot itself")
-    y = frame.churned.to_numpy()
-    if y[fit_mask].min() == y[fit_mask].max():
+    y = frame.churned.to_numpy().astype(int)
+    if y[fit_mask].min() == y[fit_mask].max() or y[cal_mask].min() == y[cal_mask].max():
         raise TrainingDataError("no churners (or no non-churners) in the training snapshots: cannot fit churn")
     x = encoder.encode_frame(frame)
+    monotone = "(" + ",".join("1" if c == "recency_days" else "0" for c in encoder.columns) + ")"
     if len(snaps) > 1:
-        # Fitted without the newest snapshot, which chooses the number of trees and then calibrates.
-        booster = _fit_booster(x, y, config, "binary:logistic", valid=cal_mask.to_numpy(), refit=False)
+        # Fitted without the newest snapshot, which chooses the number of trees and then fits the blend.
+        booster = _fit_booster(x, y, config, "binary:logistic", valid=cal_mask, refit=False, monotone=monotone)
     else:
-        booster = _fit_booster(x, y, config, "binary:logistic")
-    raw = booster.inplace_predict(x[cal_mask])
-    meta = {"calibration": isotonic_calibration(raw, y[cal_mask]), "horizon_days": config.horizon_days}
+        booster = _fit_booster(x, y, config, "binary:logistic", monotone=monotone)
+    cols = encoder.columns
+    # Booster and regression are not refitted with the newest snapshot: a refit would move their score levels
+    # (the newest snapshot's churn rate enters them) and the blend, fitted on the old levels, would double count.
+    rfm = churn_model.fit_rfm(x[fit_mask], y[fit_mask], cols)
+    raw_cal = booster.inplace_predict(x[cal_mask])
+    weights, intercept = churn_model.fit_blend(raw_cal, x[cal_mask], y[cal_mask], rfm, cols)
+    rate_cal, rate_all = float(y[cal_mask].mean()), float(y.mean())
+    z_cal = logit(
+        blend_probability(raw_cal, x[cal_mask], cols, {"rfm": rfm, "weights": weights, "intercept": intercept})
+    )
+    blend = {
+        "rfm": rfm,
+        "weights": weights,
+        "intercept": intercept + churn_model.shift_to_rate(z_cal, rate_all),
+        "calibration_rate": rate_cal,
+        "target_rate": rate_all,
+        "note": (
+            f"logistic blend of the booster's logit and an RFM logistic regression's, fitted on the snapshot at "
+            f"{pd.Timestamp(snaps[-1]):%Y-%m-%d} (churn rate {rate_cal:.4f}), intercept moved to the mean churn "
+            f"rate of the {len(snaps)} training snapshots ({rate_all:.4f})"
+        ),
+    }
+    meta = {"blend": blend, "horizon_days": config.horizon_days}
     return Bundle(kind="churn", meta=meta, encoder=encoder, boosters={"main": booster})
 
 
@@ -219,7 +253,9 @@ def fit_cltv(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, cltv_sc
     """Fit the spend-over-H booster (Tweedie); long-horizon value either by its own booster or by a scale."""
     x = encoder.encode_frame(frame)
     newest = (frame.snapshot == frame.snapshot.max()).to_numpy()
-    spend = _fit_booster(x, frame.spend_h.clip(lower=0).to_numpy(), config, "reg:tweedie", valid=newest)
+    y_spend = frame.spend_h.clip(lower=0).to_numpy()
+    spend = _fit_booster(x, y_spend, config, "reg:tweedie", valid=newest)
+    scale, scale_note = spend_total_scale(x, y_spend, newest, config)
     boosters = {"main": spend}
     if method == "model":
         observed = frame.cltv_observed.to_numpy(dtype=bool)
@@ -236,8 +272,33 @@ def fit_cltv(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, cltv_sc
         "cltv_horizon_days": config.cltv_horizon_days,
         "cltv_method": method,
         "cltv_scale": cltv_scale,
+        "spend_scale": scale,
+        "spend_scale_note": scale_note,
     }
     return Bundle(kind="cltv", meta=meta, encoder=encoder, boosters=boosters)
+
+
+def spend_total_scale(x: np.ndarray, y: np.ndarray, newest: np.ndarray, config: TrainConfig) -> tuple[float, str]:
+    """Factor that makes the predicted total spend match the truth on the newest snapshot, out of sample.
+
+    A Tweedie booster matches the total of the rows it was fitted on, but the spend level moves between snapshots
+    (trend, seasonality, a shrinking active base): fitted without the newest snapshot and scored on it, its total is
+    off by the shift from the older snapshots to the newest. That ratio, clipped to [0.5, 2] so one odd snapshot
+    cannot run away with it, scales every prediction. With a single snapshot there is nothing out of sample: 1.
+    """
+    if not 0 < int(newest.sum()) < len(newest):
+        return 1.0, "no out-of-sample snapshot: spend not rescaled"
+    booster = _fit_booster(x, y, config, "reg:tweedie", valid=newest, refit=False)
+    predicted = float(np.maximum(booster.inplace_predict(x[newest]), 0.0).sum())
+    actual = float(y[newest].sum())
+    if predicted <= 0 or actual <= 0:
+        return 1.0, "no spend on the newest snapshot: spend not rescaled"
+    scale = float(np.clip(actual / predicted, 0.5, 2.0))
+    note = (
+        f"spend predictions x {scale:.4f}: a model fitted without the newest training snapshot predicted "
+        f"{predicted:.6g} in total on it, where {actual:.6g} was spent"
+    )
+    return scale, note
 
 
 def btyd_scale(transactions: pd.DataFrame, as_of: datetime, config: TrainConfig) -> tuple[float, BTYDModel, Any]:
@@ -266,82 +327,6 @@ def offer_frame(
             frames.append(joined)
         cut -= step
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def fit_nbo(frame: pd.DataFrame, catalog: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Bundle:
-    """Fit the uplift model on offer outcomes and package it with the catalog's value, cost and rules."""
-    model = OfferUpliftModel(
-        control=CONTROL_OFFER,
-        n_estimators=config.xgb.n_estimators,
-        max_depth=config.xgb.max_depth,
-        learning_rate=config.xgb.learning_rate,
-        seed=config.seed,
-    ).fit(encoder.encode_frame(frame), frame.offer_id.astype(str).to_numpy(), frame.accepted.to_numpy())
-    cat = catalog.set_index("offer_id") if len(catalog) else pd.DataFrame()
-    offers = []
-    for offer_id in model.offers_:
-        row = cat.loc[offer_id] if offer_id in cat.index else None
-        value = row["value"] if row is not None and pd.notna(row["value"]) else None
-        if value is None:
-            accepted = frame[(frame.offer_id == offer_id) & (frame.accepted == 1)]
-            value = float(accepted.revenue.mean()) if len(accepted) and accepted.revenue.sum() > 0 else 1.0
-        cost = float(row["cost"]) if row is not None and pd.notna(row["cost"]) else 0.0
-        rule = row["eligible_if"] if row is not None and pd.notna(row["eligible_if"]) else None
-        offers.append({"offer_id": offer_id, "value": float(value), "cost": cost, "eligible_if": rule})
-    meta = {
-        "offers": offers,
-        "has_control": bool(model.has_control_),
-        "method": "uplift" if model.has_control_ else "propensity",
-    }
-    return Bundle(kind="next_best_offer", meta=meta, encoder=encoder, boosters={"main": model.booster_})
-
-
-def nbo_metrics(bundle: Bundle, frame: pd.DataFrame, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """Qini, uplift@30% per offer, and off-policy (IPS) value of the learned policy vs simple policies."""
-    x = bundle.encoder.encode_frame(frame)
-    ranked = bundle.offer_scores(x, frame.to_dict("records"))
-    offers = [o["offer_id"] for o in bundle.meta["offers"]]
-    value = {o["offer_id"]: o["value"] for o in bundle.meta["offers"]}
-    cost = {o["offer_id"]: o["cost"] for o in bundle.meta["offers"]}
-    logged = frame.offer_id.astype(str).to_numpy()
-    y = frame.accepted.to_numpy(dtype=float)
-    # Reward of what was logged: value of an acceptance minus the contact cost (control costs nothing).
-    reward = np.array([y[i] * value.get(o, 0.0) - cost.get(o, 0.0) for i, o in enumerate(logged)])
-    prop = frame.propensity.fillna(frame.offer_id.map(frame.offer_id.value_counts(normalize=True))).to_numpy(float)
-    metrics: dict[str, float] = {}
-    curves: dict[str, Any] = {}
-    if bundle.meta["has_control"]:
-        uplift = {
-            o: np.array([next((r["uplift"] for r in rk if r["offer_id"] == o), np.nan) for rk in ranked])
-            for o in offers
-        }
-        for o in offers:
-            mask = np.isin(logged, [o, CONTROL_OFFER]) & ~np.isnan(uplift[o])
-            treated = logged[mask] == o
-            if treated.sum() < 10 or (~treated).sum() < 10:
-                continue
-            metrics[f"qini_{o}"] = float(qini_coefficient(uplift[o][mask], treated, y[mask]))
-            metrics[f"uplift_at_30pct_{o}"] = float(uplift_at_k(uplift[o][mask], treated, y[mask], 0.3))
-            curves[o] = qini_curve(uplift[o][mask], treated, y[mask])
-        # The served policy (best_offer): an offer only where one pays, otherwise the control (no offer).
-        picks = [best_offer(rk, has_control=True) for rk in ranked]
-        chosen = np.array([pick["offer_id"] if pick else CONTROL_OFFER for pick in picks])
-    else:
-        chosen = np.array([rk[0]["offer_id"] if rk else logged[i] for i, rk in enumerate(ranked)])
-    arms = sorted(set(logged))
-    if len(arms) < 2:
-        # With one logged arm, IPS gives zero credit to every other choice: no policy comparison is possible.
-        metrics["policy_value_evaluable"] = 0.0
-        return metrics, {"best_single_offer": arms[0] if arms else "", "qini_curves": curves}
-    metrics["policy_value_evaluable"] = 1.0
-    metrics["policy_value_model"] = float(ips_policy_value(chosen, logged, prop, reward))
-    singles = {a: float(ips_policy_value(np.full(len(logged), a), logged, prop, reward)) for a in arms}
-    best = max(singles, key=singles.get)
-    metrics["policy_value_best_single"] = singles[best]
-    rng = np.random.default_rng(seed)
-    metrics["policy_value_random"] = float(ips_policy_value(rng.choice(arms, len(logged)), logged, prop, reward))
-    metrics["policy_value_logged"] = float(reward.mean())
-    return metrics, {"best_single_offer": best, "qini_curves": curves}
 
 
 # --- orchestration ----------------------------------------------------------------------------------------
@@ -419,7 +404,10 @@ def _train_churn_cltv(job: _Job) -> dict[str, ModelResult]:
             if y.min() == y.max():
                 raise TrainingDataError("the holdout snapshot has no churners (or only churners): cannot evaluate")
             metrics = churn_metrics(y, p)
+            metrics["ece"] = expected_calibration_error(y, p)
             mlflow.log_metrics(metrics)
+            _log_table(reliability_table(y, p), "reliability_table.csv", tmp)
+            mlflow.set_tag("churn_calibration", eval_bundle.meta["blend"]["note"][:5000])
             for path in plots.churn_plots(y, p, tmp):
                 mlflow.log_artifact(str(path), "plots")
             final = fit_churn(frame, config, encoder)
@@ -442,6 +430,7 @@ def _train_churn_cltv(job: _Job) -> dict[str, ModelResult]:
             spend, _ = eval_bundle.spend(encoder.encode_frame(hold))
             metrics = cltv_metrics(hold.spend_h.to_numpy(), spend)
             mlflow.log_metrics(metrics)
+            mlflow.set_tag("spend_scale_note", eval_bundle.meta["spend_scale_note"][:5000])
             deciles = decile_table(hold.spend_h.to_numpy(), spend)
             _log_table(deciles, "cltv_deciles.csv", tmp)
             mlflow.log_artifact(str(plots.decile_plot(deciles, tmp)), "plots")
@@ -464,6 +453,7 @@ def _train_churn_cltv(job: _Job) -> dict[str, ModelResult]:
             final.meta["bgnbd"] = bgnbd
             aov = frame.avg_order_value[frame.avg_order_value > 0]
             final.meta["mean_order_value"] = float(aov.mean()) if len(aov) else None
+            mlflow.log_param("spend_scale", round(float(final.meta["spend_scale"]), 6))
             _log_trees(final)
             version, alias = job.register(final, "cltv")
             results["cltv"] = ModelResult("cltv", version, alias, metrics, notes=[note])
@@ -531,21 +521,25 @@ def _train_nbo(job: _Job) -> ModelResult:
     _warn_dropped(encoder)
     with mlflow.start_run(run_name="next_best_offer", nested=True):
         mlflow.log_params({**job.params(), "holdout_split": split, "offer_rows": len(frame)})
-        eval_bundle = fit_nbo(frame[~hold_mask], catalog, config, encoder)
-        metrics, extra = nbo_metrics(eval_bundle, frame[hold_mask].reset_index(drop=True), config.seed)
+        trained = train_offer_policy(frame, hold_mask, catalog, config, encoder)
+        metrics, ev = trained.metrics, trained.evaluation
         mlflow.log_metrics(metrics)
-        mlflow.set_tag("nbo_method", eval_bundle.meta["method"])
-        mlflow.set_tag("best_single_offer", extra["best_single_offer"])
-        if extra["qini_curves"]:
-            mlflow.log_artifact(str(plots.qini_plot(extra["qini_curves"], job.tmp)), "plots")
-        final = fit_nbo(frame, catalog, config, encoder)
+        mlflow.set_tag("nbo_method", trained.final.meta["method"])
+        mlflow.set_tag("nbo_policy", f"{trained.final.meta['policy']} ({trained.final.meta['learner']}-learner)")
+        mlflow.set_tag("nbo_policy_reason", trained.final.meta["policy_reason"][:5000])
+        mlflow.set_tag("best_single_offer", ev.best_single_offer)
+        if ev.values is not None:
+            _log_table(ev.values, "policy_values.csv", job.tmp)
+        if ev.qini_curves:
+            mlflow.log_artifact(str(plots.qini_plot(ev.qini_curves, job.tmp)), "plots")
+        final = trained.final
         version, alias = job.register(final, "next_best_offer")
         notes = (
             []
             if final.meta["has_control"]
             else ["offers carry no control arm: ranked by acceptance propensity x value (fallback)"]
         )
-        return ModelResult("next_best_offer", version, alias, metrics, notes=notes)
+        return ModelResult("next_best_offer", version, alias, metrics, notes=[*notes, final.meta["policy_reason"]])
 
 
 def train(data_dir: Path, as_of: datetime | None, config: TrainConfig, settings: Settings) -> TrainResult:

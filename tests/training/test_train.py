@@ -140,6 +140,8 @@ def test_churn_trees_never_see_the_calibration_snapshot(synthetic_dir):
     older = train_part.snapshot < train_part.snapshot.max()
     x = enc.encode_frame(train_part)
     params = _xgb_params(cfg, "binary:logistic")
+    # Recency only raises the churn score (fit_churn's monotone constraint).
+    params["monotone_constraints"] = "(" + ",".join("1" if c == "recency_days" else "0" for c in enc.columns) + ")"
     alone = xgb.train(
         params,
         xgb.DMatrix(x[older.to_numpy()], label=train_part.churned.to_numpy()[older.to_numpy()], missing=np.nan),

@@ -1,0 +1,63 @@
+"""Churn: a gradient-boosted model stacked with an RFM logistic regression, calibrated out of time.
+
+Why a blend: on real transaction logs a three-feature logistic regression on recency, frequency and monetary
+value (log scale) is hard to beat; the booster adds what the other features know. The two logits are combined by
+a logistic regression fitted on the newest training snapshot (which neither model was fitted on), which is
+also the calibration (Platt scaling on two inputs). The churn rate moves between snapshots (seasonality), and the
+newest snapshot's rate is a noisy forecast of the next one's, so the blend's intercept is shifted (a prior-shift
+correction) to the mean churn rate over all training snapshots. Everything scoring needs is plain numbers in
+the bundle metadata (``meta["blend"]``), applied by :mod:`features.churn_blend` when scoring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from features.churn_blend import RFM, logit, rfm_logit, rfm_matrix
+
+
+def fit_rfm(x: np.ndarray, y: np.ndarray, columns: list[str]) -> dict[str, Any]:
+    """Standardized logistic regression on log RFM; returns its parameters as plain numbers."""
+    idx = [columns.index(c) for c in RFM]
+    medians = [float(v) if np.isfinite(v) else 0.0 for v in np.nanmedian(x[:, idx].astype(np.float64), axis=0)]
+    z = rfm_matrix(x, columns, medians)
+    mean, scale = z.mean(axis=0), z.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    lr = LogisticRegression(max_iter=1000).fit((z - mean) / scale, y)
+    return {
+        "medians": medians,
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+        "coef": lr.coef_[0].tolist(),
+        "intercept": float(lr.intercept_[0]),
+    }
+
+
+def fit_blend(
+    raw_cal: np.ndarray, x_cal: np.ndarray, y_cal: np.ndarray, rfm_old: dict[str, Any], columns: list[str]
+) -> tuple[list[float], float]:
+    """Weights of the two logits and the intercept, fitted on the calibration snapshot."""
+    z = np.column_stack([logit(raw_cal), rfm_logit(x_cal, columns, rfm_old)])
+    lr = LogisticRegression(C=1e4, max_iter=1000).fit(z, y_cal)
+    return lr.coef_[0].tolist(), float(lr.intercept_[0])
+
+
+def shift_to_rate(z: np.ndarray, rate: float) -> float:
+    """The shift ``d`` of the logits ``z`` that makes ``mean(sigmoid(z + d))`` equal ``rate`` (a prior shift).
+
+    Solved exactly (bisection on a monotone function) rather than by ``logit(rate) - logit(mean)``, which misses
+    the target where the probabilities are spread out.
+    """
+    target = min(max(float(rate), 1e-4), 1 - 1e-4)
+    z = np.asarray(z, dtype=np.float64)
+    lo, hi = -20.0, 20.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if float(np.mean(1.0 / (1.0 + np.exp(-(z + mid))))) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2

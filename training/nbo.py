@@ -1,0 +1,283 @@
+"""Next best offer: fit candidate learners, evaluate their policies by doubly robust value, pick what is served.
+
+Candidates are the S-learner (:mod:`training.uplift`) and, where the log has a control arm, the T-, X- and
+DR-learners (:mod:`training.learners`). On the holdout each candidate's policy (the offer
+:func:`features.scoring.best_offer` takes from :meth:`~features.scoring.Bundle.offer_scores`, or none) is valued by
+doubly robust scores (:mod:`training.policy`); the best one is served only where its interval clears the best
+single offer, otherwise the bundle is told to serve one offer for all (``meta["policy"] = "best_single"``), which
+``offer_scores`` applies in training metrics, batch predict and serving alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.schema import CONTROL_OFFER
+from features.scoring import Bundle, Encoder, best_offer
+from training.config import TrainConfig
+from training.learners import LEARNERS, LearnerParams, fit_effect_model
+from training.policy import BEST_SINGLE, LEARNED, PolicyChoice, average_uplift, choose_policy, dr_scores, mean_ci
+from training.uplift import OfferUpliftModel
+from training.uplift_metrics import qini_coefficient, qini_curve, uplift_at_k
+
+
+def logged_propensity(frame: pd.DataFrame) -> np.ndarray:
+    """The logged propensity of each row's offer; where absent, the arm's share of the rows (a randomized log)."""
+    share = frame.offer_id.map(frame.offer_id.value_counts(normalize=True))
+    return frame.propensity.fillna(share).to_numpy(float)
+
+
+def _catalog_entries(frame: pd.DataFrame, catalog: pd.DataFrame, offers: list[str]) -> list[dict[str, Any]]:
+    cat = catalog.set_index("offer_id") if len(catalog) else pd.DataFrame()
+    entries = []
+    for offer_id in offers:
+        row = cat.loc[offer_id] if offer_id in cat.index else None
+        value = row["value"] if row is not None and pd.notna(row["value"]) else None
+        if value is None:
+            accepted = frame[(frame.offer_id == offer_id) & (frame.accepted == 1)]
+            value = float(accepted.revenue.mean()) if len(accepted) and accepted.revenue.sum() > 0 else 1.0
+        cost = float(row["cost"]) if row is not None and pd.notna(row["cost"]) else 0.0
+        rule = row["eligible_if"] if row is not None and pd.notna(row["eligible_if"]) else None
+        entries.append({"offer_id": offer_id, "value": float(value), "cost": cost, "eligible_if": rule})
+    return entries
+
+
+def candidate_learners(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The S-learner always; T-, X- and DR-learners too where the log has a control arm."""
+    return ("s", *LEARNERS) if (frame.offer_id.astype(str) == CONTROL_OFFER).any() else ("s",)
+
+
+def fit_nbo(
+    frame: pd.DataFrame, catalog: pd.DataFrame, config: TrainConfig, encoder: Encoder, learner: str = "s"
+) -> Bundle:
+    """Fit one learner on offer outcomes and package it with the catalog's value, cost and rules.
+
+    The bundle serves the learned policy (``meta["policy"] = "learned"``); :func:`apply_choice` switches it to one
+    offer for all. ``meta["average_uplift"]`` (each offer's mean uplift on these rows) is what that uses.
+    """
+    x = encoder.encode_frame(frame)
+    offer = frame.offer_id.astype(str).to_numpy()
+    y = frame.accepted.to_numpy(dtype=float)
+    prop = logged_propensity(frame)
+    meta: dict[str, Any]
+    if learner == "s":
+        model = OfferUpliftModel(
+            control=CONTROL_OFFER,
+            n_estimators=config.xgb.n_estimators,
+            max_depth=config.xgb.max_depth,
+            learning_rate=config.xgb.learning_rate,
+            seed=config.seed,
+        ).fit(x, offer, y)
+        offers, boosters, has_control = [str(o) for o in model.offers_], {"main": model.booster_}, model.has_control_
+        meta = {"layout": "s", "learner": "s"}
+    else:
+        params = LearnerParams(learning_rate=config.xgb.learning_rate, seed=config.seed)
+        effect = fit_effect_model(learner, x, offer, y, CONTROL_OFFER, prop, params)  # type: ignore[arg-type]
+        offers, boosters, has_control = effect.offers, effect.boosters, True
+        meta = effect.meta()
+    meta.update(
+        {
+            "offers": _catalog_entries(frame, catalog, offers),
+            "has_control": bool(has_control),
+            "method": "uplift" if has_control else "propensity",
+            "policy": LEARNED,
+            "average_uplift": average_uplift(offer, y, prop, CONTROL_OFFER),
+        }
+    )
+    return Bundle(kind="next_best_offer", meta=meta, encoder=encoder, boosters=boosters)
+
+
+def apply_choice(bundle: Bundle, choice: PolicyChoice | None, reason: str | None = None) -> Bundle:
+    """Record in ``bundle`` which policy is served and why (``method`` says so for every answer)."""
+    served = choice.served if choice is not None else BEST_SINGLE
+    bundle.meta["policy"] = served
+    bundle.meta["policy_reason"] = reason or (choice.reason if choice else "")
+    base = "uplift" if bundle.meta["has_control"] else "propensity"
+    bundle.meta["method"] = base if served == LEARNED else f"{base}, best single offer for all"
+    return bundle
+
+
+def arms(bundle: Bundle) -> list[str]:
+    """Arms a policy of ``bundle`` can choose: no offer (where there is a control) then every offer."""
+    offers = [o["offer_id"] for o in bundle.meta["offers"]]
+    return [CONTROL_OFFER, *offers] if bundle.meta["has_control"] else offers
+
+
+def chosen_arms(bundle: Bundle, frame: pd.DataFrame, fallback: np.ndarray) -> np.ndarray:
+    """Index (into :func:`arms`) of what the bundle's served policy picks per row: the path serving takes."""
+    index = {a: i for i, a in enumerate(arms(bundle))}
+    ranked = bundle.offer_scores(bundle.encoder.encode_frame(frame), frame.to_dict("records"))
+    has_control = bool(bundle.meta["has_control"])
+    out = np.empty(len(frame), dtype=np.intp)
+    for i, rk in enumerate(ranked):
+        pick = best_offer(rk, has_control)
+        if pick is not None:
+            out[i] = index[pick["offer_id"]]
+        else:
+            # No offer pays (control), or none is eligible without a control arm (the logged arm: no credit taken).
+            out[i] = index[CONTROL_OFFER] if has_control else fallback[i]
+    return out
+
+
+def reward_matrix(bundle: Bundle, frame: pd.DataFrame) -> np.ndarray:
+    """Predicted reward of every arm per row: acceptance x value - cost (no offer: 0)."""
+    base, uplift = bundle._offer_outcomes(bundle.encoder.encode_frame(frame))
+    value = np.array([o["value"] for o in bundle.meta["offers"]])
+    cost = np.array([o["cost"] for o in bundle.meta["offers"]])
+    accept = base[:, None] + uplift if bundle.meta["has_control"] else uplift
+    offers = np.clip(accept, 0.0, None) * value - cost
+    return np.column_stack([np.zeros(len(frame)), offers]) if bundle.meta["has_control"] else offers
+
+
+@dataclass
+class NBOEvaluation:
+    """The holdout evaluation of the candidate policies."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    choice: PolicyChoice | None = None
+    best_single_offer: str = ""
+    reason: str = ""
+    qini_curves: dict[str, Any] = field(default_factory=dict)
+    values: pd.DataFrame | None = None
+    picks: dict[str, np.ndarray] = field(default_factory=dict)
+    arms: list[str] = field(default_factory=list)
+
+
+def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> NBOEvaluation:
+    """Doubly robust values (95% intervals) of each candidate's policy, best single offer, random and logged.
+
+    The reward model of the doubly robust scores is the T-learner where there is one (else the first candidate),
+    fitted on the training rows; the propensities are the logged ones.
+
+    Args:
+        bundles: Candidate bundles fitted on the training rows, by learner name.
+        frame: Holdout offer rows.
+        seed: Unused by the estimators (kept for a seeded random policy elsewhere).
+
+    Returns:
+        The evaluation; ``choice`` is None when the holdout logs fewer than two arms (nothing to compare).
+    """
+    del seed
+    ref = bundles.get("t") or next(iter(bundles.values()))
+    names = arms(ref)
+    logged = frame.offer_id.astype(str).to_numpy()
+    known = np.isin(logged, names)
+    frame = frame[known].reset_index(drop=True)
+    logged = logged[known]
+    index = {a: i for i, a in enumerate(names)}
+    a = np.array([index[o] for o in logged], dtype=np.intp)
+    value = {o["offer_id"]: o["value"] for o in ref.meta["offers"]}
+    cost = {o["offer_id"]: o["cost"] for o in ref.meta["offers"]}
+    y = frame.accepted.to_numpy(dtype=float)
+    reward = np.array([y[i] * value.get(o, 0.0) - cost.get(o, 0.0) for i, o in enumerate(logged)])
+    prop = logged_propensity(frame)
+    ev = NBOEvaluation(arms=names)
+    ev.metrics["policy_value_logged"] = float(reward.mean()) if len(reward) else float("nan")
+    ev.qini_curves, qini = _qini(bundles.get("t") or ref, frame, logged, y)
+    ev.metrics.update(qini)
+    if len(set(logged)) < 2:
+        ev.metrics["policy_value_evaluable"] = 0.0
+        ev.reason = "the holdout logs a single arm: no policy comparison is possible, one offer for all is served"
+        ev.best_single_offer = logged[0] if len(logged) else ""
+        return ev
+    ev.metrics["policy_value_evaluable"] = 1.0
+    scores = dr_scores(reward_matrix(ref, frame), a, prop, reward)
+    ev.picks = {name: chosen_arms(b, frame, a) for name, b in bundles.items()}
+    ev.choice = choose_policy(scores, ev.picks)
+    ev.best_single_offer = names[ev.choice.best_single]
+    ev.reason = ev.choice.reason
+    rows: dict[str, tuple[float, float, float]] = {}
+    for name, pick in ev.picks.items():
+        est = mean_ci(scores[np.arange(len(a)), pick])
+        rows[f"{name}-learner policy"] = (est.value, est.low, est.high)
+        ev.metrics[f"policy_value_{name}_learner"] = est.value
+    single = mean_ci(scores[:, ev.choice.best_single])
+    rows[f"best single offer ({ev.best_single_offer})"] = (single.value, single.low, single.high)
+    rand = mean_ci(scores.mean(axis=1))
+    rows["random offer"] = (rand.value, rand.low, rand.high)
+    rows["logged policy"] = (*(lambda e: (e.value, e.low, e.high))(mean_ci(reward)),)
+    ev.values = pd.DataFrame(rows, index=["dr_value", "low_95", "high_95"]).T
+    ev.metrics.update(
+        {
+            "policy_value_best_single": single.value,
+            "policy_value_random": rand.value,
+            "policy_gain_learned_vs_single": ev.choice.gain.value,
+            "policy_gain_learned_vs_single_low": ev.choice.gain.low,
+            "policy_gain_learned_vs_single_high": ev.choice.gain.high,
+            "policy_served_learned": float(ev.choice.served == LEARNED),
+        }
+    )
+    return ev
+
+
+def served_value(bundle: Bundle, frame: pd.DataFrame, reference: Bundle) -> dict[str, float]:
+    """Doubly robust value (95% interval) of what ``bundle`` serves on ``frame``, by the path serving takes."""
+    names = arms(reference)
+    logged = frame.offer_id.astype(str).to_numpy()
+    known = np.isin(logged, names)
+    frame = frame[known].reset_index(drop=True)
+    logged = logged[known]
+    a = np.array([names.index(o) for o in logged], dtype=np.intp)
+    value = {o["offer_id"]: o["value"] for o in reference.meta["offers"]}
+    cost = {o["offer_id"]: o["cost"] for o in reference.meta["offers"]}
+    y = frame.accepted.to_numpy(dtype=float)
+    reward = np.array([y[i] * value.get(o, 0.0) - cost.get(o, 0.0) for i, o in enumerate(logged)])
+    scores = dr_scores(reward_matrix(reference, frame), a, logged_propensity(frame), reward)
+    pick = chosen_arms(bundle, frame, a)
+    est = mean_ci(scores[np.arange(len(a)), pick])
+    return {"policy_value_model": est.value, "policy_value_model_low": est.low, "policy_value_model_high": est.high}
+
+
+def _qini(
+    bundle: Bundle, frame: pd.DataFrame, logged: np.ndarray, y: np.ndarray
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Qini coefficient and uplift@30% per offer vs control, by ``bundle``'s per-customer uplift."""
+    if not bundle.meta["has_control"] or not len(frame):
+        return {}, {}
+    _, uplift = bundle._offer_outcomes(bundle.encoder.encode_frame(frame))
+    curves: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
+    for j, o in enumerate(o["offer_id"] for o in bundle.meta["offers"]):
+        mask = np.isin(logged, [o, CONTROL_OFFER])
+        treated = logged[mask] == o
+        if treated.sum() < 10 or (~treated).sum() < 10:
+            continue
+        metrics[f"qini_{o}"] = float(qini_coefficient(uplift[mask, j], treated, y[mask]))
+        metrics[f"uplift_at_30pct_{o}"] = float(uplift_at_k(uplift[mask, j], treated, y[mask], 0.3))
+        curves[o] = qini_curve(uplift[mask, j], treated, y[mask])
+    return curves, metrics
+
+
+@dataclass
+class OfferTraining:
+    """What training the next-best-offer model produced: the holdout evaluation and the bundle to register."""
+
+    evaluation: NBOEvaluation
+    metrics: dict[str, float]
+    eval_bundle: Bundle
+    final: Bundle
+
+
+def train_offer_policy(
+    frame: pd.DataFrame, hold_mask: np.ndarray, catalog: pd.DataFrame, config: TrainConfig, encoder: Encoder
+) -> OfferTraining:
+    """Fit every candidate on the training rows, choose on the holdout, refit the chosen one on every row.
+
+    The registered bundle serves the learned policy only where the holdout interval showed it beats the best
+    single offer; otherwise one offer for all (``meta["policy"]``, ``meta["method"]`` and ``meta["policy_reason"]``
+    say which and why). ``policy_value_model`` is the value of what the bundle serves, by the serving path.
+    """
+    train, hold = frame[~hold_mask], frame[hold_mask].reset_index(drop=True)
+    bundles = {name: fit_nbo(train, catalog, config, encoder, name) for name in candidate_learners(train)}
+    ev = evaluate_nbo(bundles, hold, config.seed)
+    learner = ev.choice.learner if ev.choice is not None else "s"
+    served = apply_choice(bundles[learner], ev.choice, ev.reason)
+    metrics = dict(ev.metrics)
+    if ev.choice is not None:
+        metrics.update(served_value(served, hold, bundles.get("t") or bundles["s"]))
+    final = apply_choice(fit_nbo(frame, catalog, config, encoder, learner), ev.choice, ev.reason)
+    return OfferTraining(ev, metrics, served, final)
