@@ -137,7 +137,7 @@ def _rewrite_or_delete(settings: Settings, path: Path, report: ForgetReport) -> 
     from serving.experiments import experiments_path, load_experiments
 
     try:
-        if path.stem in {e.name for e in load_experiments(experiments_path(settings.home)).experiments}:
+        if path.stem in {e.name for e in load_experiments(experiments_path(settings)).experiments}:
             ab.report(settings, path.stem, path)
             report.reports_rewritten.append(path)
             return

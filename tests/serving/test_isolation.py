@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from features import scoring
 from features.definitions import feature_set_version
+from features.eligibility import Rule, compile_rule
 from features.online_store import write_store
 from features.settings import load_settings
 from serving.coalesce import Coalescer
@@ -53,11 +57,30 @@ def bad_rule_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def runtime_for(home: Path) -> Runtime:
-    return Runtime(load_settings({"CXPREDICT_HOME": str(home), "CXPREDICT_API_KEYS": "k"}))
+def _strict_rule(expression: object, known: object = None) -> Rule:
+    """An eligibility rule that raises on a text value, as the rules once did: a row the service cannot score."""
+    rule = compile_rule(expression, known)  # type: ignore[arg-type]
+    if expression != "attr_region > 5":
+        return rule
+
+    def strict(row: Mapping[str, Any]) -> bool:
+        if isinstance(row.get("attr_region"), str):
+            raise ValueError(f"could not convert string to float: {row['attr_region']!r}")
+        return rule(row)
+
+    return strict
 
 
-def test_a_row_that_cannot_be_scored_fails_alone_in_a_batch(bad_rule_home: Path) -> None:
+@pytest.fixture
+def runtime_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Runtime]:
+    # eligible_if itself now reads text as unknown (tests/features/test_eligibility.py), so the failure is planted.
+    monkeypatch.setattr(scoring, "compile_rule", _strict_rule)
+    return lambda home: Runtime(load_settings({"CXPREDICT_HOME": str(home), "CXPREDICT_API_KEYS": "k"}))
+
+
+def test_a_row_that_cannot_be_scored_fails_alone_in_a_batch(
+    bad_rule_home: Path, runtime_for: Callable[[Path], Runtime]
+) -> None:
     rt = runtime_for(bad_rule_home)
     try:
         results = rt.personalize_many(["c0", "c3", "nope", "c4"])
@@ -69,7 +92,9 @@ def test_a_row_that_cannot_be_scored_fails_alone_in_a_batch(bad_rule_home: Path)
         rt.decisions.close()
 
 
-def test_a_row_that_cannot_be_scored_fails_alone_among_coalesced_requests(bad_rule_home: Path) -> None:
+def test_a_row_that_cannot_be_scored_fails_alone_among_coalesced_requests(
+    bad_rule_home: Path, runtime_for: Callable[[Path], Runtime]
+) -> None:
     rt = runtime_for(bad_rule_home)
 
     def handle(items: list[Item]) -> list[tuple[dict, Future[None]]]:
