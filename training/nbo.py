@@ -123,6 +123,17 @@ def chosen_arms(bundle: Bundle, frame: pd.DataFrame, fallback: np.ndarray) -> np
     return out
 
 
+def eligibility(bundle: Bundle, frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """``(n, n_arms)``: which arms each row may get under the catalog's ``eligible_if`` (no offer: always)."""
+    records = frame.to_dict("records")
+    out = np.ones((len(frame), len(names)), dtype=bool)
+    index = {a: i for i, a in enumerate(names)}
+    for rule, offer in zip(bundle.rules, bundle.meta["offers"], strict=True):
+        if offer["offer_id"] in index:
+            out[:, index[offer["offer_id"]]] = [bool(rule(r)) for r in records]
+    return out
+
+
 def reward_matrix(bundle: Bundle, frame: pd.DataFrame) -> np.ndarray:
     """Predicted reward of every arm per row: acceptance x value - cost (no offer: 0)."""
     base, uplift = bundle._offer_outcomes(bundle.encoder.encode_frame(frame))
@@ -187,7 +198,7 @@ def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> 
     ev.metrics["policy_value_evaluable"] = 1.0
     scores = dr_scores(reward_matrix(ref, frame), a, prop, reward)
     ev.picks = {name: chosen_arms(b, frame, a) for name, b in bundles.items()}
-    ev.choice = choose_policy(scores, ev.picks)
+    ev.choice = choose_policy(scores, ev.picks, eligible=eligibility(ref, frame, names))
     ev.best_single_offer = names[ev.choice.best_single]
     ev.reason = ev.choice.reason
     rows: dict[str, tuple[float, float, float]] = {}
@@ -195,7 +206,7 @@ def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> 
         est = mean_ci(scores[np.arange(len(a)), pick])
         rows[f"{name}-learner policy"] = (est.value, est.low, est.high)
         ev.metrics[f"policy_value_{name}_learner"] = est.value
-    single = mean_ci(scores[:, ev.choice.best_single])
+    single = mean_ci(scores[np.arange(len(a)), ev.choice.single_pick])
     rows[f"best single offer ({ev.best_single_offer})"] = (single.value, single.low, single.high)
     rand = mean_ci(scores.mean(axis=1))
     rows["random offer"] = (rand.value, rand.low, rand.high)

@@ -83,6 +83,8 @@ class PolicyChoice:
         served: ``learned`` or ``best_single``.
         learner: The candidate learner with the highest estimated value.
         best_single: Index of the best single arm on the evaluation rows.
+        single_pick: Arm per row of "one offer for all": the best single arm where it is eligible, else the next
+            best eligible arm (what a best-single bundle serves).
         gain: That learner's value minus the best single arm's, with an interval at the corrected level.
         level: The interval's level after the Bonferroni correction for the number of candidates.
         reason: One sentence for the bundle metadata and the MLflow run.
@@ -91,12 +93,30 @@ class PolicyChoice:
     served: str
     learner: str
     best_single: int
+    single_pick: np.ndarray
     gain: Estimate
     level: float
     reason: str
 
 
-def choose_policy(scores: np.ndarray, candidates: dict[str, np.ndarray], level: float = 0.95) -> PolicyChoice:
+def single_offer_picks(scores: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the arm of "one offer for all": arms ranked once by mean score, each row takes its first eligible.
+
+    Without eligibility every row gets the best arm; with it, a row that may not get the best arm gets the next one
+    it may get, as a served best-single bundle does (comparing with an offer some customers may not receive would
+    credit the baseline with a policy nobody can run).
+    """
+    order = np.argsort(-scores.mean(axis=0), kind="stable")
+    if eligible is None:
+        return np.full(scores.shape[0], order[0], dtype=np.intp)
+    ranked = eligible[:, order]
+    first = np.argmax(ranked, axis=1)  # the no-offer arm is always eligible; a row with nothing takes the top arm
+    return order[first].astype(np.intp)
+
+
+def choose_policy(
+    scores: np.ndarray, candidates: dict[str, np.ndarray], level: float = 0.95, eligible: np.ndarray | None = None
+) -> PolicyChoice:
     """Serve the best learned policy only where its interval shows it beats the best single arm.
 
     The best single arm is the arm with the highest mean score (no offer counts as an arm); the learned policy
@@ -107,16 +127,18 @@ def choose_policy(scores: np.ndarray, candidates: dict[str, np.ndarray], level: 
         scores: Doubly robust scores ``(n, n_arms)`` (:func:`dr_scores`) on evaluation rows.
         candidates: Arm index chosen per row by each learned policy.
         level: Two-sided level of the decision interval before the correction.
+        eligible: ``(n, n_arms)`` which arms each row may get (None: all); see :func:`single_offer_picks`.
 
     Returns:
         The decision.
     """
     rows = np.arange(scores.shape[0])
     single = int(np.argmax(scores.mean(axis=0)))
+    single_pick = single_offer_picks(scores, eligible)
     values = {name: float(scores[rows, c].mean()) for name, c in candidates.items()}
     best = max(values, key=lambda k: values[k])
     corrected = 1.0 - (1.0 - level) / max(1, len(candidates))
-    gain = mean_ci(scores[rows, candidates[best]] - scores[:, single], corrected)
+    gain = mean_ci(scores[rows, candidates[best]] - scores[rows, single_pick], corrected)
     if gain.low > 0:
         served = LEARNED
         reason = (
@@ -130,7 +152,7 @@ def choose_policy(scores: np.ndarray, candidates: dict[str, np.ndarray], level: 
             f"(gain {gain.value:.4g} per customer, {corrected:.1%} interval {gain.low:.4g} to {gain.high:.4g}): "
             "one offer for all is served"
         )
-    return PolicyChoice(served, best, single, gain, corrected, reason)
+    return PolicyChoice(served, best, single, single_pick, gain, corrected, reason)
 
 
 def average_uplift(offer: np.ndarray, y: np.ndarray, propensity: np.ndarray, control: str) -> dict[str, float]:

@@ -122,3 +122,15 @@ def test_with_planted_heterogeneity_the_learned_policy_is_served_and_beats_best_
     assert m["policy_served_learned"] == 1.0
     assert m["policy_gain_learned_vs_single_low"] > 0
     assert m["policy_value_model"] > m["policy_value_best_single"]
+
+
+def test_one_offer_for_all_honours_eligibility() -> None:
+    from training.policy import single_offer_picks
+
+    # arms: none, a, b; b is best on average but row 1 may not get it, row 2 may get neither offer.
+    scores = np.array([[0.0, 1.0, 3.0], [0.0, 1.0, 3.0], [0.0, 1.0, 3.0]])
+    eligible = np.array([[True, True, True], [True, True, False], [True, False, False]])
+    assert single_offer_picks(scores).tolist() == [2, 2, 2]
+    assert single_offer_picks(scores, eligible).tolist() == [2, 1, 0]
+    choice = choose_policy(scores, {"t": np.array([2, 1, 0])}, eligible=eligible)
+    assert choice.gain.value == 0.0 and choice.served == BEST_SINGLE
