@@ -38,6 +38,7 @@ from features.scoring import (
     summary_columns,
 )
 from features.settings import Settings
+from features.stores import safe_url
 from features.stores.factory import open_online_store
 from serving.contact import DETAILS, ContactGate
 from serving.context_allowlist import allowed_context
@@ -422,7 +423,10 @@ class Runtime:
         self.manifest_path = Path(manifest_path or settings.home / MANIFEST_FILE)
         self.models: Models = load_models(self.manifest_path)
         self.store: OnlineStore = open_online_store(settings)
-        self._store_path = settings.online_store_url or str(Path(settings.online_store_dir))
+        # Named in errors and logs: a Redis URL without its password.
+        self._store_path = (
+            safe_url(settings.online_store_url) if settings.online_store_url else str(Path(settings.online_store_dir))
+        )
         self._store = _StoreInfo()
         self._refresh_store(strict=True)
         try:
