@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import secrets
 import signal
 import threading
 import time
@@ -16,11 +15,11 @@ import pytest
 
 from serving.decision_log import SQLiteDecisionLog
 from serving.decision_log_pg import PostgresDecisionLog
+from tests.conftest import throwaway_database
 from tests.serving.conftest import API_KEY, launch, make_home, process_tree, stop
 
 pytestmark = pytest.mark.slow
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def workers(pid: int) -> list[psutil.Process]:
@@ -69,18 +68,8 @@ def decision_log_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=2)
-    except psycopg.OperationalError:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres")
-    name = f"cxp_kill_{secrets.token_hex(4)}"
-    admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    with throwaway_database("cxp_kill") as url:
+        yield url
 
 
 def test_sigkill_of_the_whole_server_under_load_loses_no_acknowledged_decision_or_feedback(
