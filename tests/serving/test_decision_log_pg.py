@@ -12,6 +12,7 @@ from features.settings import load_settings  # noqa: E402
 from serving.decision_log import FeedbackRow, UnknownDecisions, new_decision_id  # noqa: E402
 from serving.decision_log_factory import open_decision_log  # noqa: E402
 from serving.decision_log_pg import PostgresDecisionLog  # noqa: E402
+from tests.serving.logged import count, read_decision, record  # noqa: E402
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_two_replicas_share_one_log(url):
         a, b = _decision("c1"), _decision("c2", variant="challenger")
         one.submit([a]).result(timeout=10)
         two.submit([b]).result(timeout=10)
-        assert two.get(a["decision_id"])["outputs"]["churn"] == {"probability": 0.3}
+        assert read_decision(two, a["decision_id"])["outputs"]["churn"] == {"probability": 0.3}
         # Feedback for the other replica's decision is accepted; the first record wins.
         assert two.add_feedback(a["decision_id"], "converted", 10.0).known
         repeat = one.add_feedback(a["decision_id"], "converted", 99.0)
@@ -54,14 +55,14 @@ def test_two_replicas_share_one_log(url):
         assert not one.add_feedback("nope", "converted", 1.0).known
         with pytest.raises(UnknownDecisions):
             one.ingest_feedback([FeedbackRow(b["decision_id"], "clicked"), FeedbackRow("nope", "clicked")])
-        assert one.get(b["decision_id"])["feedback"] == []
+        assert read_decision(one, b["decision_id"])["feedback"] == []
         result = one.ingest_feedback(
             [FeedbackRow(b["decision_id"], "clicked"), FeedbackRow(a["decision_id"], "converted")]
         )
         assert (result.inserted, result.duplicates) == (1, 1)
         rows = {r["customer_id"]: r for r in one.experiment_rows("e1")}
         assert rows["c1"]["feedback"][0]["value"] == 10.0 and rows["c2"]["variant"] == "challenger"
-        assert one.count() == two.count() == 2
+        assert count(one) == count(two) == 2
     finally:
         one.close()
         two.close()
@@ -70,8 +71,8 @@ def test_two_replicas_share_one_log(url):
 def _open_and_write(url: str, n: int) -> int:
     log = PostgresDecisionLog(url)
     try:
-        log.record_many(_decision(f"c{i}") for i in range(n))
-        return log.count()
+        record(log, *(_decision(f"c{i}") for i in range(n)))
+        return count(log)
     finally:
         log.close()
 
@@ -82,7 +83,7 @@ def test_replicas_migrating_at_once(url):
     assert max(counts) == 200
     log = PostgresDecisionLog(url)
     try:
-        assert log.count() == 200
+        assert count(log) == 200
     finally:
         log.close()
 
@@ -91,7 +92,7 @@ def test_missing_decisions(url):
     log = PostgresDecisionLog(url)
     try:
         known = _decision("c1")
-        log.record(known)
+        record(log, known)
         assert log.missing_decisions(["nope", known["decision_id"], "nope", "other"]) == [0, 2, 3]
         assert log.problem() is None
     finally:

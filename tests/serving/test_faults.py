@@ -25,6 +25,7 @@ from serving.decision_log import DecisionLogBusy, DecisionLogMissing, SQLiteDeci
 from serving.runtime import Runtime, StoreUnavailable
 from tests.serving.conftest import AS_OF, build_bundles, feature_frame, write_manifest
 from tests.serving.faults import OwnRedis, TcpProxy
+from tests.serving.logged import read_decision, record
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -56,16 +57,16 @@ def home_with_models(home: Path, bundles: dict[str, Path]) -> Path:
 def test_sqlite_log_refuses_writes_while_its_file_is_gone_and_recovers(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(tmp_path / "decisions.sqlite")
     try:
-        log.record(decision())
+        record(log, decision())
         assert log.problem() is None
         os.rename(tmp_path / "decisions.sqlite", tmp_path / "away.sqlite")
         assert "missing" in (log.problem() or "")
         with pytest.raises(DecisionLogMissing, match="removed or replaced"):
-            log.record(decision())  # would be written into a file nobody will read again
+            record(log, decision())  # would be written into a file nobody will read again
         os.rename(tmp_path / "away.sqlite", tmp_path / "decisions.sqlite")
         kept = decision()
-        log.record(kept)
-        assert log.problem() is None and log.get(kept["decision_id"]) is not None
+        record(log, kept)
+        assert log.problem() is None and read_decision(log, kept["decision_id"]) is not None
     finally:
         log.close()
 
@@ -170,7 +171,7 @@ def test_runtime_reports_postgres_down_and_recovers(tmp_path: Path, bundles: dic
             except Exception:
                 assert time.monotonic() < deadline, "the decision log did not recover"
                 time.sleep(0.5)
-        assert rt.decisions.get(kept["decision_id"]) is not None
+        assert read_decision(rt.decisions, kept["decision_id"]) is not None
         deadline = time.monotonic() + 10
         while rt.problems():
             assert time.monotonic() < deadline, rt.problems()
