@@ -9,9 +9,15 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 
 from features.settings import load_settings  # noqa: E402
-from serving.decision_log import FeedbackRow, UnknownDecisions, new_decision_id  # noqa: E402
+from serving import decision_log_pg  # noqa: E402
+from serving.decision_log import (  # noqa: E402
+    DecisionLogError,
+    FeedbackRow,
+    UnknownDecisions,
+    new_decision_id,
+)
 from serving.decision_log_factory import open_decision_log  # noqa: E402
-from serving.decision_log_pg import PostgresDecisionLog  # noqa: E402
+from serving.decision_log_pg import MIGRATION_LOCK, PostgresDecisionLog  # noqa: E402
 from tests.serving.logged import count, read_decision, record  # noqa: E402
 
 
@@ -96,4 +102,30 @@ def test_missing_decisions(url):
         assert log.missing_decisions(["nope", known["decision_id"], "nope", "other"]) == [0, 2, 3]
         assert log.problem() is None
     finally:
+        log.close()
+
+
+def test_a_lock_another_session_holds_fails_the_write_in_bounded_time(url, monkeypatch):
+    """Another session (a replica, `ab ingest`, a stuck psql) keeps a row or the migration lock: no wait for ever."""
+    monkeypatch.setattr(decision_log_pg, "LOCK_TIMEOUT_MS", 300)
+    log = PostgresDecisionLog(url)
+    other = psycopg.connect(url)  # a transaction is open from its first statement until commit or rollback
+    try:
+        a = _decision("c1")
+        record(log, a)
+        other.execute("INSERT INTO feedback VALUES (%s, 'converted', 1.0, 0.0)", (a["decision_id"],))
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            log.add_feedback(a["decision_id"], "converted", 2.0)  # waits for the other session's row
+        b = _decision("c2")
+        record(log, b)  # the writer goes on
+        other.rollback()
+        assert log.add_feedback(a["decision_id"], "converted", 2.0).known
+        assert read_decision(log, a["decision_id"])["feedback"][0]["value"] == 2.0
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))  # a replica stuck in its migration
+        with pytest.raises(DecisionLogError, match="cannot be opened"):
+            PostgresDecisionLog(url)
+        other.rollback()
+        PostgresDecisionLog(url).close()
+    finally:
+        other.close()
         log.close()
