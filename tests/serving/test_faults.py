@@ -7,6 +7,7 @@ test closes and reopens; the SQLite log's file is moved away and back.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import secrets
 import time
@@ -22,6 +23,7 @@ from features.settings import load_settings
 from features.stores.factory import write_online_store
 from serving import decision_log
 from serving.decision_log import DecisionLogBusy, DecisionLogMissing, SQLiteDecisionLog, new_decision_id
+from serving.readiness import ReadinessLog
 from serving.runtime import Runtime, StoreUnavailable
 from tests.serving.conftest import AS_OF, build_bundles, feature_frame, write_manifest
 from tests.serving.faults import OwnRedis, TcpProxy
@@ -179,3 +181,27 @@ def test_runtime_reports_postgres_down_and_recovers(tmp_path: Path, bundles: dic
     finally:
         proxy.stop()
         rt.decisions.close()
+
+
+# --- readiness in the log ------------------------------------------------------------------------------------
+
+
+def test_readiness_changes_are_logged_once_not_at_every_probe(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("test.readiness")
+    readiness = ReadinessLog(logger)
+    store_down = ["online store: ConnectionError: Error 111 connecting to 127.0.0.1:6390"]
+    both_down = [*store_down, "decision log: the last write failed: DecisionLogLocked: held for 5 s"]
+    probes = [[]] * 3 + [store_down] * 50 + [[f"online store: ConnectionError: attempt {i}"] for i in range(5)]
+    probes += [both_down] * 20 + [store_down] * 5 + [[]] * 50 + [store_down] + [[]]
+    with caplog.at_level(logging.INFO, logger="test.readiness"):
+        for problems in probes:
+            readiness.report(problems)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "test.readiness"]
+    assert lines == [
+        ("WARNING", f"not ready: {store_down[0]}"),
+        ("WARNING", f"not ready: {'; '.join(both_down)}"),  # another backend joined: said once
+        ("WARNING", f"not ready: {store_down[0]}"),  # the log recovered, the store is still down
+        ("INFO", "ready again (online store recovered)"),
+        ("WARNING", f"not ready: {store_down[0]}"),
+        ("INFO", "ready again (online store recovered)"),
+    ]
