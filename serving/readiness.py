@@ -14,7 +14,8 @@ class ReadinessLog:
     in trouble counts as a change, so an error text that varies from probe to probe does not log again.
 
     Args:
-        logger: Where the changes go (warning when not ready, info on recovery).
+        logger: Where the changes go, as warnings both ways (a worker shows warnings, and a recovery belongs
+            beside the outage it ends).
     """
 
     def __init__(self, logger: logging.Logger) -> None:
@@ -32,4 +33,4 @@ class ReadinessLog:
         if down:
             self._logger.warning("not ready: %s", "; ".join(problems))
         else:
-            self._logger.info("ready again (%s recovered)", ", ".join(before))
+            self._logger.warning("ready again (%s recovered)", ", ".join(before))

@@ -201,7 +201,7 @@ def test_readiness_changes_are_logged_once_not_at_every_probe(caplog: pytest.Log
         ("WARNING", f"not ready: {store_down[0]}"),
         ("WARNING", f"not ready: {'; '.join(both_down)}"),  # another backend joined: said once
         ("WARNING", f"not ready: {store_down[0]}"),  # the log recovered, the store is still down
-        ("INFO", "ready again (online store recovered)"),
+        ("WARNING", "ready again (online store recovered)"),
         ("WARNING", f"not ready: {store_down[0]}"),
-        ("INFO", "ready again (online store recovered)"),
+        ("WARNING", "ready again (online store recovered)"),
     ]
