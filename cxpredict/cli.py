@@ -250,7 +250,7 @@ def promote_cmd(
     alias: Annotated[str, typer.Option("--alias", help="alias to move")] = "champion",
 ) -> None:
     """Move a registry alias (champion/challenger) to a model version."""
-    from cxpredict import registry
+    from features import registry
     from features.settings import load_settings
     from training.config import MODEL_NAMES
 

@@ -318,7 +318,7 @@ def _log_mlflow(settings: Settings, result: RoiResult) -> str | None:
         return None
     import mlflow
 
-    from cxpredict import registry
+    from features import registry
 
     registry.configure(settings)
     mlflow.set_experiment(MLFLOW_EXPERIMENT)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxpredict import registry
+from features import registry
 from features.data import load_data_dir
 from features.pipeline import (
     FeatureConfig,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 
-from cxpredict import registry
+from features import registry
 from features.data import load_data_dir
 from features.pipeline import FeatureConfig, build_features, build_labels, data_end
 from features.scoring import score_frame

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxpredict import registry
+from features import registry
 from features.data import load_data_dir
 from features.definitions import CANCELLED_FEATURE
 from features.pipeline import FeatureConfig, build_features, default_as_of, require_population

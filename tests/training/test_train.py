@@ -8,7 +8,7 @@ import xgboost as xgb
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from cxpredict import registry
+from features import registry
 from cxpredict.cli import app
 from features.data import load_data_dir
 from features.pipeline import build_features
