@@ -400,16 +400,11 @@ def score_frame(
     return pd.DataFrame(kind_of(bundle.kind).frame(bundle, x, frame, columns), index=frame.index)
 
 
-#: Names that moved into their kind's module (:mod:`features.kinds`), still importable from here.
+#: Names that moved into their kind's module, still importable from here: the module that holds each.
 _MOVED = {
-    "RISK_BANDS": "churn",
-    "CHURNED_BAND": "churn",
-    "risk_band": "churn",
-    "CLTV_SUMMARY": "cltv",
-    "summary_columns": "cltv",
-    "best_offer": "next_best_offer",
-    "effect_uplift": "next_best_offer",
-    "NO_OFFER_PAYS": "next_best_offer",
+    **dict.fromkeys(("RISK_BANDS", "CHURNED_BAND", "risk_band"), "features.kinds.churn"),
+    **dict.fromkeys(("CLTV_SUMMARY", "summary_columns"), "features.kinds.cltv"),
+    **dict.fromkeys(("best_offer", "effect_uplift", "NO_OFFER_PAYS"), "features.kinds.next_best_offer"),
 }
 
 
@@ -417,5 +412,5 @@ def __getattr__(name: str) -> Any:
     if name in _MOVED:
         import importlib
 
-        return getattr(importlib.import_module(f"features.kinds.{_MOVED[name]}"), name)
+        return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
+from features.kinds import CHURN, CLTV, NEXT_BEST_OFFER
 from features.kinds.churn import ChurnPart
 from features.kinds.cltv import CltvPart
 from features.kinds.next_best_offer import NextBestOfferPart
@@ -152,7 +153,7 @@ class ExperimentInfo(TypedDict):
         json_schema_extra={
             "example": {
                 "customer_id": "c1",
-                "churn": {
+                CHURN.name: {
                     "available": True,
                     "probability": 0.71,
                     "risk_band": "high",
@@ -167,7 +168,7 @@ class ExperimentInfo(TypedDict):
                         }
                     ],
                 },
-                "cltv": {
+                CLTV.name: {
                     "available": True,
                     "predicted_spend": 42.0,
                     "horizon_days": 90,
@@ -179,14 +180,14 @@ class ExperimentInfo(TypedDict):
                     "expected_orders": 1.2,
                     "activity_method": "bgnbd",
                 },
-                "next_best_offer": {
+                NEXT_BEST_OFFER.name: {
                     "available": True,
                     "offer_id": "discount10",
                     "expected_value": 3.2,
                     "method": "uplift",
                     "ranking": [{"offer_id": "discount10", "expected_value": 3.2, "uplift": 0.05, "p_accept": 0.2}],
                 },
-                "model_versions": {"churn": 3, "cltv": 2, "next_best_offer": 1},
+                "model_versions": {CHURN.name: 3, CLTV.name: 2, NEXT_BEST_OFFER.name: 1},
                 "decision_id": "3f0c2a0b9d1e4f7a8b6c5d4e3f2a1b0c",
                 "as_of": "2024-04-01T00:00:00",
                 "experiment": {"name": "nbo-v4", "variant": "challenger", "holdout": False},
