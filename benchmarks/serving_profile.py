@@ -75,8 +75,8 @@ def main() -> int:
 
         from features.scoring import Predictor
         from features.settings import load_settings
-        from serving.manifest import resolve_champions
         from serving.answers import score
+        from serving.manifest import resolve_champions
         from serving.runtime import MODELS, Runtime
 
         settings = load_settings()

@@ -60,7 +60,7 @@ def evaluate(
                 continue
             scores = score_frame(bundle, frame)
             metrics = metric(frame[label].to_numpy(), scores[column].to_numpy())
-            trained = datetime.fromisoformat(bundle.meta.get("trained_as_of", "1970-01-01"))
+            trained = datetime.fromisoformat(bundle.meta.trained_as_of or "1970-01-01")
             # Labels before the training as-of were seen in training: such a score is not a holdout score.
             in_sample = float(as_of < trained)
             mlflow.log_param(f"{name}_version", version)

@@ -247,9 +247,9 @@ class Job:
 
     def register(self, bundle: Bundle) -> tuple[int, str]:
         """Log ``bundle`` to the active run as a new version of its kind; return the version and its alias."""
-        bundle.meta["trained_as_of"] = self.as_of.isoformat()
-        bundle.meta["feature_set_version"] = self.feat_cfg.feature_set_version
-        bundle.meta["response_window_days"] = self.feat_cfg.response_window_days
+        bundle.meta.trained_as_of = self.as_of.isoformat()
+        bundle.meta.feature_set_version = self.feat_cfg.feature_set_version
+        bundle.meta.response_window_days = self.feat_cfg.response_window_days
         path = bundle.save(self.tmp / f"{bundle.kind}_bundle")
         _log_dropped(bundle.encoder)
         version = registry.log_bundle(path, bundle.kind, self.feat_cfg.feature_set_version)

@@ -68,9 +68,11 @@ class OfferTrainer(Trainer):
             trained = train_offer_policy(frame, hold_mask, catalog, config, encoder)
             metrics, ev, final = trained.metrics, trained.evaluation, trained.final
             mlflow.log_metrics(metrics)
-            mlflow.set_tag("nbo_method", final.meta["method"])
-            mlflow.set_tag("nbo_policy", f"{final.meta['policy']} ({final.meta['learner']}-learner)")
-            mlflow.set_tag("nbo_policy_reason", final.meta["policy_reason"][:5000])
+            meta = final.meta
+            reason = meta.policy_reason or ""
+            mlflow.set_tag("nbo_method", meta.method)
+            mlflow.set_tag("nbo_policy", f"{meta.policy} ({meta.learner}-learner)")
+            mlflow.set_tag("nbo_policy_reason", reason[:5000])
             mlflow.set_tag("best_single_offer", ev.best_single_offer)
             if ev.values is not None:
                 log_table(ev.values, "policy_values.csv", job.tmp)
@@ -79,7 +81,7 @@ class OfferTrainer(Trainer):
             version, alias = job.register(final)
             notes = (
                 []
-                if final.meta["has_control"]
+                if meta.has_control
                 else ["offers carry no control arm: ranked by acceptance propensity x value (fallback)"]
             )
-            return ModelResult(name, version, alias, metrics, notes=[*notes, final.meta["policy_reason"]])
+            return ModelResult(name, version, alias, metrics, notes=[*notes, reason])
