@@ -37,6 +37,7 @@ from serving.decision_log_factory import open_decision_log
 from serving.errors import UNKNOWN_CUSTOMER, InvalidFeatures, StoreUnavailable, UnknownCustomer
 from serving.generations import LiveExperiment, Models, load_models, read_manifest
 from serving.layout import MANIFEST_FILE, MODELS, file_key
+from serving.memory import Retired
 from serving.routing import route
 from serving.schemas import BatchItemError, PersonalizeResponse
 from serving.shadow import ShadowWorker
@@ -143,6 +144,8 @@ class Runtime:
         self.shadow = ShadowWorker(lambda: self.decisions)
         self._last_check = time.monotonic()
         self._reload_lock = threading.Lock()
+        #: Swapped-out model generations: their memory goes back to the OS once no request holds them.
+        self.retired = Retired()
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def _refresh_store(self, strict: bool = False) -> None:
@@ -182,6 +185,7 @@ class Runtime:
             return False
         try:
             self._last_check = now
+            self.retired.release()
             try:
                 self._refresh_store()
             except Exception:  # a half-written store must not stop the service
@@ -199,6 +203,7 @@ class Runtime:
                 return False
             old = self.models.versions
             self.experiments_errors += len(set(models.experiment_errors) - set(self.models.experiment_errors))
+            self.retired.retire(self.models)
             self.models = models  # one reference swap: in-flight requests keep their own `models`
             self.reloads += 1
             log.info("serving new models %s (were %s)", models.versions, old)
