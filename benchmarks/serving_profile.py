@@ -75,6 +75,7 @@ def main() -> int:
 
         from features.scoring import Predictor
         from features.settings import load_settings
+        from serving.answers import score
         from serving.manifest import resolve_champions
         from serving.runtime import MODELS, Runtime
 
@@ -105,7 +106,7 @@ def main() -> int:
             ),
             ("cltv spend and value", lambda: cltv.spend(x)),
             ("offer ranking", lambda: nbo.offer_scores(x, [row])),
-            ("all three models (Runtime._score)", lambda: rt._score(models, [row], MODELS)),
+            ("all three models (serving.answers.score)", lambda: score(models, [row], MODELS)),
             ("prepare + decide (+ route, record, queue)", lambda: rt.decide([rt.prepare(cid)])),
             ("personalize (+ wait for the writer thread's commit)", lambda: rt.personalize(cid)),
             ("  same, committed by the calling thread (a lone request)", lone_request),
@@ -132,7 +133,7 @@ def main() -> int:
         print(f"|   same, XGBoost's C call | {spaced_ms(lambda: c_call.predict(x), 300):.3f} |")
         print(
             f"| all three models, one call after each 1 ms pause (median) | "
-            f"{spaced_ms(lambda: rt._score(models, [row], MODELS), 300):.3f} |"
+            f"{spaced_ms(lambda: score(models, [row], MODELS), 300):.3f} |"
         )
         rt.decisions.close()
     finally:

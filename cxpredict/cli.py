@@ -174,9 +174,9 @@ def train_cmd(
     as_of: AsOfOpt = None,
     horizon_days: Annotated[int, typer.Option("--horizon-days", help="churn and spend horizon H")] = 90,
     cltv_horizon_days: Annotated[int, typer.Option("--cltv-horizon-days", help="long-run value horizon")] = 365,
-    models: Annotated[str, typer.Option(help="comma-separated: churn,cltv,next_best_offer")] = (
-        "churn,cltv,next_best_offer"
-    ),
+    models: Annotated[
+        str | None, typer.Option(help="comma-separated model kinds, e.g. churn,cltv,next_best_offer (default: all)")
+    ] = None,
     promote: Annotated[bool, typer.Option("--promote", help="make the new versions champion")] = False,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     engine: Annotated[str, typer.Option(help="where the snapshots' feature and label SQL runs: duckdb or spark")] = (
@@ -188,7 +188,7 @@ def train_cmd(
     from training.config import MODEL_NAMES, TrainConfig
     from training.train import train
 
-    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    names = MODEL_NAMES if models is None else tuple(m.strip() for m in models.split(",") if m.strip())
     if not names:
         raise UsageError(f"--models {models!r} names no model; one or more of {','.join(MODEL_NAMES)}")
     try:
@@ -254,7 +254,7 @@ def promote_cmd(
     alias: Annotated[str, typer.Option("--alias", help="alias to move")] = "champion",
 ) -> None:
     """Move a registry alias (champion/challenger) to a model version."""
-    from cxpredict import registry
+    from features import registry
     from features.settings import load_settings
     from training.config import MODEL_NAMES
 

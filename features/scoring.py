@@ -13,29 +13,25 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import xgboost as xgb
+from pydantic import BaseModel
 
-from features import btyd
-from features.churn_blend import blend_probability
 from features.definitions import CANCELLED_FEATURE, describe, feature_names, feature_set_version
-from features.eligibility import Rule, compile_rule
 from features.forest import Forest
 from features.treeshap import PathShap
+
+if TYPE_CHECKING:  # the kinds import this module: their base is only named here
+    from features.kinds.base import BundleMeta, Reason
 
 META_FILE = "bundle.json"
 #: Largest matrix (rows) predicted with the numpy forest rather than XGBoost: beyond it the forest's work grows with
 #: the rows while XGBoost's cost stays mostly per call (benchmarks/serving_profile.py).
 SMALL_BATCH = 4
-RISK_BANDS: tuple[tuple[float, str], ...] = ((0.3, "low"), (0.6, "medium"), (1.01, "high"))
-#: The band of a customer cancelled before T (CONTRACT §2): answered as already churned, probability 1.0.
-CHURNED_BAND = "churned"
 #: Strongest factors listed each way (pushing the score up, holding it down).
 TOP_REASONS = 3
-#: Columns of a feature row the CLTV answer reads besides the model inputs (float64, not the float32 matrix).
-CLTV_SUMMARY = ("monetary_total", "avg_order_value", "bg_frequency", "bg_recency_days", "bg_age_days")
 #: Most categories of a text attribute kept in a bundle (the most common ones); the rest read as unknown.
 MAX_CATEGORIES = 50
 #: Fewest customers sharing a category for it to be kept in a bundle (a rarer value could single one out).
@@ -250,61 +246,51 @@ def _booster(path: Path) -> xgb.Booster:
     return booster
 
 
-def risk_band(probability: float, cancelled: bool = False) -> str:
-    """``low``/``medium``/``high`` churn risk for a calibrated probability; ``churned`` when cancelled before T."""
-    if cancelled:
-        return CHURNED_BAND
-    return next(name for bound, name in RISK_BANDS if probability < bound)
-
-
-def summary_columns(rows: Any) -> dict[str, np.ndarray]:
-    """The :data:`CLTV_SUMMARY` columns of feature rows (a pandas frame or a sequence of mappings) as float64.
-
-    Missing columns or values are NaN.
-    """
-    if hasattr(rows, "columns"):
-        n = len(rows)
-        return {
-            c: (rows[c].astype("float64").to_numpy() if c in rows.columns else np.full(n, math.nan))
-            for c in CLTV_SUMMARY
-        }
-    out = {}
-    for c in CLTV_SUMMARY:
-        values = [row.get(c) for row in rows]
-        out[c] = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
-    return out
-
-
 @dataclass
 class Bundle:
-    """A loaded model bundle of one kind (``churn``, ``cltv`` or ``next_best_offer``).
+    """A loaded model bundle of one kind; ``Bundle(kind=...)`` and :meth:`load` build the kind's own subclass.
+
+    Each kind's subclass (:mod:`features.kinds`) adds its scoring methods and its typed metadata.
 
     Attributes:
-        kind: Which model this is.
-        meta: The bundle's JSON metadata.
+        kind: Which model this is (a name in :data:`features.kinds.KINDS`).
+        meta: The bundle's metadata, typed by the kind (a mapping given here is validated into it).
         encoder: Input encoding.
-        boosters: Named boosters (``main``; ``cltv`` for a separate long-horizon model).
+        boosters: Named boosters (``main``, plus what the kind keeps beside it).
     """
 
     kind: str
-    meta: dict[str, Any]
+    meta: BundleMeta
     encoder: Encoder
     boosters: dict[str, xgb.Booster]
-    rules: list[Rule] = field(default_factory=list)
     _predictors: dict[str, Predictor] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: The metadata model of the kind (set by each subclass).
+    meta_type: ClassVar[type[BundleMeta]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Bundle:
+        """The kind's subclass when called as ``Bundle(kind=...)``."""
+        kind = kwargs.get("kind", args[0] if args else None)
+        if cls is Bundle and kind is not None:
+            from features.kinds import kind_of  # the registry imports this module
+
+            cls = kind_of(kind).bundle_type
+        return object.__new__(cls)
 
     def __post_init__(self) -> None:
-        if self.kind == "next_best_offer" and not self.rules:
-            known = set(self.encoder.columns)
-            self.rules = [compile_rule(o.get("eligible_if"), known) for o in self.meta["offers"]]
+        if not isinstance(self.meta, self.meta_type):
+            data = self.meta.model_dump() if isinstance(self.meta, BaseModel) else dict(self.meta)
+            self.meta = self.meta_type.model_validate(data)
 
     @classmethod
     def load(cls, path: Path, check_feature_set: bool = True) -> Bundle:
-        """Load a bundle directory.
+        """Load a bundle directory as its kind's subclass.
 
         Raises:
             FeatureSetMismatch: the bundle's feature-set version differs from the code's.
+            KeyError: the bundle names no kind this code knows.
         """
+        from features.kinds import kind_of
+
         path = Path(path)
         meta = json.loads((path / META_FILE).read_text())
         if check_feature_set and meta["feature_set_version"] != feature_set_version():
@@ -312,8 +298,10 @@ class Bundle:
                 f"model at {path} was trained on feature set {meta['feature_set_version']}, "
                 f"but this code computes {feature_set_version()}: retrain or deploy the matching code"
             )
-        boosters = {name: _booster(path / file) for name, file in meta["boosters"].items()}
-        return cls(kind=meta["kind"], meta=meta, encoder=Encoder.from_json(meta["encoder"]), boosters=boosters)
+        kind = kind_of(meta.pop("kind"))
+        boosters = {name: _booster(path / file) for name, file in meta.pop("boosters").items()}
+        encoder = Encoder.from_json(meta.pop("encoder"))
+        return kind.bundle_type(kind=kind.name, meta=meta, encoder=encoder, boosters=boosters)  # type: ignore[no-any-return]
 
     def save(self, path: Path) -> Path:
         """Write the bundle to ``path`` (created) and return it."""
@@ -323,8 +311,13 @@ class Bundle:
         for name, booster in self.boosters.items():
             files[name] = f"{name}.ubj"
             booster.save_model(str(path / files[name]))
-        meta = {**self.meta, "kind": self.kind, "boosters": files, "encoder": self.encoder.to_json()}
-        meta.setdefault("feature_set_version", feature_set_version())
+        meta = {
+            "feature_set_version": feature_set_version(),
+            **self.meta.to_json(),
+            "kind": self.kind,
+            "boosters": files,
+            "encoder": self.encoder.to_json(),
+        }
         (path / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
         return path
 
@@ -336,14 +329,12 @@ class Bundle:
         return predictor
 
     def prepare_online(self) -> None:
-        """Build what online scoring needs ahead of the first request: SHAP tables (churn) and numpy forests."""
-        if self.kind in ("churn", "cltv"):
-            self._predictor("main").prepare_contributions()
+        """Build what online scoring needs ahead of the first request (numpy forests; the kind may add more)."""
         for name in self.boosters:
             self._predictor(name).prepare_small_batches()
 
-    # --- reasons (churn and cltv) ------------------------------------------------------------------------
-    def reasons(self, x: np.ndarray, booster: str = "main", top: int = TOP_REASONS) -> list[list[dict[str, Any]]]:
+    # --- reasons (SHAP, for the kinds that explain their answer) -----------------------------------------------
+    def reasons(self, x: np.ndarray, booster: str = "main", top: int = TOP_REASONS) -> list[list[Reason]]:
         """Per row, the ``top`` features pushing the score up most, then the ``top`` holding it down most.
 
         SHAP contributions of ``booster`` (in its margin: log-odds for churn, log-spend for CLTV); each reason has
@@ -361,7 +352,7 @@ class Bundle:
             )
         return out
 
-    def _reason(self, j: int, value: float, contribution: float | None, direction: str) -> dict[str, Any]:
+    def _reason(self, j: int, value: float, contribution: float | None, direction: Any) -> Reason:
         col = self.encoder.columns[j]
         return {
             "feature": col,
@@ -371,7 +362,6 @@ class Bundle:
             "direction": direction,
         }
 
-    # --- churn -------------------------------------------------------------------------------------------
     def cancelled(self, x: np.ndarray) -> np.ndarray:
         """Whether each encoded row is a customer cancelled before T (CONTRACT §2: already churned)."""
         j = self.encoder._index.get(CANCELLED_FEATURE)
@@ -379,220 +369,48 @@ class Bundle:
             return np.zeros(x.shape[0], dtype=bool)
         return np.nan_to_num(x[:, j], nan=0.0) >= 0.5
 
-    def churn_probability(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated churn probabilities for encoded rows; exactly 1.0 for a customer cancelled before T."""
-        raw = self._predictor("main").predict(x)
-        if blend := self.meta.get("blend"):
-            p = blend_probability(raw, x, self.encoder.columns, blend)
-        else:
-            cal = self.meta.get("calibration")
-            p = np.asarray(raw, dtype=np.float64) if not cal else np.interp(raw, cal["x"], cal["y"])
-        return np.where(self.cancelled(x), 1.0, p)
 
-    def churn_reasons(self, x: np.ndarray, top: int = TOP_REASONS) -> list[list[dict[str, Any]]]:
-        """The churn reasons both ways (:meth:`reasons`); a cancelled customer's one reason is the cancellation."""
-        out = self.reasons(x, "main", top)
-        j = self.encoder._index.get(CANCELLED_FEATURE)
-        for i in np.flatnonzero(self.cancelled(x)):
-            out[i] = [self._reason(j, 1.0, None, "up")]  # type: ignore[arg-type]
-        return out
-
-    # --- cltv --------------------------------------------------------------------------------------------
-    def spend(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted spend over the horizon and value over the CLTV horizon for encoded rows."""
-        spend = np.maximum(np.asarray(self._predictor("main").predict(x), dtype=np.float64), 0.0)
-        # The total-calibration factor fitted in training (meta["spend_scale_note"] says how); 1 in older bundles.
-        spend = spend * float(self.meta.get("spend_scale", 1.0))
-        if "cltv" in self.boosters:
-            value = np.maximum(np.asarray(self._predictor("cltv").predict(x), dtype=np.float64), 0.0)
-        else:
-            value = spend * float(self.meta["cltv_scale"])
-        return spend, value
-
-    def cltv_answers(
-        self, x: np.ndarray, summary: Mapping[str, np.ndarray], churn_probability: np.ndarray | None = None
-    ) -> dict[str, np.ndarray]:
-        """The complete CLTV answer for encoded rows (CONTRACT §2 "cltv").
-
-        ``historic_value`` is the net spend before T; ``p_alive`` and ``expected_orders`` (over the horizon H) come
-        from the per-customer BG/NBD (:mod:`features.btyd`, parameters fitted at training) where that fit is usable
-        and the customer has bought. Elsewhere (a degenerate fit, e.g. P(alive) = 1 for everyone, or no purchase
-        yet) they fall back: ``p_alive`` = 1 - churn probability (NaN without one), ``expected_orders`` = predicted
-        spend over the customer's average purchase value (the training population's where they have none).
-
-        Args:
-            x: Encoded rows.
-            summary: :func:`summary_columns` of the same rows.
-            churn_probability: The churn model's answer for the rows, for the fallback.
-
-        Returns:
-            Arrays ``predicted_spend``, ``value``, ``historic_value``, ``p_alive``, ``expected_orders`` and
-            ``activity_method`` (``bgnbd`` or ``fallback`` per row).
-        """
-        spend, value = self.spend(x)
-        n = x.shape[0]
-        horizon = float(self.meta.get("horizon_days", 90))
-        bg = self.meta.get("bgnbd")
-        alive = np.full(n, math.nan)
-        orders = np.full(n, math.nan)
-        if bg and not bg.get("degenerate", True):
-            alive, orders = btyd.customer_answers(
-                btyd.BGParams.from_json(bg),
-                horizon,
-                summary["bg_frequency"],
-                summary["bg_recency_days"],
-                summary["bg_age_days"],
-            )
-        use_bg = np.isfinite(alive) & np.isfinite(orders)
-        aov = summary["avg_order_value"]
-        aov = np.where(np.isfinite(aov) & (aov > 0), aov, float(self.meta.get("mean_order_value") or math.nan))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            orders = np.where(use_bg, orders, spend / aov)
-        if churn_probability is not None:
-            alive = np.where(use_bg, alive, 1.0 - np.asarray(churn_probability, dtype=np.float64))
-        if self.cancelled(x).any():
-            gone = self.cancelled(x)
-            spend, value = np.where(gone, 0.0, spend), np.where(gone, 0.0, value)
-            alive, orders = np.where(gone, 0.0, alive), np.where(gone, 0.0, orders)
-        return {
-            "predicted_spend": spend,
-            "value": value,
-            "historic_value": summary["monetary_total"],
-            "p_alive": alive,
-            "expected_orders": orders,
-            "activity_method": np.where(use_bg, "bgnbd", "fallback"),
-        }
-
-    # --- next best offer ---------------------------------------------------------------------------------
-    def _offer_outcomes(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Outcome without an offer ``(n,)`` (NaN without a control arm) and per offer: uplift ``(n, k)``."""
-        n_off = len(self.meta["offers"])
-        if self.meta.get("layout") == "effect":
-            return effect_uplift(self.meta, n_off, x, lambda name, m: self._predictor(name).predict(m))
-        k = n_off + 1
-        idx = np.tile(np.arange(-1, n_off), x.shape[0])
-        pred = self._predictor("main").predict(design_matrix(np.repeat(x, k, axis=0), n_off, idx))
-        pred = np.asarray(pred, dtype=np.float64).reshape(x.shape[0], k)
-        if not self.meta["has_control"]:
-            return np.full(x.shape[0], np.nan), pred[:, 1:]
-        return pred[:, 0], pred[:, 1:] - pred[:, :1]
-
-    def offer_scores(self, x: np.ndarray, feature_rows: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
-        """Every offer ranked by expected incremental value for each customer (ineligible offers excluded).
-
-        Where training found that the per-customer policy does not beat one offer for all (``meta["policy"]``
-        is ``best_single``), every customer's ranking uses each offer's average uplift instead: the top eligible
-        offer is then the best single offer, here, in batch predict and in training metrics alike.
-        """
-        offers = self.meta["offers"]
-        has_control = bool(self.meta["has_control"])
-        base, uplift = self._offer_outcomes(x)
-        average = self.meta.get("average_uplift") if self.meta.get("policy") == "best_single" else None
-        out = []
-        for i, row in enumerate(feature_rows):
-            ranked = []
-            for j, offer in enumerate(offers):
-                if not self.rules[j](row):
-                    continue
-                u = float(average[offer["offer_id"]]) if average else float(uplift[i, j])
-                ev = u * float(offer["value"]) - float(offer["cost"])
-                # Without a control arm the "uplift" is the acceptance itself (propensity fallback).
-                p_accept = float(base[i] + uplift[i, j]) if has_control else float(uplift[i, j])
-                ranked.append(
-                    {"offer_id": offer["offer_id"], "expected_value": float(ev), "uplift": u, "p_accept": p_accept}
-                )
-            ranked.sort(key=lambda r: -r["expected_value"])
-            out.append(ranked)
-        return out
-
-
-def effect_uplift(meta: Mapping[str, Any], n_offers: int, x: np.ndarray, predict: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Outcome without an offer and uplift per offer from an ``effect`` layout bundle (T-, X- or DR-learner).
-
-    Args:
-        meta: Bundle metadata (``learner``: ``t``, ``x`` or ``dr``; ``x_weights`` for the X-learner).
-        n_offers: Number of offers.
-        x: Encoded rows.
-        predict: ``predict(booster_name, matrix)`` returning the booster's predictions.
-
-    Returns:
-        ``(control_outcome (n,), uplift (n, n_offers))``.
-    """
-    base = np.asarray(predict("control", x), dtype=np.float64)
-    uplift = np.empty((x.shape[0], n_offers))
-    learner = meta["learner"]
-    for j in range(n_offers):
-        if learner == "t":
-            uplift[:, j] = np.asarray(predict(f"arm{j}", x), dtype=np.float64) - base
-        elif learner == "x":
-            g = float(meta["x_weights"][j])
-            tau_c = np.asarray(predict(f"tau{j}_c", x), dtype=np.float64)
-            tau_t = np.asarray(predict(f"tau{j}_t", x), dtype=np.float64)
-            uplift[:, j] = g * tau_c + (1.0 - g) * tau_t
-        else:
-            uplift[:, j] = np.asarray(predict(f"tau{j}", x), dtype=np.float64)
-    return base, uplift
-
-
-NO_OFFER_PAYS = "no eligible offer is expected to earn more than it costs: showing none is worth more"
-
-
-def best_offer(ranked: Sequence[Mapping[str, Any]], has_control: bool) -> Mapping[str, Any] | None:
-    """The offer to show from a ranking (:meth:`Bundle.offer_scores`), or None when showing none is worth more.
-
-    With a control arm, expected values are incremental over showing nothing, so an offer whose expected value is
-    not above 0 loses money against no contact (the policy that training evaluates, too). Without one (the
-    propensity fallback) they are not incremental, and the top eligible offer is shown.
-
-    Args:
-        ranked: One customer's eligible offers, best first.
-        has_control: Whether the model learned from a control arm (``bundle.meta["has_control"]``).
-
-    Returns:
-        The top entry of ``ranked``, or None (nothing eligible, or nothing that pays).
-    """
-    if not ranked or (has_control and ranked[0]["expected_value"] <= 0):
-        return None
-    return ranked[0]
-
-
-def score_frame(bundle: Bundle, frame: Any, churn_probability: np.ndarray | None = None) -> Any:
+def score_frame(
+    bundle: Bundle,
+    frame: Any,
+    churn_probability: np.ndarray | None = None,
+    known: Mapping[str, np.ndarray] | None = None,
+) -> Any:
     """Batch-score a pandas feature frame with one bundle; returns a frame aligned with ``frame``.
 
-    Columns: ``churn_probability`` (churn); ``predicted_spend``, ``cltv``, ``historic_value``, ``p_alive``,
-    ``expected_orders`` and ``cltv_activity_method`` (cltv, see :meth:`Bundle.cltv_answers`; ``churn_probability``
-    feeds its fallback); ``next_best_offer`` and
-    ``next_best_offer_value`` (next_best_offer, see :func:`best_offer`: ``None`` and 0.0 when no eligible offer
-    pays, ``None`` and NaN when none is eligible).
+    The columns are the kind's (:attr:`features.kinds.base.ModelKind.columns`): ``churn_probability`` and
+    ``churn_risk_band`` (churn); ``predicted_spend``, ``cltv``, ``historic_value``, ``p_alive``,
+    ``expected_orders`` and ``cltv_activity_method`` (cltv); ``next_best_offer`` and ``next_best_offer_value``
+    (next best offer).
+
+    Args:
+        bundle: The model.
+        frame: Feature rows.
+        churn_probability: The churn model's answer for the rows (the CLTV fallback reads it).
+        known: Columns other kinds produced for the same rows (``churn_probability`` among them).
     """
     import pandas as pd
 
+    from features.kinds import kind_of
+
+    columns = dict(known or {})
+    if churn_probability is not None:
+        columns["churn_probability"] = churn_probability
     x = bundle.encoder.encode_frame(frame)
-    if bundle.kind == "churn":
-        return pd.DataFrame({"churn_probability": bundle.churn_probability(x)}, index=frame.index)
-    if bundle.kind == "cltv":
-        ans = bundle.cltv_answers(x, summary_columns(frame), churn_probability)
-        return pd.DataFrame(
-            {
-                "predicted_spend": ans["predicted_spend"],
-                "cltv": ans["value"],
-                "historic_value": ans["historic_value"],
-                "p_alive": ans["p_alive"],
-                "expected_orders": ans["expected_orders"],
-                "cltv_activity_method": ans["activity_method"],
-            },
-            index=frame.index,
-        )
-    rows = frame.to_dict("records")
-    ranked = bundle.offer_scores(x, rows)
-    best = [best_offer(r, bool(bundle.meta["has_control"])) for r in ranked]
-    return pd.DataFrame(
-        {
-            "next_best_offer": [b["offer_id"] if b else None for b in best],
-            # Showing none is worth 0 over showing none; with nothing eligible there is no value at all.
-            "next_best_offer_value": [
-                b["expected_value"] if b else (0.0 if r else float("nan")) for b, r in zip(best, ranked, strict=True)
-            ],
-        },
-        index=frame.index,
-    )
+    return pd.DataFrame(kind_of(bundle.kind).frame(bundle, x, frame, columns), index=frame.index)
+
+
+#: Names that moved into their kind's module, still importable from here: the module that holds each.
+_MOVED = {
+    **dict.fromkeys(("RISK_BANDS", "CHURNED_BAND", "risk_band"), "features.kinds.churn"),
+    **dict.fromkeys(("CLTV_SUMMARY", "summary_columns"), "features.kinds.cltv"),
+    **dict.fromkeys(("best_offer", "effect_uplift", "NO_OFFER_PAYS"), "features.kinds.next_best_offer"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -59,7 +59,7 @@ def check_variants_exist(
         ExperimentError: a ref does not resolve for one of the models.
     """
     # Here rather than at the top: MLflow takes seconds to import, and only `ab start` needs the registry.
-    from cxpredict import registry
+    from features import registry
 
     client = registry.configure(settings)
     resolved: dict[str, dict[str, int]] = {}

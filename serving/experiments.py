@@ -24,24 +24,20 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.kinds import KIND_NAMES, NEXT_BEST_OFFER
 from features.private_files import write_private_text
 from features.settings import Settings
-from serving.layout import EXPERIMENTS_FILE
+from serving.layout import EVERY_MODEL, EXPERIMENTS_FILE
 
 HOLDOUT = "holdout"
-TARGETS: tuple[str, ...] = ("churn", "cltv", "next_best_offer", "personalize")
-#: The models each experiment target swaps; the other models stay on their champion.
-TARGET_MODELS: dict[str, tuple[str, ...]] = {
-    "churn": ("churn",),
-    "cltv": ("cltv",),
-    "next_best_offer": ("next_best_offer",),
-    "personalize": ("churn", "cltv", "next_best_offer"),
-}
+#: The models each experiment target swaps (one kind, or all of them); the other models stay on their champion.
+TARGET_MODELS: dict[str, tuple[str, ...]] = {**{name: (name,) for name in KIND_NAMES}, EVERY_MODEL: KIND_NAMES}
+TARGETS: tuple[str, ...] = tuple(TARGET_MODELS)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _REF = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_-]{0,63}|[1-9][0-9]{0,8})$")
 _SHARE_TOLERANCE = 1e-6
 #: The targets where a holdout means something: its customers get no offer.
-HOLDOUT_TARGETS: tuple[str, ...] = ("next_best_offer", "personalize")
+HOLDOUT_TARGETS: tuple[str, ...] = (NEXT_BEST_OFFER.name, EVERY_MODEL)
 #: The ``cxpredict ab start`` option that sets each field, for messages.
 _FLAGS = {
     "name": "experiment name",
@@ -105,7 +101,7 @@ class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    model: Literal["churn", "cltv", "next_best_offer", "personalize"]
+    model: Literal[TARGETS]  # type: ignore[valid-type]
     variants: list[Variant] = Field(min_length=1)
     shadow: str | None = None
     holdout: float = Field(default=0.0, ge=0.0, lt=1.0)

@@ -35,9 +35,26 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
+from features.kinds import KINDS
 from serving.decision_log import DecisionLogError, FeedbackReceipt
+from serving.errors import (
+    UNKNOWN_CUSTOMER,
+    ApiError,
+    BatchTooLarge,
+    BodyTooLarge,
+    Forbidden,
+    InvalidFeatures,
+    InvalidJson,
+    InvalidRequest,
+    LogUnavailable,
+    RateLimited,
+    StoreUnavailable,
+    Unauthorized,
+    UnknownCustomer,
+    UnknownDecision,
+)
 from serving.keys import FEEDBACK, PUBLIC_PATHS, SCORE, ApiKey, RateLimiter
-from serving.runtime import InvalidFeatures, StoreUnavailable, UnknownCustomer
+from serving.layout import ENDPOINTS, EVERY_MODEL
 from serving.schemas import (
     MAX_BATCH,
     BatchRequest,
@@ -59,13 +76,9 @@ MAX_BODY_BYTES = 1_048_576
 RETRY_AFTER_SECONDS = 1
 #: Longest rejected input (as JSON) an error echoes back; a 1 MB context need not travel back to say it is too big.
 MAX_ECHOED_INPUT = 200
-#: The single-customer routes, by the endpoint name the service scores and logs them under.
-SINGLE_ROUTES = {
-    "personalize": "/personalize",
-    "churn": "/churn",
-    "cltv": "/cltv",
-    "next_best_offer": "/next-best-offer",
-}
+#: The single-customer routes, by the endpoint name the service scores and logs them under (a kind's route is its
+#: name with dashes).
+SINGLE_ROUTES = {endpoint: "/" + endpoint.replace("_", "-") for endpoint in ENDPOINTS}
 BATCH_ROUTE = "/personalize/batch"
 FEEDBACK_ROUTE = "/feedback"
 #: Every ``/v1`` route as the client sees it: the only paths the request series are labelled with.
@@ -105,94 +118,22 @@ class Backend(Protocol):
 # --- errors ------------------------------------------------------------------------------------------------
 
 
-class ApiError(Exception):
-    """A request the API answers with an error of its own (not one the service raised).
-
-    Args:
-        detail: The error's ``detail``.
-    """
-
-    status = 400
-    error = "bad_request"
-    headers: dict[str, str] = {}
-
-    def __init__(self, detail: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class Unauthorized(ApiError):  # noqa: N818
-    """No accepted bearer key."""
-
-    status = 401
-    error = "unauthorized"
-    headers = {"WWW-Authenticate": 'Bearer realm="cxpredict"'}
-
-
-class Forbidden(ApiError):  # noqa: N818
-    """The key is accepted but lacks the route's scope."""
-
-    status = 403
-    error = "forbidden"
-
-
-class RateLimited(ApiError):  # noqa: N818
-    """The key is over its rate limit (``Retry-After`` says when to try again)."""
-
-    status = 429
-    error = "rate_limited"
-
-    def __init__(self, detail: Any, wait: float) -> None:
-        super().__init__(detail)
-        self.headers = {"Retry-After": RateLimiter.retry_after(wait)}
-
-
-class BodyTooLarge(ApiError):  # noqa: N818
-    """The body is over :data:`MAX_BODY_BYTES`."""
-
-    status = 413
-    error = "payload_too_large"
-
-
-class BatchTooLarge(ApiError):  # noqa: N818
-    """More than :data:`serving.schemas.MAX_BATCH` ids in one batch."""
-
-    status = 413
-    error = "batch_too_large"
-
-
-class InvalidJson(ApiError):  # noqa: N818
-    """The body is not JSON."""
-
-    status = 400
-    error = "invalid_json"
-
-
-class InvalidRequest(ApiError):  # noqa: N818
-    """The body is JSON but not what the route takes (wrong types, missing or extra fields)."""
-
-    status = 422
-    error = "invalid_request"
-
-
-class UnknownDecision(ApiError):  # noqa: N818
-    """Feedback on a decision id this service never issued."""
-
-    status = 404
-    error = "unknown_decision"
-
-
-class LogUnavailable(Exception):  # noqa: N818
-    """The decision log could not record a decision or feedback (the answer was never acknowledged)."""
-
-
-#: Exceptions the service raises, by class: (status, error code, extra headers). The detail is the message.
+_RETRY = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+#: How HTTP says each error, by exception class: (status, error code, extra headers). The detail is the exception's.
 ERRORS: dict[type[Exception], tuple[int, str, dict[str, str]]] = {
-    UnknownCustomer: (404, "unknown_customer", {}),
+    InvalidJson: (400, "invalid_json", {}),
+    Unauthorized: (401, "unauthorized", {"WWW-Authenticate": 'Bearer realm="cxpredict"'}),
+    Forbidden: (403, "forbidden", {}),
+    UnknownCustomer: (404, UNKNOWN_CUSTOMER, {}),
+    UnknownDecision: (404, "unknown_decision", {}),
+    BodyTooLarge: (413, "payload_too_large", {}),
+    BatchTooLarge: (413, "batch_too_large", {}),
+    InvalidRequest: (422, "invalid_request", {}),
     InvalidFeatures: (422, "invalid_features", {}),
-    LogUnavailable: (503, "decision_log_unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}),
-    DecisionLogError: (503, "decision_log_unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}),
-    StoreUnavailable: (503, "online_store_unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}),
+    RateLimited: (429, "rate_limited", {}),
+    LogUnavailable: (503, "decision_log_unavailable", _RETRY),
+    DecisionLogError: (503, "decision_log_unavailable", _RETRY),
+    StoreUnavailable: (503, "online_store_unavailable", _RETRY),
 }
 
 #: Error codes of the statuses the framework itself answers (unknown route, wrong method, a bug).
@@ -216,16 +157,14 @@ def error_response(status: int, error: str, detail: Any, headers: dict[str, str]
     return json_response({"error": error, "detail": detail}, status, headers)
 
 
-async def _api_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.error, exc.detail, exc.headers or None)
-
-
-async def _service_error(_: Request, exc: Exception) -> Response:
+async def _mapped_error(_: Request, exc: Exception) -> Response:
     status, error, headers = next(ERRORS[cls] for cls in type(exc).__mro__ if cls in ERRORS)
     if status >= 500:
         log.error("%s: %r", error, exc)
-    return error_response(status, error, str(exc), headers or None)
+    if isinstance(exc, RateLimited):
+        headers = {**headers, "Retry-After": RateLimiter.retry_after(exc.wait)}
+    detail = exc.detail if isinstance(exc, ApiError) else str(exc)
+    return error_response(status, error, detail, headers or None)
 
 
 async def _framework_error(_: Request, exc: Exception) -> Response:
@@ -359,10 +298,9 @@ api = FastAPI(
     docs_url=None,
     redoc_url=None,
     exception_handlers={
-        ApiError: _api_error,
         HTTPException: _framework_error,
         Exception: _unexpected,
-        **dict.fromkeys(ERRORS, _service_error),
+        **dict.fromkeys(ERRORS, _mapped_error),
     },
 )
 
@@ -390,16 +328,9 @@ def _single_route(endpoint: str, path: str, doc: str) -> None:
     _route(path, PersonalizeRequest, PersonalizeResponse, doc)(answer)
 
 
-_single_route("personalize", SINGLE_ROUTES["personalize"], "Churn risk, value and next best offer for one customer.")
-_single_route("churn", SINGLE_ROUTES["churn"], "Churn probability, risk band and reasons for one customer.")
-_single_route(
-    "cltv", SINGLE_ROUTES["cltv"], "Predicted spend over the horizon and value over the CLTV horizon for one customer."
-)
-_single_route(
-    "next_best_offer",
-    SINGLE_ROUTES["next_best_offer"],
-    "The eligible offer with the highest expected incremental value, with the full ranking.",
-)
+_single_route(EVERY_MODEL, SINGLE_ROUTES[EVERY_MODEL], "Churn risk, value and next best offer for one customer.")
+for _kind in KINDS.values():
+    _single_route(_kind.name, SINGLE_ROUTES[_kind.name], f"{_kind.about} for one customer.")
 
 
 @_route(BATCH_ROUTE, BatchRequest, BatchResponse, "Answers for up to 1,000 known customers, in request order.")
@@ -514,9 +445,8 @@ class DenyByDefault:
             if scope["type"] != "http":  # a websocket: refused before it is accepted
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            response = error_response(
-                401, Unauthorized.error, "send a valid API key as `Authorization: Bearer <key>`", Unauthorized.headers
-            )
+            status, error, extra = ERRORS[Unauthorized]
+            response = error_response(status, error, "send a valid API key as `Authorization: Bearer <key>`", extra)
             await response(scope, receive, send)
             return
         scope[KEY_SCOPE] = key

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: The models the service answers with, in answer order.
-MODELS: tuple[str, ...] = ("churn", "cltv", "next_best_offer")
+from features.kinds import KIND_NAMES
+
+#: The models the service answers with, in answer order (one per model kind).
+MODELS: tuple[str, ...] = KIND_NAMES
+#: The endpoint (and experiment target) that answers with every model at once.
+EVERY_MODEL = "personalize"
+#: The single-customer endpoints and the models each one answers with: every model, then each kind alone.
+ENDPOINTS: dict[str, tuple[str, ...]] = {EVERY_MODEL: MODELS, **{name: (name,) for name in MODELS}}
 #: The serving manifest under ``$CXPREDICT_HOME``: written by the parent, read by the workers and ``ab list``.
 MANIFEST_FILE = "serving.json"
 #: Manifest key holding why ``experiments.yaml`` did not load (absent while it loads).

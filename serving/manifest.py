@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cxpredict import registry
+from features import registry
 from features.private_files import write_private_text
 from features.scoring import META_FILE, Bundle
 from features.settings import Settings

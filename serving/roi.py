@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.kinds import CHURN, NEXT_BEST_OFFER
 from features.policy_value import Estimate
 from features.schema import CONTROL_OFFER
 from features.settings import Settings
@@ -132,7 +133,7 @@ def _catalog_costs(settings: Settings) -> dict[str, float]:
     """Offer costs of the served offer model (the manifest's bundle), for decisions that did not log their cost."""
     try:
         manifest = json.loads((Path(settings.home) / MANIFEST_FILE).read_text())
-        path = Path((manifest.get("next_best_offer") or {}).get("path") or "")
+        path = Path((manifest.get(NEXT_BEST_OFFER.name) or {}).get("path") or "")
         meta = json.loads((path / "bundle.json").read_text())
         return {o["offer_id"]: float(o["cost"]) for o in meta["offers"]}
     except (OSError, ValueError, KeyError, TypeError):
@@ -144,7 +145,7 @@ def units(decisions: list[dict[str, Any]], costs: dict[str, float]) -> tuple[pd.
     rows = []
     missing_cost: set[str] = set()
     for d in decisions:
-        nbo = d["outputs"].get("next_best_offer") or {}
+        nbo = d["outputs"].get(NEXT_BEST_OFFER.name) or {}
         experiment = d.get("experiment")
         if experiment and nbo.get("holdout"):
             continue  # an A/B experiment's holdout, not the contact policy's
@@ -170,7 +171,7 @@ def units(decisions: list[dict[str, Any]], costs: dict[str, float]) -> tuple[pd.
             if cost is None:
                 missing_cost.add(shown)
                 cost = 0.0
-        churn = d["outputs"].get("churn") or {}
+        churn = d["outputs"].get(CHURN.name) or {}
         rows.append(
             {
                 "customer_id": d["customer_id"],
@@ -318,7 +319,7 @@ def _log_mlflow(settings: Settings, result: RoiResult) -> str | None:
         return None
     import mlflow
 
-    from cxpredict import registry
+    from features import registry
 
     registry.configure(settings)
     mlflow.set_experiment(MLFLOW_EXPERIMENT)

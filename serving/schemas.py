@@ -1,14 +1,15 @@
 """Request and response bodies of the HTTP API (CONTRACT §4), as pydantic models.
 
-The request models are what BentoML validates each body against (a failure is a 400 with the pydantic error
-list); the response models document the answers in the OpenAPI spec (``GET /docs.json``) and in tests.
+The request models are what each route validates its body against (:func:`serving.http.parse`). The answer
+(:class:`PersonalizeResponse`, its parts from :mod:`features.kinds`) is a ``TypedDict``: the runtime builds every
+answer as it (a plain dict, cheap on the request path) and the OpenAPI spec (``GET /docs.json``) publishes its schema.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, NotRequired
 
 from pydantic import (
     BaseModel,
@@ -18,10 +19,15 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
+    with_config,
 )
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
-from features.scoring import CHURNED_BAND, RISK_BANDS
+from features.kinds import CHURN, CLTV, NEXT_BEST_OFFER
+from features.kinds.churn import ChurnPart
+from features.kinds.cltv import CltvPart
+from features.kinds.next_best_offer import NextBestOfferPart
 
 #: Most customer ids one batch call may carry.
 MAX_BATCH = 1000
@@ -134,123 +140,20 @@ class FeedbackRequest(BaseModel):
     )
 
 
-#: Every churn risk band, as :func:`features.scoring.risk_band` names them (defined there, once).
-RISK_BAND_NAMES: tuple[str, ...] = (*(name for _, name in RISK_BANDS), CHURNED_BAND)
-
-
-class Reason(BaseModel):
-    """One feature pushing the score up, or holding it down."""
-
-    feature: str
-    description: str
-    value: float | str | None = Field(
-        description="the customer's value as they know it (a category's label, not its code); null when missing"
-    )
-    contribution: float | None = Field(
-        description="SHAP contribution in the model's margin (log-odds for churn, log-spend for CLTV); null for a "
-        "rule (a cancellation before T)"
-    )
-    direction: Literal["up", "down"] = Field(description="up: pushes the score up; down: holds it down")
-
-
-class ChurnPart(BaseModel):
-    """Churn risk."""
-
-    available: bool = True
-    probability: float | None = Field(default=None, description="calibrated probability of churn within horizon")
-    risk_band: str | None = Field(
-        default=None,
-        description=f"{', '.join(RISK_BAND_NAMES[:-1])}; {CHURNED_BAND} for a customer cancelled before the as-of time "
-        "(probability 1.0)",
-        json_schema_extra={"enum": [*RISK_BAND_NAMES, None]},
-    )
-    reasons: list[Reason] = Field(
-        default_factory=list, description="the strongest factors pushing the risk up, then those holding it down"
-    )
-    horizon_days: int | None = None
-    reason: str | None = Field(default=None, description="why the part is unavailable")
-
-
-class CltvPart(BaseModel):
-    """Spend over the horizon and value over the CLTV horizon."""
-
-    available: bool = True
-    predicted_spend: float | None = None
-    horizon_days: int | None = None
-    value: float | None = None
-    value_horizon_days: int | None = None
-    method: Literal["model", "btyd_ratio"] | None = Field(
-        default=None,
-        description="model: a booster trained on observed long windows; btyd_ratio: the horizon spend scaled by the "
-        "BG/NBD + Gamma-Gamma ratio (history shorter than the CLTV horizon)",
-    )
-    historic_value: float | None = Field(default=None, description="net spend before the as-of time (returns out)")
-    p_alive: float | None = Field(default=None, description="probability that the customer is still active")
-    expected_orders: float | None = Field(default=None, description="expected purchases over horizon_days")
-    activity_method: Literal["bgnbd", "fallback"] | None = Field(
-        default=None,
-        description="bgnbd: p_alive and expected_orders from the customer's BG/NBD (Fader, Hardie & Lee 2005); "
-        "fallback: BG/NBD cannot answer (a degenerate fit, or no purchase yet), so p_alive = 1 - churn probability "
-        "and expected_orders = predicted_spend / average purchase value",
-    )
-    drivers: list[Reason] = Field(
-        default_factory=list, description="the strongest factors pushing predicted_spend up, then those holding it down"
-    )
-    reason: str | None = None
-
-
-class OfferScore(BaseModel):
-    """One eligible offer in the ranking."""
-
-    offer_id: str
-    expected_value: float
-    uplift: float
-    p_accept: float
-
-
-class NextBestOfferPart(BaseModel):
-    """The offer with the highest expected incremental value, with the full ranking."""
-
-    available: bool = True
-    offer_id: str | None = Field(
-        default=None,
-        description="the offer to show; null when none is available or, with the uplift method, when no eligible "
-        "offer's expected value is above 0 (showing none is worth more; `reason` says so, `ranking` still lists them)",
-    )
-    expected_value: float | None = Field(
-        default=None, description="expected incremental value of showing `offer_id` (0.0 when showing none)"
-    )
-    ranking: list[OfferScore] = Field(default_factory=list)
-    method: str | None = Field(
-        default=None,
-        description="uplift, or propensity when offers had no control arm; with ', best single offer for all' "
-        "where training found that the per-customer policy does not beat one offer for all",
-    )
-    reason: Literal["holdout", "opted_out", "contact_cap", "no_positive_value"] | None = Field(
-        default=None,
-        description="why no offer is made (contact policy, in this order: holdout, opted_out, contact_cap, then "
-        "no_positive_value); null when `offer_id` is set",
-    )
-    detail: str | None = Field(default=None, description="the reason (or why the part is unavailable) in words")
-    holdout: bool = Field(default=False, description="the customer is in an experiment's holdout: show no offer")
-
-
-class ExperimentInfo(BaseModel):
+class ExperimentInfo(TypedDict):
     """The experiment this answer belongs to and the customer's arm in it."""
 
     name: str
-    variant: str = Field(description="the arm: a registry alias or version, or `holdout`")
-    holdout: bool = False
+    variant: Annotated[str, Field(description="the arm: a registry alias or version, or `holdout`")]
+    holdout: bool
 
 
-class PersonalizeResponse(BaseModel):
-    """The answer for one customer (the part endpoints carry only their part)."""
-
-    model_config = ConfigDict(
+@with_config(
+    ConfigDict(
         json_schema_extra={
             "example": {
                 "customer_id": "c1",
-                "churn": {
+                CHURN.name: {
                     "available": True,
                     "probability": 0.71,
                     "risk_band": "high",
@@ -265,7 +168,7 @@ class PersonalizeResponse(BaseModel):
                         }
                     ],
                 },
-                "cltv": {
+                CLTV.name: {
                     "available": True,
                     "predicted_spend": 42.0,
                     "horizon_days": 90,
@@ -277,32 +180,35 @@ class PersonalizeResponse(BaseModel):
                     "expected_orders": 1.2,
                     "activity_method": "bgnbd",
                 },
-                "next_best_offer": {
+                NEXT_BEST_OFFER.name: {
                     "available": True,
                     "offer_id": "discount10",
                     "expected_value": 3.2,
                     "method": "uplift",
                     "ranking": [{"offer_id": "discount10", "expected_value": 3.2, "uplift": 0.05, "p_accept": 0.2}],
                 },
-                "model_versions": {"churn": 3, "cltv": 2, "next_best_offer": 1},
+                "model_versions": {CHURN.name: 3, CLTV.name: 2, NEXT_BEST_OFFER.name: 1},
                 "decision_id": "3f0c2a0b9d1e4f7a8b6c5d4e3f2a1b0c",
                 "as_of": "2024-04-01T00:00:00",
                 "experiment": {"name": "nbo-v4", "variant": "challenger", "holdout": False},
             }
         }
     )
+)
+class PersonalizeResponse(TypedDict):
+    """The answer for one customer (the part endpoints carry only their part): built as this, published as this."""
 
     customer_id: str
-    churn: ChurnPart | None = None
-    cltv: CltvPart | None = None
-    next_best_offer: NextBestOfferPart | None = None
+    churn: NotRequired[ChurnPart]
+    cltv: NotRequired[CltvPart]
+    next_best_offer: NotRequired[NextBestOfferPart]
     model_versions: dict[str, int]
     decision_id: str
-    as_of: str | None = Field(description="cut-off of the stored features (null for a pure cold start)")
-    experiment: ExperimentInfo | None = Field(default=None, description="set while an experiment covers the request")
+    as_of: Annotated[str | None, Field(description="cut-off of the stored features (null for a pure cold start)")]
+    experiment: Annotated[ExperimentInfo | None, Field(description="set while an experiment covers the request")]
 
 
-class BatchItemError(BaseModel):
+class BatchItemError(TypedDict):
     """A batch entry that could not be scored."""
 
     customer_id: str

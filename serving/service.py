@@ -28,11 +28,13 @@ import bentoml
 from features.settings import load_settings
 from serving.coalesce import Coalescer
 from serving.decision_log import FeedbackReceipt
-from serving.http import DenyByDefault, LogUnavailable, api, metrics_app
+from serving.errors import LogUnavailable
+from serving.http import DenyByDefault, api, metrics_app
 from serving.keys import ApiKey, KeyRing, RateLimiter
+from serving.layout import ENDPOINTS
 from serving.metrics import ServiceMetrics
 from serving.readiness import ReadinessLog
-from serving.runtime import MODELS, Item, Runtime
+from serving.runtime import Item, Runtime
 from serving.schemas import FeedbackRequest, PersonalizeRequest
 
 log = logging.getLogger("cxpredict.serving")
@@ -41,16 +43,11 @@ RELOAD_POLL_SECONDS = 1.0
 #: How long a thread may hold the GIL while another waits for it (Python's default is 0.005).
 GIL_SWITCH_SECONDS = 0.0005
 #: The single-customer endpoints and the models each one answers with.
-SINGLE_ENDPOINTS: dict[str, tuple[str, ...]] = {
-    "personalize": MODELS,
-    "churn": ("churn",),
-    "cltv": ("cltv",),
-    "next_best_offer": ("next_best_offer",),
-}
+SINGLE_ENDPOINTS: dict[str, tuple[str, ...]] = ENDPOINTS
 
 
 async def _logged(ack: Future[None]) -> None:
-    """Wait until decisions are durable; :class:`serving.http.LogUnavailable` if the log failed."""
+    """Wait until decisions are durable; :class:`serving.errors.LogUnavailable` if the log failed."""
     try:
         if ack.done():  # committed already: no trip through the loop's wake-up pipe
             ack.result()
@@ -167,9 +164,9 @@ class CxPredict:
         """The answer of ``endpoint`` for one customer, once its decision is logged.
 
         Raises:
-            serving.runtime.UnknownCustomer: unknown id and no features.
-            serving.runtime.InvalidFeatures: features the models do not take.
-            serving.http.LogUnavailable: the decision could not be logged.
+            serving.errors.UnknownCustomer: unknown id and no features.
+            serving.errors.InvalidFeatures: features the models do not take.
+            serving.errors.LogUnavailable: the decision could not be logged.
         """
         item = self.runtime.prepare(request.customer_id, request.context, request.features, key_name)
         self.in_flight += 1

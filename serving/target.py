@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxpredict import registry
+from features import registry
 from features.data import load_data_dir
+from features.kinds import CHURN, CLTV, NEXT_BEST_OFFER
+from features.kinds.churn import risk_band
 from features.pipeline import (
     FeatureConfig,
     build_features,
@@ -34,7 +36,7 @@ from features.pipeline import (
 from features.policy import load_policy, window_start
 from features.policy_value import Estimate, dr_arm_outcomes, dr_policy_terms, mean_interval
 from features.schema import CONTROL_OFFER
-from features.scoring import Bundle, risk_band
+from features.scoring import Bundle
 from features.settings import Settings
 from serving.decision_log import new_decision_id
 from serving.decision_log_factory import open_decision_log
@@ -105,9 +107,11 @@ def load_champions(settings: Settings) -> Champions:
             )
         except ValueError:
             continue
-    if "next_best_offer" not in found:
-        raise ValueError("no next_best_offer model has the alias 'champion': run `cxpredict train` (or `demo`) first")
-    return Champions(found["next_best_offer"], found.get("churn"), found.get("cltv"), versions)
+    if NEXT_BEST_OFFER.name not in found:
+        raise ValueError(
+            f"no {NEXT_BEST_OFFER.name} model has the alias 'champion': run `cxpredict train` (or `demo`) first"
+        )
+    return Champions(found[NEXT_BEST_OFFER.name], found.get(CHURN.name), found.get(CLTV.name), versions)
 
 
 def score_pairs(frame: pd.DataFrame, models: Champions) -> pd.DataFrame:
@@ -331,9 +335,9 @@ def _decision(
         "context": {"channel": CHANNEL},
         "model_versions": versions,
         "as_of": t.isoformat(),
-        "churn": {"probability": churn, "risk_band": risk_band(churn) if churn is not None else None},
-        "cltv": {"value": None if pd.isna(row.cltv) else float(row.cltv)},
-        "next_best_offer": {
+        CHURN.name: {"probability": churn, "risk_band": risk_band(churn) if churn is not None else None},
+        CLTV.name: {"value": None if pd.isna(row.cltv) else float(row.cltv)},
+        NEXT_BEST_OFFER.name: {
             "offer_id": offer,
             "expected_value": float(row.value_saved) if offer else 0.0,
             "cost": float(row.cost) if offer else 0.0,

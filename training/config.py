@@ -7,9 +7,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.engines import EngineName
+from features.kinds import KIND_NAMES
 
-ModelName = Literal["churn", "cltv", "next_best_offer"]
-MODEL_NAMES: tuple[ModelName, ...] = ("churn", "cltv", "next_best_offer")
+#: The models training can fit: one per model kind, in the kinds' order.
+MODEL_NAMES: tuple[str, ...] = KIND_NAMES
+ModelName = Literal[MODEL_NAMES]  # type: ignore[valid-type]
 
 
 class XGBParams(BaseModel):

@@ -6,18 +6,27 @@ to an MLflow run named ``evaluate`` so versions can be compared on the same wind
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import mlflow
+import numpy as np
 
-from cxpredict import registry
+from features import registry
 from features.data import load_data_dir
+from features.kinds import CHURN, CLTV
 from features.pipeline import FeatureConfig, build_features, build_labels, data_end
 from features.scoring import score_frame
 from features.settings import Settings
 from training.metrics import churn_metrics, cltv_metrics
 from training.registry import use_experiment
+
+#: The kinds scored on observed outcomes: the outcome column, the batch column that predicts it, the metrics.
+OUTCOMES: dict[str, tuple[str, str, Callable[[np.ndarray, np.ndarray], dict[str, float]]]] = {
+    CHURN.name: ("churned", "churn_probability", churn_metrics),
+    CLTV.name: ("spend_h", "predicted_spend", cltv_metrics),
+}
 
 
 def evaluate(
@@ -44,17 +53,14 @@ def evaluate(
         # Prefixed keys: under `mlflow run -e evaluate` this run already holds the entry point's own `as_of` and
         # `alias` parameters (as typed), and MLflow refuses to log a key twice with another value.
         mlflow.log_params({"evaluate.as_of": as_of.isoformat(), "evaluate.alias": alias, "data_hash": report.data_hash})
-        for name in ("churn", "cltv"):
+        for name, (label, column, metric) in OUTCOMES.items():
             try:
                 bundle, version = registry.load_bundle(client, name, alias, settings.home / "models")
             except ValueError:
                 continue
             scores = score_frame(bundle, frame)
-            if name == "churn":
-                metrics = churn_metrics(frame.churned.to_numpy(), scores.churn_probability.to_numpy())
-            else:
-                metrics = cltv_metrics(frame.spend_h.to_numpy(), scores.predicted_spend.to_numpy())
-            trained = datetime.fromisoformat(bundle.meta.get("trained_as_of", "1970-01-01"))
+            metrics = metric(frame[label].to_numpy(), scores[column].to_numpy())
+            trained = datetime.fromisoformat(bundle.meta.trained_as_of or "1970-01-01")
             # Labels before the training as-of were seen in training: such a score is not a holdout score.
             in_sample = float(as_of < trained)
             mlflow.log_param(f"{name}_version", version)
@@ -62,5 +68,5 @@ def evaluate(
             mlflow.log_metrics({f"{name}_{k}": v for k, v in metrics.items()})
             results[name] = {"version": float(version), "in_sample": in_sample, **metrics}
     if not results:
-        raise ValueError(f"no churn or cltv model has the alias '{alias}'")
+        raise ValueError(f"no {' or '.join(OUTCOMES)} model has the alias '{alias}'")
     return results

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.kinds import NEXT_BEST_OFFER
 from features.schema import CONTROL_OFFER
 from features.scoring import Bundle, Encoder, best_offer
 from training.config import TrainConfig
@@ -88,7 +89,7 @@ def fit_nbo(
             "average_uplift": average_uplift(offer, y, prop, CONTROL_OFFER),
         }
     )
-    return Bundle(kind="next_best_offer", meta=meta, encoder=encoder, boosters=boosters)
+    return Bundle(kind=NEXT_BEST_OFFER.name, meta=meta, encoder=encoder, boosters=boosters)
 
 
 def apply_choice(bundle: Bundle, choice: PolicyChoice | None, reason: str | None = None) -> Bundle:

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxpredict import registry
+from features import registry
 from features.data import load_data_dir
-from features.definitions import CANCELLED_FEATURE
+from features.kinds import KINDS
 from features.pipeline import FeatureConfig, build_features, default_as_of, require_population
-from features.scoring import risk_band, score_frame
+from features.scoring import score_frame
 from features.settings import Settings
-from training.config import MODEL_NAMES
 
 
 def predict(
@@ -21,7 +20,8 @@ def predict(
 ) -> tuple[pd.DataFrame, datetime]:
     """Score every known customer at ``as_of`` (CONTRACT §2) with each model's ``alias`` version.
 
-    A customer cancelled before T gets churn probability 1.0 and the risk band ``churned``.
+    Each kind adds its columns (:attr:`features.kinds.base.ModelKind.columns`) and its version. A customer cancelled
+    before T gets churn probability 1.0 and the risk band ``churned``.
 
     Returns:
         The prediction frame (CONTRACT §3 columns; a model without that alias leaves its columns out) and T.
@@ -37,22 +37,19 @@ def predict(
     client = registry.configure(settings)
     out = frame[["customer_id"]].copy()
     found = False
-    for name in MODEL_NAMES:
+    for name in KINDS:
         try:
             bundle, version = registry.load_bundle(client, name, alias, settings.home / "models")
         except ValueError:
             continue
         found = True
-        churn = out["churn_probability"].to_numpy() if "churn_probability" in out else None
-        scores = score_frame(bundle, frame, churn)
+        # Earlier kinds' columns feed later ones (the churn probability, the CLTV fallback).
+        known = {col: out[col].to_numpy() for col in out.columns if col != "customer_id"}
+        scores = score_frame(bundle, frame, known=known)
         for col in scores.columns:
             out[col] = scores[col].to_numpy()
         out[f"{name}_version"] = version
     if not found:
         raise ValueError(f"no model has the alias '{alias}': run `cxpredict train` (or `cxpredict demo`) first")
-    if "churn_probability" in out:
-        cancelled = frame[CANCELLED_FEATURE].fillna(0).to_numpy() >= 0.5
-        bands = [risk_band(p, c) for p, c in zip(out.churn_probability, cancelled, strict=True)]
-        out.insert(2, "churn_risk_band", bands)
     out.insert(1, "as_of", pd.Timestamp(t))
     return out, t

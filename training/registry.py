@@ -1,6 +1,6 @@
 """Training's side of MLflow: log a model bundle as a pyfunc model, register it and give it its alias.
 
-Resolving and fetching versions back (also needed by serving) lives in :mod:`cxpredict.registry`; ``configure``
+Resolving and fetching versions back (also needed by serving) lives in :mod:`features.registry`; ``configure``
 is re-exported so that a training job reads ``registry.configure`` then ``registry.log_bundle``.
 
 The registered artifact is the bundle directory of :mod:`features.scoring` wrapped in a small pyfunc, so
@@ -20,7 +20,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from cxpredict.registry import CHALLENGER, CHAMPION, configure
+from features.registry import CHALLENGER, CHAMPION, configure
 from features.scoring import Bundle, Encoder, score_frame
 
 __all__ = [

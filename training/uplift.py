@@ -214,37 +214,6 @@ class OfferUpliftModel(BaseEstimator):
             raise RuntimeError("OfferUpliftModel is not fitted; call fit() first")
 
 
-def rank_offers(
-    uplift: np.ndarray,
-    value: np.ndarray,
-    cost: np.ndarray,
-    eligible: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rank offers per customer by expected incremental value.
-
-    Expected incremental value is ``uplift * value - cost`` for each (customer, offer);
-    ineligible pairs get ``-inf`` so they always sort last.
-
-    Args:
-        uplift: Predicted uplift, shape ``(n, n_offers)``.
-        value: Value of a conversion, broadcastable to ``(n, n_offers)`` (per offer or per
-            customer and offer).
-        cost: Cost of making the offer, broadcastable to ``(n, n_offers)``.
-        eligible: Boolean eligibility mask, broadcastable to ``(n, n_offers)``.
-
-    Returns:
-        ``(order, values)``: ``order[i]`` lists offer column indices for customer ``i``,
-        best first (ties broken by lower index); ``values`` is the expected incremental
-        value, shape ``(n, n_offers)``, in the original column order.
-    """
-    uplift = np.asarray(uplift, dtype=np.float64)
-    values = uplift * np.asarray(value, dtype=np.float64) - np.asarray(cost, dtype=np.float64)
-    values = np.where(np.broadcast_to(np.asarray(eligible, dtype=bool), values.shape), values, -np.inf)
-    # Stable sort of the negated values keeps ties in column order, making output deterministic.
-    order = np.argsort(-values, axis=1, kind="stable")
-    return order, values
-
-
 def _as_2d_float(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2:

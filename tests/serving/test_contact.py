@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter
 
 from features.definitions import feature_set_version
 from features.online_store import write_store
@@ -20,6 +21,9 @@ from serving.runtime import Runtime
 from serving.schemas import PersonalizeResponse
 from tests.serving.conftest import AS_OF, ROOT, build_bundles, feature_frame, write_manifest
 from tests.serving.logged import read_decision
+
+#: The published answer schema, as a validator.
+ANSWER = TypeAdapter(PersonalizeResponse)
 
 N = 40
 
@@ -62,7 +66,7 @@ def test_opted_out_and_holdout_never_get_an_offer_and_are_logged(tmp_path: Path,
     answers = [rt.personalize(c) for c in targets] + rt.personalize_many(targets)
     log: SQLiteDecisionLog = rt.decisions  # type: ignore[assignment]
     for answer in answers:
-        PersonalizeResponse.model_validate(answer)
+        ANSWER.validate_python(answer)
         cid, nbo = answer["customer_id"], answer["next_best_offer"]
         stored = read_decision(log, answer["decision_id"])
         if cid in held:

@@ -93,7 +93,7 @@ def test_one_variant_with_a_shadow_is_an_experiment(tmp_path: Path) -> None:
 def test_a_bad_shadow_is_called_shadow_in_the_registry_check(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from cxpredict import registry
+    from features import registry
     from serving import ab
 
     def resolve(client, model, ref) -> int:
@@ -271,7 +271,7 @@ def test_broken_experiments_file_keeps_the_last_valid_experiments(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import serving.manifest as manifest_module
-    from cxpredict import registry
+    from features import registry
 
     def bundle_entry(client, cache, name, ref, known) -> dict:
         if ref == "nosuch":

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from features import scoring
 from features.definitions import feature_set_version
 from features.eligibility import Rule, compile_rule
+from features.kinds import next_best_offer as offer_kind
 from features.online_store import write_store
 from features.settings import load_settings
 from serving.coalesce import Coalescer
@@ -75,7 +75,7 @@ def _strict_rule(expression: object, known: object = None) -> Rule:
 @pytest.fixture
 def runtime_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Runtime]:
     # eligible_if itself now reads text as unknown (tests/features/test_eligibility.py), so the failure is planted.
-    monkeypatch.setattr(scoring, "compile_rule", _strict_rule)
+    monkeypatch.setattr(offer_kind, "compile_rule", _strict_rule)
     return lambda home: Runtime(load_settings({"CXPREDICT_HOME": str(home), "CXPREDICT_API_KEYS": "k"}))
 
 

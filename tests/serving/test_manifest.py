@@ -15,7 +15,7 @@ from tests.serving.conftest import build_bundles, feature_frame
 
 def test_resolve_and_watch_champions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mlflow = pytest.importorskip("mlflow")
-    from cxpredict.registry import promote
+    from features.registry import promote
     from serving.manifest import resolve_champions, watch_champions
     from serving.runtime import Runtime
     from training import registry
@@ -75,7 +75,7 @@ def test_model_cache_is_keyed_by_run_id_and_never_reuses_a_cut_download(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mlflow = pytest.importorskip("mlflow")
-    from cxpredict import registry as cx_registry
+    from features import registry as cx_registry
     from features.scoring import Bundle
     from serving.manifest import resolve_champions
     from training import registry

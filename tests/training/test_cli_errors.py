@@ -8,8 +8,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 from typer.testing import CliRunner
 
-from cxpredict import registry
 from cxpredict.cli import app
+from features import registry
 
 TX = "customer_id,ts,amount\na,2024-01-01,10\nb,2024-02-01,5\n"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxpredict import registry
+from features import registry
 from features.synthetic import SyntheticConfig, generate, write_dataset
 from tests.training.conftest import AS_OF, make_settings, small_config
 from training.train import train

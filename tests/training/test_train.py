@@ -8,8 +8,8 @@ import xgboost as xgb
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from cxpredict import registry
 from cxpredict.cli import app
+from features import registry
 from features.data import load_data_dir
 from features.pipeline import build_features
 from features.scoring import Bundle, Encoder, score_frame

@@ -1,0 +1,135 @@
+"""Training the churn kind: a booster blended with an RFM regression, calibrated out of time, scored on the holdout."""
+
+from __future__ import annotations
+
+import logging
+
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+
+from features.churn_blend import blend_probability, logit
+from features.kinds import CHURN
+from features.kinds.churn import ChurnBundle
+from features.scoring import Encoder
+from training import churn_model, plots
+from training.calibration import expected_calibration_error, reliability_table
+from training.config import TrainConfig
+from training.kinds.base import Job, ModelResult, Trainer, TrainingDataError, fit_booster, log_table, log_trees
+from training.metrics import churn_metrics
+
+log = logging.getLogger(__name__)
+
+
+def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> ChurnBundle:
+    """Fit the churn booster and an RFM logistic regression, blend and calibrate them out of time.
+
+    Both are fitted on all but the newest snapshot of ``frame``; the newest chooses the number of trees (early
+    stopping) and fits the blend of the two logits (:mod:`training.churn_model`), whose intercept is then moved to
+    the mean churn rate of all snapshots.
+    Recency only ever raises the churn score (a monotone constraint): the direction is known, and it keeps the
+    trees from chasing noise in sparse recency ranges.
+    """
+    snaps = sorted(frame.snapshot.unique())
+    cal_mask = (frame.snapshot == snaps[-1]).to_numpy()
+    fit_mask = ~cal_mask if len(snaps) > 1 else cal_mask
+    if len(snaps) == 1:
+        log.warning("only one snapshot: churn calibration is fitted on the training snapshot itself")
+    y = frame.churned.to_numpy().astype(int)
+    if y[fit_mask].min() == y[fit_mask].max() or y[cal_mask].min() == y[cal_mask].max():
+        raise TrainingDataError("no churners (or no non-churners) in the training snapshots: cannot fit churn")
+    x = encoder.encode_frame(frame)
+    monotone = "(" + ",".join("1" if c == "recency_days" else "0" for c in encoder.columns) + ")"
+    if len(snaps) > 1:
+        # Fitted without the newest snapshot, which chooses the number of trees and then fits the blend.
+        booster = fit_booster(x, y, config, "binary:logistic", valid=cal_mask, refit=False, monotone=monotone)
+    else:
+        booster = fit_booster(x, y, config, "binary:logistic", monotone=monotone)
+    cols = encoder.columns
+    # Booster and regression are not refitted with the newest snapshot: a refit would move their score levels
+    # (the newest snapshot's churn rate enters them) and the blend, fitted on the old levels, would double count.
+    rfm = churn_model.fit_rfm(x[fit_mask], y[fit_mask], cols)
+    raw_cal = booster.inplace_predict(x[cal_mask])
+    weights, intercept = churn_model.fit_blend(raw_cal, x[cal_mask], y[cal_mask], rfm, cols)
+    rate_cal, rate_all = float(y[cal_mask].mean()), float(y.mean())
+    z_cal = logit(
+        blend_probability(raw_cal, x[cal_mask], cols, {"rfm": rfm, "weights": weights, "intercept": intercept})
+    )
+    blend = {
+        "rfm": rfm,
+        "weights": weights,
+        "intercept": intercept + churn_model.shift_to_rate(z_cal, rate_all),
+        "calibration_rate": rate_cal,
+        "target_rate": rate_all,
+        "note": (
+            f"logistic blend of the booster's logit and an RFM logistic regression's, fitted on the snapshot at "
+            f"{pd.Timestamp(snaps[-1]):%Y-%m-%d} (churn rate {rate_cal:.4f}), intercept moved to the mean churn "
+            f"rate of the {len(snaps)} training snapshots ({rate_all:.4f})"
+        ),
+    }
+    meta = {"blend": blend, "horizon_days": config.horizon_days}
+    return ChurnBundle(kind=CHURN.name, meta=meta, encoder=encoder, boosters={"main": booster})  # type: ignore[arg-type]
+
+
+def isotonic_calibration(raw: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
+    """Isotonic map from raw scores to churn probabilities, never exactly 0 or 1.
+
+    Isotonic regression gives the lowest block of scores the rate 0 when none of its ``m`` customers churned, and
+    the highest the rate 1 when all did, so a customer scored there would be called certain on a few hundred
+    examples (a quarter of the demo's customers got exactly 1.0). Those two end blocks take the rule of
+    succession instead, ``1 / (m + 2)`` and ``(m + 1) / (m + 2)``, but never beyond the next block's rate (so the
+    map stays monotone); every other block keeps its rate.
+
+    Args:
+        raw: The booster's scores on the calibration snapshot.
+        y: Whether each of those customers churned (0/1).
+
+    Returns:
+        ``{"x": thresholds, "y": probabilities}``, read by ``np.interp`` when scoring.
+    """
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
+    fitted = iso.predict(raw)
+    rates = iso.y_thresholds_.copy()
+    # Only the end blocks move, and never past their neighbours: the map stays monotone and every other block
+    # keeps its observed rate.
+    if (m := int(np.sum(fitted <= 0.0))) > 0:
+        above = rates[rates > 0.0]
+        rates[rates <= 0.0] = min(1.0 / (m + 2), above.min() if above.size else 1.0)
+    if (m := int(np.sum(fitted >= 1.0))) > 0:
+        below = rates[rates < 1.0]
+        rates[rates >= 1.0] = max((m + 1) / (m + 2), below.max() if below.size else 0.0)
+    return {"x": iso.X_thresholds_.tolist(), "y": rates.tolist()}
+
+
+class ChurnTrainer(Trainer):
+    """Churn: fitted on the training snapshots, scored on the holdout snapshot, refitted on all of them."""
+
+    kind = CHURN
+    uses_snapshots = True
+
+    def train(self, job: Job) -> ModelResult:
+        """Fit, evaluate (discrimination, calibration), refit and register."""
+        snaps, config, tmp = job.snapshots, job.config, job.tmp
+        encoder, train, hold = snaps.encoder, snaps.train, snaps.hold
+        with mlflow.start_run(run_name=self.kind.name, nested=True):
+            mlflow.log_params({**snaps.params, **{f"xgb_{k}": v for k, v in config.xgb.model_dump().items()}})
+            mlflow.log_metrics({"rows_train": len(train), "rows_holdout": len(hold)})
+            eval_bundle = fit_churn(train, config, encoder)
+            p = eval_bundle.churn_probability(encoder.encode_frame(hold))
+            y = hold.churned.to_numpy()
+            if y.min() == y.max():
+                raise TrainingDataError("the holdout snapshot has no churners (or only churners): cannot evaluate")
+            metrics = churn_metrics(y, p)
+            metrics["ece"] = expected_calibration_error(y, p)
+            mlflow.log_metrics(metrics)
+            log_table(reliability_table(y, p), "reliability_table.csv", tmp)
+            mlflow.set_tag("churn_calibration", (eval_bundle.meta.blend or {})["note"][:5000])
+            for path in plots.churn_plots(y, p, tmp):
+                mlflow.log_artifact(str(path), "plots")
+            final = fit_churn(snaps.frame, config, encoder)
+            log_trees(final)
+            gains = final.boosters["main"].get_score(importance_type="total_gain")
+            mlflow.log_artifact(str(plots.importance_plot(encoder.columns, gains, tmp, self.kind.name)), "plots")
+            version, alias = job.register(final)
+            return ModelResult(self.kind.name, version, alias, metrics)
