@@ -286,7 +286,8 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
             f"{k}: {v:.4f}" for k, v in hold.groupby("offer_id").accepted.mean().sort_index().items()
         ),
         "one offer for all gives (where eligible)": ev.best_single_offer,
-        "average value saved per offer on the training offers (ranks one offer for all)": ", ".join(
+        "average value per offer on the training offers (value saved; acceptance x value - cost without a control "
+        "arm), which ranks one offer for all": ", ".join(
             f"{o['offer_id']}: {served.meta['average_uplift'][o['offer_id']] * o['value'] - o['cost']:.4f}"
             for o in served.meta["offers"]
         ),
@@ -440,7 +441,7 @@ def verdict(res: Result) -> list[str]:
                 f"Next best offer ({method}): NOT evaluable. The holdout logs a single arm, so no policy can be "
                 "compared with another; one offer for all is served (no evidence that a learned policy beats it)."
             )
-            return out
+            return out + targeting_verdict(res)
         pv = res.nbo.dr_value
         served = pv["served policy (what predict and serving do)"]
         single_key = next(k for k in pv.index if k.startswith("best single offer"))

@@ -209,6 +209,15 @@ class NBOEvaluation:
     arms: list[str] = field(default_factory=list)
 
 
+def _top_single_offer(bundle: Bundle) -> str:
+    """The offer one offer for all gives where it is eligible: the best average value on the training rows."""
+    offers = bundle.meta["offers"]
+    if not offers:
+        return ""
+    avg = bundle.meta["average_uplift"]
+    return max(offers, key=lambda o: avg.get(o["offer_id"], 0.0) * o["value"] - o["cost"])["offer_id"]
+
+
 def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> NBOEvaluation:
     """Doubly robust values (95% intervals) of each candidate's policy, one offer for all, random and logged.
 
@@ -240,7 +249,7 @@ def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> 
         ev.metrics["policy_value_logged"] = float(reward.mean()) if len(reward) else float("nan")
         ev.metrics["policy_value_evaluable"] = 0.0
         ev.reason = "the holdout logs a single arm: no policy comparison is possible, one offer for all is served"
-        ev.best_single_offer = str(logged[0]) if len(logged) else ""
+        ev.best_single_offer = _top_single_offer(ref)
         return ev
     ev.metrics["policy_value_evaluable"] = 1.0
     rows = np.arange(len(a))
