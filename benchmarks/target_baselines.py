@@ -5,6 +5,10 @@ directory), then runs ``serving.target.run_target`` (dry run) at T for several b
 evaluated on the randomised offers logged in ``[T, T + window)``, after the offer model's training data::
 
     .venv/bin/python benchmarks/target_baselines.py --customers 5000 --budgets 500,2000,5000 --window-days 90
+
+This is the end-to-end check through the registry and ``cxpredict target``; the figures in
+docs/benchmarks-quality.md come from ``benchmarks/quality.py`` (the same comparison,
+``serving.target.compare_targeting``, on each data set's holdout offers, without MLflow).
 """
 
 from __future__ import annotations

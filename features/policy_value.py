@@ -16,8 +16,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from features.scoring import Bundle
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,11 @@ def dr_policy_terms(
             continue
         terms[i] = (dr[offer][i] - base[i]) * float(value[offer]) - float(cost[offer])
     return terms
+
+
+def offer_outcomes(bundle: Bundle, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A next-best-offer bundle's outcome without an offer ``(n,)`` and each offer's uplift ``(n, k)`` per row.
+
+    The one place this package reads the bundle's per-customer uplift (training's policy values, ``target``).
+    """
+    return bundle._offer_outcomes(x)

@@ -2,10 +2,14 @@
 
 The recipe: read the data, build every known customer's features at T, score them with the registry's champion
 bundles (the same :class:`features.scoring.Bundle` code the service runs), take each eligible offer's value saved
-(CONTRACT §2: the uplift in acceptance the offer causes times its value, minus its cost), drop customers the
-contact policy holds back (holdout, opt-out, caps counted from the decision log), choose at most one offer per
+for each customer (CONTRACT §2: the uplift in acceptance the offer causes for this customer, by the offer model,
+times its value, minus its cost; :func:`score_pairs`), keep the offers the served policy may give, drop customers
+the contact policy holds back (holdout, opt-out, caps counted from the decision log), choose at most one offer per
 customer under the budget (a multiple-choice knapsack, see :func:`knapsack`), write the campaign file atomically,
 log the picks as decisions (channel ``campaign``) and the run to MLflow with the baselines of :func:`evaluate`.
+
+Whom to contact is ranked by the customer's own value saved even when the served offer policy is one offer for
+all: that policy says which offer to give, not who is worth contacting (an average uplift ranks nobody).
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ from features.pipeline import (
     write_frame,
 )
 from features.policy import load_policy, window_start
-from features.policy_value import Estimate, dr_arm_outcomes, dr_policy_terms, mean_interval
+from features.policy_value import Estimate, dr_arm_outcomes, dr_policy_terms, mean_interval, offer_outcomes
 from features.schema import CONTROL_OFFER
-from features.scoring import Bundle
+from features.scoring import Bundle, best_offer
 from features.settings import Settings
 from serving.decision_log import new_decision_id
 from serving.decision_log_factory import open_decision_log
@@ -115,10 +119,25 @@ def load_champions(settings: Settings) -> Champions:
 
 
 def score_pairs(frame: pd.DataFrame, models: Champions) -> pd.DataFrame:
-    """One row per (customer, eligible offer): value saved, cost, acceptance with and without it, churn and CLTV."""
+    """One row per (customer, eligible offer): value saved, cost, acceptance with and without it, churn and CLTV.
+
+    The value saved is the customer's own: the uplift in acceptance the fitted offer model predicts for this
+    customer and offer (:func:`features.policy_value.offer_outcomes`), times the offer's value, minus its cost
+    (CONTRACT §2). Targeting decides *whom* to contact, so it ranks by that even where the served policy gives one
+    offer for all (an average uplift tells no customer from another). ``allowed`` marks the offers the served
+    policy may give the customer: every eligible offer under a learned policy; under one offer for all, the one it
+    serves (none where nothing pays on average). Without a control arm the "uplift" is the acceptance itself (the
+    propensity fallback) and nothing is incremental.
+    """
     nbo = models.nbo
     x = nbo.encoder.encode_frame(frame)
-    ranked = nbo.offer_scores(x, frame.to_dict("records"))
+    records = frame.to_dict("records")
+    ranked = nbo.offer_scores(x, records)
+    base, uplift = offer_outcomes(nbo, x)
+    has_control = bool(nbo.meta["has_control"])
+    one_for_all = nbo.meta.get("policy") == "best_single"
+    column = {o["offer_id"]: j for j, o in enumerate(nbo.meta["offers"])}
+    value = {o["offer_id"]: float(o["value"]) for o in nbo.meta["offers"]}
     cost = {o["offer_id"]: float(o["cost"]) for o in nbo.meta["offers"]}
     churn = (
         models.churn.churn_probability(models.churn.encoder.encode_frame(frame))
@@ -128,22 +147,16 @@ def score_pairs(frame: pd.DataFrame, models: Champions) -> pd.DataFrame:
     cltv = models.cltv.spend(models.cltv.encoder.encode_frame(frame))[1] if models.cltv else np.full(len(frame), np.nan)
     rows = []
     for i, (cid, offers) in enumerate(zip(frame["customer_id"].astype(str), ranked, strict=True)):
+        served = best_offer(offers, has_control)
         for r in offers:
-            rows.append(
-                (
-                    cid,
-                    r["offer_id"],
-                    r["expected_value"],
-                    cost[r["offer_id"]],
-                    r["p_accept"],
-                    r["p_accept"] - r["uplift"],
-                    float(churn[i]),
-                    float(cltv[i]),
-                    i,
-                )
-            )
-    names = ["customer_id", "offer_id", "value_saved", "cost", "p_accept", "p_control", "churn_probability", "cltv"]
-    return pd.DataFrame(rows, columns=[*names, "row"])
+            o = r["offer_id"]
+            u = float(uplift[i, column[o]])
+            control = float(base[i]) if has_control else 0.0
+            allowed = (served is not None and served["offer_id"] == o) if one_for_all else True
+            rows.append((cid, o, u * value[o] - cost[o], cost[o], control + u, control, allowed, churn[i], cltv[i], i))
+    names = ["customer_id", "offer_id", "value_saved", "cost", "p_accept", "p_control", "allowed"]
+    out = pd.DataFrame(rows, columns=[*names, "churn_probability", "cltv", "row"])
+    return out.astype({"churn_probability": float, "cltv": float, "allowed": bool})
 
 
 def _hull(options: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
@@ -240,9 +253,10 @@ def baseline_choices(
 ) -> dict[str, dict[str, str]]:
     """Customer -> offer under each policy: value saved (the knapsack), churn risk, CLTV, random; same budget.
 
+    The value-saved policy is what ``target`` chooses (allowed offers with a positive value saved, the knapsack).
     The baselines give everyone they pick the best single offer (highest mean value saved over all customers).
     """
-    positive = pairs_all[pairs_all["value_saved"] > 0]
+    positive = pairs_all[pairs_all["allowed"] & (pairs_all["value_saved"] > 0)]
     chosen, _, _ = knapsack(positive, budget)
     out = {"value_saved": dict(zip(positive.loc[chosen, "customer_id"], positive.loc[chosen, "offer_id"], strict=True))}
     best = pairs_all.groupby("offer_id")["value_saved"].mean().idxmax()
@@ -258,14 +272,77 @@ def baseline_choices(
     return out
 
 
+def compare_targeting(
+    frame: pd.DataFrame,
+    models: Champions,
+    budget_per_customer: float,
+    seed: int = 0,
+    per_contact: bool = False,
+    rankings: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Doubly robust value saved of ``target``'s choice and of the three baselines on logged, randomised offers.
+
+    Every policy spends ``budget_per_customer`` times the number of logged customers. Values are incremental over
+    contacting nobody (:mod:`features.policy_value`), per logged customer and in total, with 95% intervals;
+    ``diff_*`` are the paired differences of the chosen set over each baseline. The outcome model of the doubly
+    robust estimate is the offer model's, for every arm.
+
+    Args:
+        frame: One row per logged customer: the features at the offer's time, ``logged_offer`` (the arm logged, the
+            control included), ``accepted`` and ``propensity`` (NaN: the arm's share of the rows).
+        models: The bundles deciding (churn and CLTV feed the baselines).
+        budget_per_customer: Budget per logged customer, in the catalog's cost units (contacts with
+            ``per_contact``).
+        seed: Seed of the random baseline.
+        per_contact: Count the budget in contacts (each costs 1 in the choice; the value saved still subtracts the
+            catalog's cost): for catalogs whose offers cost nothing, where a cost budget would not bind.
+        rankings: Scores to rank the baselines by instead of the models' (``churn_probability``, ``cltv``), one
+            per row of ``frame``, where a data set has no churn or CLTV model.
+
+    Returns:
+        The figures, or ``{"skipped": why}`` without a control arm among the logged offers.
+    """
+    if CONTROL_OFFER not in set(frame["logged_offer"].astype(str)) or not models.nbo.meta["has_control"]:
+        return {"skipped": "no control arm among the logged offers: the value saved is not identified"}
+    frame = frame.reset_index(drop=True)
+    pairs_all = score_pairs(frame, models)
+    for key, scores in (rankings or {}).items():
+        pairs_all[key] = np.asarray(scores, dtype=np.float64)[pairs_all["row"].to_numpy()]
+    if per_contact:
+        pairs_all["cost"] = 1.0
+    n = len(frame)
+    prop = frame["propensity"].astype(float)
+    prop = prop.fillna(frame["logged_offer"].map(frame["logged_offer"].value_counts(normalize=True))).to_numpy()
+    base, uplift = offer_outcomes(models.nbo, models.nbo.encoder.encode_frame(frame))
+    mu = {CONTROL_OFFER: np.clip(base, 0.0, None)}
+    for j, o in enumerate(models.nbo.meta["offers"]):
+        mu[o["offer_id"]] = np.clip(base + uplift[:, j], 0.0, None)
+    logged = frame["logged_offer"].astype(str).to_numpy()
+    known = np.isin(logged, list(mu))
+    # A logged arm the model does not know is nobody's choice: its rows still count, with a zero correction.
+    dr = dr_arm_outcomes(
+        list(np.where(known, logged, "")), np.where(known, prop, 1.0), frame["accepted"].to_numpy(float), mu
+    )
+    value = {o["offer_id"]: float(o["value"]) for o in models.nbo.meta["offers"]}
+    cost = {o["offer_id"]: float(o["cost"]) for o in models.nbo.meta["offers"]}
+    budget = budget_per_customer * n
+    choices = baseline_choices(frame, pairs_all, budget, seed)
+    best = choices.pop("_best_single_offer")["offer"]
+    ids = list(frame["customer_id"].astype(str))
+    terms = {p: dr_policy_terms([choices[p].get(c) for c in ids], dr, value, cost) for p in POLICIES}
+    out: dict[str, Any] = {"customers": n, "budget": budget, "best_single_offer": best}
+    for p in POLICIES:
+        est = mean_interval(terms[p])
+        out[p] = {"per_customer": est, "total": est.scaled(n), "contacted": len(choices[p])}
+    for p in POLICIES[1:]:
+        out[f"diff_{p}"] = mean_interval(terms["value_saved"] - terms[p]).scaled(n)
+    return out
+
+
 def evaluate(
     con: Any, models: Champions, cut: datetime, budget_per_customer: float, window_days: int, seed: int = 0
 ) -> dict[str, Any]:
-    """Doubly robust value of the chosen policy and the baselines on the offers logged in ``[cut, cut + window)``.
-
-    Every policy spends the same budget per logged customer as the campaign does per known customer. Values are
-    incremental over contacting nobody, per logged customer and in total, with 95% intervals; ``diff_*`` are the
-    paired differences of the chosen set over each baseline.
+    """:func:`compare_targeting` on the offers logged in ``[cut, cut + window)`` (first offer per customer).
 
     Returns:
         The figures, or ``{"skipped": why}`` when fewer than 100 randomised offers (with a control arm) exist.
@@ -276,33 +353,8 @@ def evaluate(
     frame = build_features(con, cut, FeatureConfig())
     frame = frame.merge(outcomes[["customer_id", "offer_id", "accepted", "propensity"]], on="customer_id")
     frame = frame.rename(columns={"offer_id": "logged_offer"}).reset_index(drop=True)
-    pairs_all = score_pairs(frame, models)
-    n = len(frame)
-    prop = frame["propensity"].astype(float)
-    prop = prop.fillna(frame["logged_offer"].map(frame["logged_offer"].value_counts(normalize=True))).to_numpy()
-    mu: dict[str, np.ndarray] = {}
-    control = np.full(n, np.nan)
-    for offer, group in pairs_all.groupby("offer_id"):
-        arr = np.full(n, np.nan)
-        arr[group["row"].to_numpy()] = group["p_accept"].to_numpy()
-        mu[str(offer)] = arr
-        control[group["row"].to_numpy()] = group["p_control"].to_numpy()
-    # Customers with no eligible offer are never contacted; their control term is never read.
-    mu[CONTROL_OFFER] = np.nan_to_num(control, nan=0.0)
-    dr = dr_arm_outcomes(list(frame["logged_offer"].astype(str)), prop, frame["accepted"].to_numpy(float), mu)
-    value = {o["offer_id"]: float(o["value"]) for o in models.nbo.meta["offers"]}
-    cost = {o["offer_id"]: float(o["cost"]) for o in models.nbo.meta["offers"]}
-    budget = budget_per_customer * n
-    choices = baseline_choices(frame, pairs_all, budget, seed)
-    best = choices.pop("_best_single_offer")["offer"]
-    ids = list(frame["customer_id"].astype(str))
-    terms = {p: dr_policy_terms([choices[p].get(c) for c in ids], dr, value, cost) for p in POLICIES}
-    out: dict[str, Any] = {"cut": cut.isoformat(), "customers": n, "budget": budget, "best_single_offer": best}
-    for p in POLICIES:
-        est = mean_interval(terms[p])
-        out[p] = {"per_customer": est, "total": est.scaled(n), "contacted": len(choices[p])}
-    for p in POLICIES[1:]:
-        out[f"diff_{p}"] = mean_interval(terms["value_saved"] - terms[p]).scaled(n)
+    out = compare_targeting(frame, models, budget_per_customer, seed)
+    out["cut"] = cut.isoformat()
     trained = models.nbo.meta.get("trained_as_of")
     out["in_sample"] = bool(trained and datetime.fromisoformat(str(trained)) > cut)
     return out
@@ -376,7 +428,7 @@ def run_target(
     require_population(con, frame, t)
     frame = frame.reset_index(drop=True)
     pairs = score_pairs(frame, models)
-    pairs = pairs[pairs["value_saved"] > 0]
+    pairs = pairs[pairs["allowed"] & (pairs["value_saved"] > 0)]
     withheld: dict[str, int] = {"holdout": 0, "opted_out": 0, "contact_cap": 0}
     ids = pairs["customer_id"].drop_duplicates().tolist()
     reasons = {c: policy.before_contacts(c) for c in ids}

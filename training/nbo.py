@@ -3,25 +3,39 @@
 Candidates are the S-learner (:mod:`training.uplift`) and, where the log has a control arm, the T-, X- and
 DR-learners (:mod:`training.learners`). On the holdout each candidate's policy (the offer
 :func:`features.scoring.best_offer` takes from :meth:`~features.scoring.Bundle.offer_scores`, or none) is valued by
-doubly robust scores (:mod:`training.policy`); the best one is served only where its interval clears the best
-single offer, otherwise the bundle is told to serve one offer for all (``meta["policy"] = "best_single"``), which
-``offer_scores`` applies in training metrics, batch predict and serving alike.
+doubly robust scores of the value saved (uplift over no contact x value - cost, :mod:`training.policy`); the best
+one is served only where its interval clears one offer for all, otherwise the bundle is told to serve one offer for
+all (``meta["policy"] = "best_single"``), which ``offer_scores`` applies in training metrics, batch predict and
+serving alike. "One offer for all" is valued as that bundle serves it (offers ranked by their average value saved on
+the training rows, eligibility honoured, nothing where nothing pays), so the served policy is never compared with a
+baseline it could not serve.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features.kinds import NEXT_BEST_OFFER
+from features.policy_value import offer_outcomes
 from features.schema import CONTROL_OFFER
 from features.scoring import Bundle, Encoder, best_offer
 from training.config import TrainConfig
 from training.learners import LEARNERS, LearnerParams, fit_effect_model
-from training.policy import BEST_SINGLE, LEARNED, PolicyChoice, average_uplift, choose_policy, dr_scores, mean_ci
+from training.policy import (
+    BEST_SINGLE,
+    LEARNED,
+    PolicyChoice,
+    average_uplift,
+    choose_policy,
+    dr_scores,
+    incremental_scores,
+    mean_ci,
+    single_offer_picks,
+)
 from training.uplift import OfferUpliftModel
 from training.uplift_metrics import qini_coefficient, qini_curve, uplift_at_k
 
@@ -58,7 +72,8 @@ def fit_nbo(
     """Fit one learner on offer outcomes and package it with the catalog's value, cost and rules.
 
     The bundle serves the learned policy (``meta["policy"] = "learned"``); :func:`apply_choice` switches it to one
-    offer for all. ``meta["average_uplift"]`` (each offer's mean uplift on these rows) is what that uses.
+    offer for all. ``meta["average_uplift"]`` is what that uses: each offer's mean uplift on the rows that may get
+    it under its ``eligible_if`` (an offer for long-tenure customers is judged on them, not on everyone).
     """
     x = encoder.encode_frame(frame)
     offer = frame.offer_id.astype(str).to_numpy()
@@ -86,10 +101,16 @@ def fit_nbo(
             "has_control": bool(has_control),
             "method": "uplift" if has_control else "propensity",
             "policy": LEARNED,
-            "average_uplift": average_uplift(offer, y, prop, CONTROL_OFFER),
         }
     )
-    return Bundle(kind=NEXT_BEST_OFFER.name, meta=meta, encoder=encoder, boosters=boosters)
+    bundle = Bundle(kind=NEXT_BEST_OFFER.name, meta=meta, encoder=encoder, boosters=boosters)
+    records = frame.to_dict("records")
+    eligible = {
+        o["offer_id"]: np.array([bool(rule(r)) for r in records])
+        for rule, o in zip(bundle.rules, meta["offers"], strict=True)
+    }
+    meta["average_uplift"] = average_uplift(offer, y, prop, CONTROL_OFFER, eligible)
+    return bundle
 
 
 def apply_choice(bundle: Bundle, choice: PolicyChoice | None, reason: str | None = None) -> Bundle:
@@ -100,6 +121,11 @@ def apply_choice(bundle: Bundle, choice: PolicyChoice | None, reason: str | None
     base = "uplift" if bundle.meta["has_control"] else "propensity"
     bundle.meta["method"] = base if served == LEARNED else f"{base}, best single offer for all"
     return bundle
+
+
+def one_offer_for_all(bundle: Bundle) -> Bundle:
+    """The same bundle serving one offer for all (``meta["policy"] = "best_single"``), as :func:`apply_choice` sets."""
+    return replace(bundle, meta={**bundle.meta, "policy": BEST_SINGLE})
 
 
 def arms(bundle: Bundle) -> list[str]:
@@ -135,14 +161,39 @@ def eligibility(bundle: Bundle, frame: pd.DataFrame, names: list[str]) -> np.nda
     return out
 
 
-def reward_matrix(bundle: Bundle, frame: pd.DataFrame) -> np.ndarray:
-    """Predicted reward of every arm per row: acceptance x value - cost (no offer: 0)."""
-    base, uplift = bundle._offer_outcomes(bundle.encoder.encode_frame(frame))
-    value = np.array([o["value"] for o in bundle.meta["offers"]])
-    cost = np.array([o["cost"] for o in bundle.meta["offers"]])
-    accept = base[:, None] + uplift if bundle.meta["has_control"] else uplift
-    offers = np.clip(accept, 0.0, None) * value - cost
-    return np.column_stack([np.zeros(len(frame)), offers]) if bundle.meta["has_control"] else offers
+def outcome_matrix(bundle: Bundle, frame: pd.DataFrame) -> np.ndarray:
+    """Predicted outcome (acceptance) of every arm of :func:`arms` per row: no offer first where there is a control."""
+    base, uplift = offer_outcomes(bundle, bundle.encoder.encode_frame(frame))
+    if not bundle.meta["has_control"]:
+        return np.clip(uplift, 0.0, None)  # the propensity fallback: the "uplift" is the acceptance itself
+    return np.clip(np.column_stack([base, base[:, None] + uplift]), 0.0, None)
+
+
+def value_scores(
+    reference: Bundle, frame: pd.DataFrame, logged: np.ndarray, propensity: np.ndarray, y: np.ndarray
+) -> np.ndarray:
+    """Doubly robust value of every arm per row, with ``reference``'s outcome model (:mod:`training.policy`).
+
+    With a control arm: the value saved over no contact (:func:`training.policy.incremental_scores`). Without one
+    nothing is incremental: the logged acceptance times the offer's value, minus its cost.
+    """
+    value = np.array([o["value"] for o in reference.meta["offers"]], dtype=np.float64)
+    cost = np.array([o["cost"] for o in reference.meta["offers"]], dtype=np.float64)
+    mu = outcome_matrix(reference, frame)
+    if reference.meta["has_control"]:
+        return incremental_scores(mu, logged, propensity, y, value, cost)
+    return dr_scores(mu * value - cost, logged, propensity, y * value[logged] - cost[logged])
+
+
+def _holdout(reference: Bundle, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The rows logging an arm of ``reference``, the logged arm's index, its propensity and the outcome."""
+    names = arms(reference)
+    logged = frame.offer_id.astype(str).to_numpy()
+    known = np.isin(logged, names)
+    frame = frame[known].reset_index(drop=True)
+    index = {a: i for i, a in enumerate(names)}
+    a = np.array([index[o] for o in logged[known]], dtype=np.intp)
+    return frame, a, logged_propensity(frame), frame.accepted.to_numpy(dtype=float)
 
 
 @dataclass
@@ -159,11 +210,22 @@ class NBOEvaluation:
     arms: list[str] = field(default_factory=list)
 
 
-def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> NBOEvaluation:
-    """Doubly robust values (95% intervals) of each candidate's policy, best single offer, random and logged.
+def _top_single_offer(bundle: Bundle) -> str:
+    """The offer one offer for all gives where it is eligible: the best average value on the training rows."""
+    offers = bundle.meta["offers"]
+    if not offers:
+        return ""
+    avg = bundle.meta["average_uplift"]
+    return max(offers, key=lambda o: avg.get(o["offer_id"], 0.0) * o["value"] - o["cost"])["offer_id"]
 
-    The reward model of the doubly robust scores is the T-learner where there is one (else the first candidate),
-    fitted on the training rows; the propensities are the logged ones.
+
+def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> NBOEvaluation:
+    """Doubly robust values (95% intervals) of each candidate's policy, one offer for all, random and logged.
+
+    Values are the value saved per customer over no contact (:func:`value_scores`). The outcome model of the doubly
+    robust scores is the T-learner where there is one (else the first candidate), fitted on the training rows; the
+    propensities are the logged ones. One offer for all is valued as a best-single bundle serves it (ranked on the
+    training rows); the best single arm chosen on the holdout itself is reported beside it, as hindsight.
 
     Args:
         bundles: Candidate bundles fitted on the training rows, by learner name.
@@ -176,46 +238,56 @@ def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> 
     del seed
     ref = bundles.get("t") or next(iter(bundles.values()))
     names = arms(ref)
-    logged = frame.offer_id.astype(str).to_numpy()
-    known = np.isin(logged, names)
-    frame = frame[known].reset_index(drop=True)
-    logged = logged[known]
-    index = {a: i for i, a in enumerate(names)}
-    a = np.array([index[o] for o in logged], dtype=np.intp)
-    value = {o["offer_id"]: o["value"] for o in ref.meta["offers"]}
-    cost = {o["offer_id"]: o["cost"] for o in ref.meta["offers"]}
-    y = frame.accepted.to_numpy(dtype=float)
-    reward = np.array([y[i] * value.get(o, 0.0) - cost.get(o, 0.0) for i, o in enumerate(logged)])
-    prop = logged_propensity(frame)
+    frame, a, prop, y = _holdout(ref, frame)
+    logged = np.asarray(names, dtype=object)[a]
     ev = NBOEvaluation(arms=names)
-    ev.metrics["policy_value_logged"] = float(reward.mean()) if len(reward) else float("nan")
     ev.qini_curves, qini = _qini(bundles.get("t") or ref, frame, logged, y)
     ev.metrics.update(qini)
     if len(set(logged)) < 2:
+        value = {o["offer_id"]: o["value"] for o in ref.meta["offers"]}
+        cost = {o["offer_id"]: o["cost"] for o in ref.meta["offers"]}
+        reward = np.array([y[i] * value.get(o, 0.0) - cost.get(o, 0.0) for i, o in enumerate(logged)])
+        ev.metrics["policy_value_logged"] = float(reward.mean()) if len(reward) else float("nan")
         ev.metrics["policy_value_evaluable"] = 0.0
         ev.reason = "the holdout logs a single arm: no policy comparison is possible, one offer for all is served"
-        ev.best_single_offer = logged[0] if len(logged) else ""
+        ev.best_single_offer = _top_single_offer(ref)
         return ev
     ev.metrics["policy_value_evaluable"] = 1.0
-    scores = dr_scores(reward_matrix(ref, frame), a, prop, reward)
+    rows = np.arange(len(a))
+    scores = value_scores(ref, frame, a, prop, y)
+    eligible = eligibility(ref, frame, names)
     ev.picks = {name: chosen_arms(b, frame, a) for name, b in bundles.items()}
-    ev.choice = choose_policy(scores, ev.picks, eligible=eligibility(ref, frame, names))
+    single_pick = chosen_arms(one_offer_for_all(ref), frame, a)
+    ev.choice = choose_policy(scores, ev.picks, eligible=eligible, single_pick=single_pick)
     ev.best_single_offer = names[ev.choice.best_single]
     ev.reason = ev.choice.reason
-    rows: dict[str, tuple[float, float, float]] = {}
+    table: dict[str, tuple[float, float, float]] = {}
     for name, pick in ev.picks.items():
-        est = mean_ci(scores[np.arange(len(a)), pick])
-        rows[f"{name}-learner policy"] = (est.value, est.low, est.high)
+        est = mean_ci(scores[rows, pick])
+        table[f"{name}-learner policy"] = (est.value, est.low, est.high)
         ev.metrics[f"policy_value_{name}_learner"] = est.value
-    single = mean_ci(scores[np.arange(len(a)), ev.choice.single_pick])
-    rows[f"best single offer ({ev.best_single_offer})"] = (single.value, single.low, single.high)
+    single = mean_ci(scores[rows, single_pick])
+    table[f"best single offer ({ev.best_single_offer})"] = (single.value, single.low, single.high)
+    hindsight_pick = single_offer_picks(scores, eligible)
+    hindsight = mean_ci(scores[rows, hindsight_pick])
+    best_arm = names[int(np.argmax(np.bincount(hindsight_pick, minlength=len(names))))]
+    table[f"best single arm in hindsight ({best_arm}, chosen on the holdout)"] = (
+        hindsight.value,
+        hindsight.low,
+        hindsight.high,
+    )
     rand = mean_ci(scores.mean(axis=1))
-    rows["random offer"] = (rand.value, rand.low, rand.high)
-    rows["logged policy"] = (*(lambda e: (e.value, e.low, e.high))(mean_ci(reward)),)
-    ev.values = pd.DataFrame(rows, index=["dr_value", "low_95", "high_95"]).T
+    table["random arm"] = (rand.value, rand.low, rand.high)
+    logged_value = mean_ci(scores[rows, a])
+    table["logged policy"] = (logged_value.value, logged_value.low, logged_value.high)
+    ev.values = pd.DataFrame(table, index=["dr_value", "low_95", "high_95"]).T
     ev.metrics.update(
         {
+            "policy_value_logged": logged_value.value,
             "policy_value_best_single": single.value,
+            "policy_value_best_single_low": single.low,
+            "policy_value_best_single_high": single.high,
+            "policy_value_best_arm_hindsight": hindsight.value,
             "policy_value_random": rand.value,
             "policy_gain_learned_vs_single": ev.choice.gain.value,
             "policy_gain_learned_vs_single_low": ev.choice.gain.low,
@@ -227,20 +299,10 @@ def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> 
 
 
 def served_value(bundle: Bundle, frame: pd.DataFrame, reference: Bundle) -> dict[str, float]:
-    """Doubly robust value (95% interval) of what ``bundle`` serves on ``frame``, by the path serving takes."""
-    names = arms(reference)
-    logged = frame.offer_id.astype(str).to_numpy()
-    known = np.isin(logged, names)
-    frame = frame[known].reset_index(drop=True)
-    logged = logged[known]
-    a = np.array([names.index(o) for o in logged], dtype=np.intp)
-    value = {o["offer_id"]: o["value"] for o in reference.meta["offers"]}
-    cost = {o["offer_id"]: o["cost"] for o in reference.meta["offers"]}
-    y = frame.accepted.to_numpy(dtype=float)
-    reward = np.array([y[i] * value.get(o, 0.0) - cost.get(o, 0.0) for i, o in enumerate(logged)])
-    scores = dr_scores(reward_matrix(reference, frame), a, logged_propensity(frame), reward)
-    pick = chosen_arms(bundle, frame, a)
-    est = mean_ci(scores[np.arange(len(a)), pick])
+    """Doubly robust value saved (95% interval) of what ``bundle`` serves on ``frame``, by the path serving takes."""
+    frame, a, prop, y = _holdout(reference, frame)
+    scores = value_scores(reference, frame, a, prop, y)
+    est = mean_ci(scores[np.arange(len(a)), chosen_arms(bundle, frame, a)])
     return {"policy_value_model": est.value, "policy_value_model_low": est.low, "policy_value_model_high": est.high}
 
 
@@ -250,7 +312,7 @@ def _qini(
     """Qini coefficient and uplift@30% per offer vs control, by ``bundle``'s per-customer uplift."""
     if not bundle.meta["has_control"] or not len(frame):
         return {}, {}
-    _, uplift = bundle._offer_outcomes(bundle.encoder.encode_frame(frame))
+    _, uplift = offer_outcomes(bundle, bundle.encoder.encode_frame(frame))
     curves: dict[str, Any] = {}
     metrics: dict[str, float] = {}
     for j, o in enumerate(o["offer_id"] for o in bundle.meta["offers"]):
