@@ -109,7 +109,8 @@ def fit_nbo(
         o["offer_id"]: np.array([bool(rule(r)) for r in records])
         for rule, o in zip(bundle.rules, meta["offers"], strict=True)
     }
-    meta["average_uplift"] = average_uplift(offer, y, prop, CONTROL_OFFER, eligible)
+    # The bundle holds its own typed copy of ``meta``: set it there.
+    bundle.meta["average_uplift"] = average_uplift(offer, y, prop, CONTROL_OFFER, eligible)
     return bundle
 
 
@@ -125,7 +126,7 @@ def apply_choice(bundle: Bundle, choice: PolicyChoice | None, reason: str | None
 
 def one_offer_for_all(bundle: Bundle) -> Bundle:
     """The same bundle serving one offer for all (``meta["policy"] = "best_single"``), as :func:`apply_choice` sets."""
-    return replace(bundle, meta={**bundle.meta, "policy": BEST_SINGLE})
+    return replace(bundle, meta=bundle.meta.model_copy(update={"policy": BEST_SINGLE}))
 
 
 def arms(bundle: Bundle) -> list[str]:
