@@ -1,9 +1,10 @@
 """Soak: ``cxpredict serve`` under steady load for a long time, with feedback and a promotion in the middle.
 
 Usage: python benchmarks/soak.py [--duration 600] [--share 0.7] [--capacity-seconds 15] [--customers 3000]
-                                 [--interval 30] [--json FILE]
+                                 [--interval 30] [--json FILE] [--workdir DIR]
 
-In a temporary directory: ``cxpredict demo``, then ``cxpredict serve`` on a free loopback port. The capacity is
+In a temporary directory (or ``--workdir``: a demo left there by an earlier run is used again, which saves its
+minutes of setup): ``cxpredict demo``, then ``cxpredict serve`` on a free loopback port. The capacity is
 measured first (``hey``, 8 connections, no rate limit, ``--capacity-seconds``); the soak then loads
 ``POST /v1/personalize`` at ``--share`` of it (``hey -q``, the same 8 connections) in runs of ``--interval``
 seconds, while another client asks for a decision and posts feedback on it five times a second. Half-way, the
@@ -19,8 +20,10 @@ failed promotion. ``hey`` and the feedback client run on the same machine as the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -124,11 +127,16 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--interval", type=float, default=30.0, help="seconds per reported interval")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--workdir", type=Path, help="keep the demo here; one already there is used again")
     args = parser.parse_args()
     hey = bench.ensure_hey()
-    with tempfile.TemporaryDirectory(prefix="cxpredict-soak-") as tmpdir:
-        tmp = Path(tmpdir)
-        env = {**bench.setup(tmp, args.customers), "CXPREDICT_RELOAD_SECONDS": "2"}
+    with contextlib.ExitStack() as stack:
+        if args.workdir is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cxpredict-soak-")))
+        else:
+            tmp = args.workdir.resolve()
+            tmp.mkdir(parents=True, exist_ok=True)
+        env = {**_demo(tmp, args.customers), "CXPREDICT_RELOAD_SECONDS": "2"}
         port = bench.free_port()
         server = bench.Server(
             "cxpredict serve",
@@ -213,6 +221,27 @@ def main() -> int:
             if feedback is not None:
                 feedback.stop.set()
             server.stop()
+
+
+def _demo(tmp: Path, customers: int) -> dict[str, str]:
+    """``cxpredict demo`` in ``tmp`` unless an earlier run left one there; the environment of the run's commands."""
+    done = tmp / "demo-done"
+    if not done.exists():
+        env = bench.setup(tmp, customers)
+        done.write_text(f"--customers {customers}\n")
+        return env
+    print(f"setup: the demo already in {tmp} ({done.read_text().strip()})", flush=True)
+    # What benchmarks/serving.py's setup gives the demo's commands.
+    return {
+        **os.environ,
+        "CXPREDICT_HOME": str(tmp / "home"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "CXPREDICT_API_KEYS": bench.API_KEY,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+    }
 
 
 def _ms(value: float | None) -> str:

@@ -6,9 +6,11 @@ Usage: python benchmarks/spark_scaling.py [--rows 1000000 5000000 10000000] [--e
 For each size it writes a seeded synthetic ``transactions.parquet`` (one customer per 10 rows, the generator of
 ``benchmarks/feature_pipeline.py``), then times the real command line — a fresh process per run, so the Spark
 figure includes JVM start, validation in DuckDB, staging to Parquet and the query — and checks that both engines
-wrote the same table. A least-squares line ``seconds = a + b * rows`` through the measured points gives the
-extrapolation to 100M rows that docs/benchmarks.md reports (a linear fit: it assumes the run still fits memory and
-local disk, which is exactly what stops holding on one machine).
+wrote the same table. Each line also gives the 1-minute load average sampled during the run (mean and maximum) and
+the process's nice value: on a shared machine the figure means little without them. Run it under ``nice -n 19``
+there so it does not starve other work. A least-squares line ``seconds = a + b * rows`` through the measured
+points gives the extrapolation to 100M rows that docs/benchmarks.md reports (a linear fit: it assumes the run
+still fits memory and local disk, which is exactly what stops holding on one machine).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,8 +47,40 @@ def spark_conf_dir(directory: Path, driver_memory: str) -> Path:
     return directory
 
 
+class LoadSampler:
+    """Samples the 1-minute load average every ``every`` seconds while a build runs (the machine may be shared)."""
+
+    def __init__(self, every: float = 15.0) -> None:
+        self._every = every
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self._samples.append(os.getloadavg()[0])
+            if self._stop.wait(self._every):
+                return
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        """Mean and maximum of the sampled 1-minute load averages."""
+        samples = self._samples or [os.getloadavg()[0]]
+        return {"load_mean": round(float(np.mean(samples)), 1), "load_max": round(max(samples), 1)}
+
+
 def build(data: Path, out: Path, engine: str, master: str, timeout: float, conf_dir: Path) -> float | None:
-    """Wall seconds of one `cxpredict features build`, or None when it ran past ``timeout``."""
+    """Wall seconds of one `cxpredict features build`, or None when it ran past ``timeout``.
+
+    The command runs in its own process group so that a timeout also stops the JVM that PySpark started.
+    """
     env = {
         **os.environ,
         "CXPREDICT_SPARK_MASTER": master,
@@ -54,14 +90,19 @@ def build(data: Path, out: Path, engine: str, master: str, timeout: float, conf_
     cmd = [str(ROOT / ".venv/bin/cxpredict"), "features", "build", "--data", str(data), "--as-of", AS_OF]
     cmd += ["--out", str(out), "--engine", engine]
     t0 = time.perf_counter()
-    try:
-        subprocess.run(cmd, env=env, check=True, timeout=timeout, capture_output=True, text=True)
-    except subprocess.TimeoutExpired:
-        return None
-    except subprocess.CalledProcessError as exc:
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return None
+    if proc.returncode != 0:
         log = Path(tempfile.gettempdir()) / f"spark_scaling_{engine}_failed.log"
-        log.write_text(exc.stdout + exc.stderr)
-        raise SystemExit(f"{engine} failed at {data} (whole output in {log}):\n{exc.stderr[-4000:]}") from exc
+        log.write_text(stdout + stderr)
+        raise SystemExit(f"{engine} failed at {data} (whole output in {log}):\n{stderr[-4000:]}")
     return time.perf_counter() - t0
 
 
@@ -107,8 +148,12 @@ def main() -> None:
             for engine in args.engines:
                 outs[engine] = Path(tmp) / f"{engine}.parquet"
                 conf = spark_conf_dir(Path(tmp) / "spark-conf", args.driver_memory)
-                seconds = build(data, outs[engine], engine, args.master, args.timeout, conf)
+                with LoadSampler() as load:
+                    seconds = build(data, outs[engine], engine, args.master, args.timeout, conf)
                 line = {"rows": rows, "engine": engine, "seconds": seconds, "master": args.master}
+                line |= load.summary() | {"nice": os.nice(0)}
+                if seconds is None:
+                    line["timeout_seconds"] = args.timeout
                 if engine == "spark":
                     line["driver_memory"] = args.driver_memory
                 if seconds is not None:

@@ -179,6 +179,9 @@ def train_cmd(
     ),
     promote: Annotated[bool, typer.Option("--promote", help="make the new versions champion")] = False,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    engine: Annotated[str, typer.Option(help="where the snapshots' feature and label SQL runs: duckdb or spark")] = (
+        "duckdb"
+    ),
 ) -> None:
     """Train churn, CLTV and next-best-offer models; log them to MLflow and register new versions."""
     from features.settings import load_settings
@@ -195,6 +198,7 @@ def train_cmd(
             models=names,
             promote=promote,
             seed=seed,
+            engine=engine,
         )
     except Exception as exc:  # pydantic's message names the bad field
         raise UsageError(str(exc)) from exc

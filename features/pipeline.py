@@ -1,7 +1,8 @@
 """Running the feature and label definitions on a loaded data directory.
 
 The definitions (:mod:`features.definitions`, :mod:`features.labels`) are SQL text; this module executes them
-in DuckDB and hands pandas frames to the edges (training, batch scoring, the online store).
+in the engine that :class:`FeatureConfig` names (DuckDB in-process by default, or Spark: :mod:`features.engines`)
+and hands pandas frames to the edges (training, batch scoring, the online store).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from features import labels as label_defs
 from features.data import attribute_columns
 from features.definitions import RESPONSE_WINDOW_DAYS, feature_names, feature_query, feature_set_version
-from features.engines import Engine
-from features.engines.duckdb import DuckDBEngine
+from features.engines import Engine, EngineName, open_engine
 
 _NUMERIC_TYPES = {
     "TINYINT",
@@ -43,9 +43,14 @@ _NUMERIC_TYPES = {
 class FeatureConfig(BaseModel):
     """How the feature table is built (the population is always every known customer at T, CONTRACT §2).
 
+    The config also carries where the SQL runs: a job that builds many snapshots (``train``) opens the engine once,
+    on first use, and releases it when the config is closed (``with config:`` or :meth:`close`).
+
     Attributes:
         response_window_days: Days after an offer's ``ts`` at which its outcome (``accepted``, ``revenue``) counts
             as known when ``offers.responded_ts`` is empty; part of the feature-set version.
+        engine: Where the feature and label SQL runs (``--engine``); not part of the feature-set version, since
+            both engines compute the same values.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -53,11 +58,35 @@ class FeatureConfig(BaseModel):
     response_window_days: int = Field(
         RESPONSE_WINDOW_DAYS, ge=0, description="days after an offer when its outcome counts as known (no responded_ts)"
     )
+    engine: EngineName = Field("duckdb", description="where the feature and label SQL runs: duckdb or spark")
+    _opened: Engine | None = PrivateAttr(None)
 
     @property
     def feature_set_version(self) -> str:
         """The feature-set version these settings compute."""
         return feature_set_version(self.response_window_days)
+
+    def query_engine(self) -> Engine:
+        """The engine named by :attr:`engine`, opened on first use and reused until :meth:`close`.
+
+        Raises:
+            features.engines.spark.SparkUnavailableError: ``spark`` without PySpark or Java.
+        """
+        if self._opened is None:
+            self._opened = open_engine(self.engine)
+        return self._opened
+
+    def close(self) -> None:
+        """Release the engine (a Spark session and its staged tables); idempotent."""
+        if self._opened is not None:
+            self._opened.close()
+            self._opened = None
+
+    def __enter__(self) -> FeatureConfig:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def is_contract(con: duckdb.DuckDBPyConnection) -> bool:
@@ -119,8 +148,8 @@ def build_features(
     Args:
         con: Connection with the canonical tables loaded (:func:`features.data.load_data_dir`).
         as_of: Cut-off T; rows at or after T are never read.
-        config: Feature settings (the response window).
-        engine: Where the query runs (:mod:`features.engines`); DuckDB in ``con`` when None.
+        config: Feature settings (the response window, the engine).
+        engine: An already opened engine that overrides ``config.engine`` (:mod:`features.engines`).
 
     Returns:
         Frame with ``customer_id``, the registry features (float) and ``attr_*`` attribute columns.
@@ -129,15 +158,19 @@ def build_features(
     attrs = attribute_columns(con)
     numeric = frozenset(name for name, kind in attrs if kind.split("(")[0] in _NUMERIC_TYPES)
     sql = feature_query(as_of, [n for n, _ in attrs], numeric, config.response_window_days)
-    return (engine or DuckDBEngine()).query(con, sql)
+    return (engine or config.query_engine()).query(con, sql)
 
 
 def build_labels(
-    con: duckdb.DuckDBPyConnection, as_of: datetime, horizon_days: int, cltv_horizon_days: int
+    con: duckdb.DuckDBPyConnection,
+    as_of: datetime,
+    horizon_days: int,
+    cltv_horizon_days: int,
+    config: FeatureConfig | None = None,
 ) -> pd.DataFrame:
-    """Labels of the snapshot at ``as_of`` (see :func:`features.labels.label_query`)."""
+    """Labels of the snapshot at ``as_of`` (see :func:`features.labels.label_query`), in ``config``'s engine."""
     sql = label_defs.label_query(as_of, horizon_days, cltv_horizon_days, is_contract(con))
-    return con.execute(sql).df()
+    return (config or FeatureConfig()).query_engine().query(con, sql)
 
 
 def build_snapshots(
@@ -154,12 +187,13 @@ def build_snapshots(
         cutoffs: Snapshot times; callers keep them ``<= T - H`` so that no label reaches past T.
         horizon_days: Churn and spend horizon H.
         cltv_horizon_days: Horizon of the long-run value label.
-        config: Feature settings (the response window).
+        config: Feature settings (the response window, the engine that runs features and labels alike).
     """
+    config = config or FeatureConfig()
     frames = []
     for cut in cutoffs:
         feats = build_features(con, cut, config)
-        labs = build_labels(con, cut, horizon_days, cltv_horizon_days)
+        labs = build_labels(con, cut, horizon_days, cltv_horizon_days, config)
         frame = feats.merge(labs, on="customer_id", how="inner", validate="one_to_one")
         frame.insert(1, "snapshot", pd.Timestamp(cut))
         frames.append(frame)
@@ -168,9 +202,18 @@ def build_snapshots(
     return pd.concat(frames, ignore_index=True)
 
 
-def build_offer_outcomes(con: duckdb.DuckDBPyConnection, as_of: datetime, window_days: int) -> pd.DataFrame:
-    """Offers shown in ``[as_of, as_of + window)`` with their outcome (see :mod:`features.labels`)."""
-    return con.execute(label_defs.offer_outcome_query(as_of, window_days)).df()
+def build_offer_outcomes(
+    con: duckdb.DuckDBPyConnection, as_of: datetime, window_days: int, config: FeatureConfig | None = None
+) -> pd.DataFrame:
+    """Offers shown in ``[as_of, as_of + window)`` with their outcome (see :mod:`features.labels`).
+
+    Args:
+        con: Loaded data.
+        as_of: Start of the offer window.
+        window_days: Length of the offer window.
+        config: Feature settings: the engine the query runs in (DuckDB in ``con`` when None).
+    """
+    return (config or FeatureConfig()).query_engine().query(con, label_defs.offer_outcome_query(as_of, window_days))
 
 
 def write_frame(frame: pd.DataFrame, out: Path) -> None:

@@ -56,6 +56,12 @@ MAX_QUEUED = 10_000
 BUSY_TIMEOUT_MS = 5_000
 #: Seconds a failed write keeps the log reported unusable (``problem``) unless a write succeeds meanwhile.
 FAILURE_MEMORY_SECONDS = 5.0
+#: How long a writer waits for another process's file lock (``decisions.sqlite.lock``) before the write fails
+#: (the service answers 503): a process that hangs holding it must not stall every other writer for ever.
+LOCK_TIMEOUT_SECONDS = 5.0
+#: First and longest pause between tries for a held file lock (the kernel has no timed flock): short enough that a
+#: waiter takes the lock about as soon as it is released (benchmarks/decision_log_processes.py).
+LOCK_POLL_SECONDS = (0.0002, 0.002)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -127,6 +133,10 @@ class DecisionLogMissing(DecisionLogError):  # noqa: N818
     """The log's file was removed or replaced under the running service."""
 
 
+class DecisionLogLocked(DecisionLogError):  # noqa: N818
+    """Another process held the log's write lock longer than :data:`LOCK_TIMEOUT_SECONDS`: nothing was written."""
+
+
 class UnknownDecisions(ValueError):  # noqa: N818 - reads better at the raise site
     """Feedback names decision ids this log never issued (``ids`` lists them, ``rows`` their positions)."""
 
@@ -186,18 +196,6 @@ class DecisionLog(Protocol):
 
         ``background`` records (shadow scores) must never delay the acknowledgement of served ones.
         """
-        ...
-
-    def record(self, decision: Mapping[str, Any]) -> None:
-        """Store one decision and wait until it is durable."""
-        ...
-
-    def record_many(self, decisions: Iterable[Mapping[str, Any]]) -> None:
-        """Store several decisions and wait until they are durable."""
-        ...
-
-    def get(self, decision_id: str) -> dict[str, Any] | None:
-        """A stored decision with its outputs and feedback, or None."""
         ...
 
     def add_feedback(
@@ -267,6 +265,30 @@ def decision_rows(rows: Iterable[Sequence[Any]], feedback: Iterable[Sequence[Any
         item = dict(zip(keys, row[:-1], strict=True))
         item["outputs"] = json.loads(row[-1])
         item["feedback"] = by_decision.get(item["decision_id"], {})
+        out.append(item)
+    return out
+
+
+#: One customer's decisions and their feedback, for ``export`` (``%s`` placeholders; SQLite takes ``?``).
+EXPORT_DECISIONS = f"SELECT {', '.join(_COLUMNS)} FROM decisions WHERE customer_id = %s ORDER BY ts"
+EXPORT_FEEDBACK = (
+    "SELECT f.decision_id, f.outcome, f.value, f.ts FROM feedback f JOIN decisions d "
+    "ON d.decision_id = f.decision_id WHERE d.customer_id = %s ORDER BY f.ts"
+)
+
+
+def exported_decisions(rows: Iterable[Sequence[Any]], feedback: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Rows of :data:`EXPORT_DECISIONS` as dicts: JSON columns parsed, each with its ``feedback`` (oldest first)."""
+    by_decision: dict[str, list[dict[str, Any]]] = {}
+    for decision_id, outcome, value, ts in feedback:
+        by_decision.setdefault(decision_id, []).append({"outcome": outcome, "value": value, "ts": ts})
+    out = []
+    for row in rows:
+        item = dict(zip(_COLUMNS, row, strict=True))
+        for key in ("model_versions", "context", "outputs"):
+            item[key] = json.loads(item[key])
+        item["shadow"] = bool(item["shadow"])
+        item["feedback"] = by_decision.get(item["decision_id"], [])
         out.append(item)
     return out
 
@@ -482,27 +504,50 @@ class SQLiteDecisionLog:
                         outcome = self._commit(con, group)
                     finally:
                         self._unlock_file()
-            except Exception as exc:  # the file lock failed (ENOLCK on some network file systems): keep writing
+            except Exception as exc:  # the file lock failed or timed out: fail this group, keep writing
                 self.write_errors += 1
+                self._failed = (time.monotonic(), f"{type(exc).__name__}: {exc}")
                 log.error("decision log %s: cannot write (%d operations): %r", self.path, len(group), exc)
                 outcome = [(future, None, exc) for _, future in group]
             # Woken only once both locks are free, so a caller's next lone decision can take the direct path.
             _settle(outcome)
 
     def _lock_file(self, wait: bool = True) -> bool:
-        """Take the cross-process write lock; False if ``wait`` is off and another process holds it."""
-        # SQLite's busy handler polls with growing sleeps; a kernel file lock wakes the waiter the moment it is
-        # released (benchmarks/decision_log_processes.py measures both).
+        """Take the cross-process write lock; False if ``wait`` is off and another process holds it.
+
+        Raises:
+            DecisionLogLocked: ``wait`` is on and the lock stayed held for :data:`LOCK_TIMEOUT_SECONDS`.
+        """
         if fcntl is None:
-            return True
-        if wait:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             return True
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held elsewhere (BlockingIOError), or failing: the writer thread reports it to the caller
-            return False
-        return True
+            return True
+        except BlockingIOError:
+            if not wait:
+                return False
+        except OSError:  # failing (ENOLCK on some network disks): the writer thread reports it to the caller
+            if not wait:
+                return False
+            raise
+        # Polled with short, growing pauses up to a deadline: a blocking flock has no timeout, and SQLite's own busy
+        # handler sleeps up to 100 ms between tries (benchmarks/decision_log_processes.py measures both).
+        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+        pause, longest = LOCK_POLL_SECONDS
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DecisionLogLocked(
+                    f"decision log {self.path}: another process has held its write lock for {LOCK_TIMEOUT_SECONDS:g} s "
+                    "(a stuck `cxpredict` command?); nothing was written"
+                )
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, longest)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                continue
 
     def _unlock_file(self) -> None:
         if fcntl is not None:
@@ -598,32 +643,6 @@ class SQLiteDecisionLog:
         futures = [self._enqueue(lambda con, c=chunk: con.executemany(_INSERT, c) and None, 1) for chunk in chunks]
         return futures[-1]
 
-    def record(self, decision: Mapping[str, Any]) -> None:
-        """Store one decision and wait until it is committed."""
-        self.submit([decision]).result()
-
-    def record_many(self, decisions: Iterable[Mapping[str, Any]]) -> None:
-        """Store several decisions (one transaction) and wait until they are committed."""
-        self.submit(list(decisions)).result()
-
-    def get(self, decision_id: str) -> dict[str, Any] | None:
-        """A stored decision with its outputs and feedback, or None."""
-        with self._read_lock:
-            row = self._read_con.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM decisions WHERE decision_id = ?", (decision_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            feedback = self._read_con.execute(
-                "SELECT outcome, value, ts FROM feedback WHERE decision_id = ? ORDER BY ts", (decision_id,)
-            ).fetchall()
-        out = dict(zip(_COLUMNS, row, strict=True))
-        for key in ("model_versions", "context", "outputs"):
-            out[key] = json.loads(out[key])
-        out["shadow"] = bool(out["shadow"])
-        out["feedback"] = [{"outcome": o, "value": v, "ts": t} for o, v, t in feedback]
-        return out
-
     def missing_decisions(self, decision_ids: Sequence[str]) -> list[int]:
         """Positions of the ids this log does not hold (a read: it never waits for or blocks a writer)."""
         distinct = list(dict.fromkeys(decision_ids))
@@ -717,11 +736,6 @@ class SQLiteDecisionLog:
             out.append(item)
         return out
 
-    def count(self) -> int:
-        """Number of stored decisions."""
-        with self._read_lock:
-            return int(self._read_con.execute("SELECT count(*) FROM decisions").fetchall()[0][0])
-
     def close(self) -> None:
         """Commit what is queued, stop the writer thread and close the connections."""
         if self._writer.is_alive():
@@ -771,13 +785,9 @@ class SQLiteDecisionLog:
     def export(self, customer_id: str) -> dict[str, Any]:
         """Everything the log holds about one customer: their decisions, each with its feedback."""
         with self._read_lock:
-            ids = [
-                r[0]
-                for r in self._read_con.execute(
-                    "SELECT decision_id FROM decisions WHERE customer_id = ? ORDER BY ts", (customer_id,)
-                )
-            ]
-        return {"decisions": [d for d in (self.get(i) for i in ids) if d is not None]}
+            rows = self._read_con.execute(EXPORT_DECISIONS.replace("%s", "?"), (customer_id,)).fetchall()
+            feedback = self._read_con.execute(EXPORT_FEEDBACK.replace("%s", "?"), (customer_id,)).fetchall()
+        return {"decisions": exported_decisions(rows, feedback)}
 
     def purge(self, before_ts: float) -> dict[str, int]:
         """Erase decisions made before ``before_ts`` (epoch seconds) with their feedback, and older feedback."""

@@ -9,7 +9,6 @@ advisory lock, so replicas starting together cannot race each other's migration.
 from __future__ import annotations
 
 import itertools
-import json
 import queue
 import threading
 import time
@@ -23,7 +22,10 @@ from psycopg_pool import ConnectionPool
 from serving.decision_log import (
     _COLUMNS,
     CONTACT_WHERE,
+    EXPORT_DECISIONS,
+    EXPORT_FEEDBACK,
     FAILURE_MEMORY_SECONDS,
+    LOCK_TIMEOUT_SECONDS,
     MAX_GROUP,
     MAX_QUEUED,
     DecisionLogBusy,
@@ -36,6 +38,7 @@ from serving.decision_log import (
     _row,
     _settle,
     decision_rows,
+    exported_decisions,
 )
 
 #: Any fixed 64-bit number: the key of the advisory lock that serialises migrations across replicas.
@@ -63,6 +66,9 @@ _STOP = object()
 CONNECT_TIMEOUT_SECONDS = 3
 #: Seconds the readiness probe waits for the database.
 PROBE_TIMEOUT_SECONDS = 1.0
+#: Longest wait for a lock held by another session (a row another transaction is writing, the migration lock):
+#: then the statement fails (the service answers 503) instead of waiting for ever.
+LOCK_TIMEOUT_MS = int(LOCK_TIMEOUT_SECONDS * 1000)
 
 
 def migrate(con: psycopg.Connection) -> None:
@@ -90,7 +96,7 @@ class PostgresDecisionLog:
                 max_size=pool_size,
                 open=True,
                 timeout=CONNECT_TIMEOUT_SECONDS,
-                kwargs={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+                kwargs={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"},
                 # A connection broken while the database was down is replaced when taken, not used for a commit.
                 check=ConnectionPool.check_connection,
             )
@@ -177,32 +183,6 @@ class PostgresDecisionLog:
 
         return self._enqueue(insert)
 
-    def record(self, decision: Mapping[str, Any]) -> None:
-        """Store one decision and wait until it is committed."""
-        self.submit([decision]).result()
-
-    def record_many(self, decisions: Iterable[Mapping[str, Any]]) -> None:
-        """Store several decisions and wait until they are committed."""
-        self.submit(list(decisions)).result()
-
-    def get(self, decision_id: str) -> dict[str, Any] | None:
-        """A stored decision with its outputs and feedback, or None."""
-        with self._pool.connection() as con:
-            row = con.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM decisions WHERE decision_id = %s", (decision_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            feedback = con.execute(
-                "SELECT outcome, value, ts FROM feedback WHERE decision_id = %s ORDER BY ts", (decision_id,)
-            ).fetchall()
-        out = dict(zip(_COLUMNS, row, strict=True))
-        for key in ("model_versions", "context", "outputs"):
-            out[key] = json.loads(out[key])
-        out["shadow"] = bool(out["shadow"])
-        out["feedback"] = [{"outcome": o, "value": v, "ts": t} for o, v, t in feedback]
-        return out
-
     def missing_decisions(self, decision_ids: Sequence[str]) -> list[int]:
         """Positions of the ids this log does not hold."""
         distinct = list(dict.fromkeys(decision_ids))
@@ -281,11 +261,6 @@ class PostgresDecisionLog:
             out.append(item)
         return out
 
-    def count(self) -> int:
-        """Number of stored decisions."""
-        with self._pool.connection() as con:
-            return int(con.execute("SELECT count(*) FROM decisions").fetchone()[0])
-
     def close(self) -> None:
         """Commit what is queued, stop the writer thread and close the pool."""
         if self._writer.is_alive():
@@ -320,13 +295,9 @@ class PostgresDecisionLog:
     def export(self, customer_id: str) -> dict[str, Any]:
         """Everything the log holds about one customer: their decisions, each with its feedback."""
         with self._pool.connection() as con:
-            ids = [
-                r[0]
-                for r in con.execute(
-                    "SELECT decision_id FROM decisions WHERE customer_id = %s ORDER BY ts", (customer_id,)
-                )
-            ]
-        return {"decisions": [d for d in (self.get(i) for i in ids) if d is not None]}
+            rows = con.execute(EXPORT_DECISIONS, (customer_id,)).fetchall()
+            feedback = con.execute(EXPORT_FEEDBACK, (customer_id,)).fetchall()
+        return {"decisions": exported_decisions(rows, feedback)}
 
     def purge(self, before_ts: float) -> dict[str, int]:
         """Erase decisions made before ``before_ts`` (epoch seconds) with their feedback, and older feedback."""
@@ -344,7 +315,12 @@ class PostgresDecisionLog:
 
     def _vacuum(self) -> None:
         # VACUUM cannot run inside a transaction: a connection of its own, in autocommit mode.
-        with psycopg.connect(self.url, autocommit=True) as con:
+        with psycopg.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            options=f"-c lock_timeout={LOCK_TIMEOUT_MS}",
+        ) as con:
             con.execute("VACUUM decisions, feedback")
 
     # --- contact policy (issue 17) -------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from serving.decision_log import (
 from serving.decision_log_factory import open_decision_log
 from serving.experiments import HOLDOUT, assign
 from serving.layout import EXPERIMENTS_ERROR, MANIFEST_FILE, MODELS, file_key
+from serving.memory import Retired
 from serving.startup import StartupError
 
 log = logging.getLogger(__name__)
@@ -450,6 +451,8 @@ class Runtime:
         self._shadow_thread: threading.Thread | None = None
         self._last_check = time.monotonic()
         self._reload_lock = threading.Lock()
+        #: Swapped-out model generations: their memory goes back to the OS once no request holds them.
+        self.retired = Retired()
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def _refresh_store(self, strict: bool = False) -> None:
@@ -489,6 +492,7 @@ class Runtime:
             return False
         try:
             self._last_check = now
+            self.retired.release()
             try:
                 self._refresh_store()
             except Exception:  # a half-written store must not stop the service
@@ -506,6 +510,7 @@ class Runtime:
                 return False
             old = self.models.versions
             self.experiments_errors += len(set(models.experiment_errors) - set(self.models.experiment_errors))
+            self.retired.retire(self.models)
             self.models = models  # one reference swap: in-flight requests keep their own `models`
             self.reloads += 1
             log.info("serving new models %s (were %s)", models.versions, old)

@@ -31,6 +31,7 @@ from serving.decision_log import FeedbackReceipt
 from serving.http import DenyByDefault, LogUnavailable, api, metrics_app
 from serving.keys import ApiKey, KeyRing, RateLimiter
 from serving.metrics import ServiceMetrics
+from serving.readiness import ReadinessLog
 from serving.runtime import MODELS, Item, Runtime
 from serving.schemas import FeedbackRequest, PersonalizeRequest
 
@@ -86,6 +87,7 @@ class CxPredict:
         self.runtime = Runtime(settings)
         self.metrics = ServiceMetrics(SINGLE_ENDPOINTS)
         self.metrics.publish(self.runtime)
+        self.readiness = ReadinessLog(log)  # probes come every second: log changes, not every probe
         #: Single-customer requests being answered right now (the event loop's thread alone updates it).
         self.in_flight = 0
         # One scoring thread: XGBoost releases the GIL, so scoring overlaps the event loop's HTTP work. A request
@@ -143,8 +145,7 @@ class CxPredict:
         if not self.runtime.models.bundles:
             return False
         problems = self.runtime.problems()
-        if problems:
-            log.warning("not ready: %s", "; ".join(problems))
+        self.readiness.report(problems)
         return not problems
 
     def _decide(self, items: list[Item], parts: tuple[str, ...], endpoint: str) -> list[tuple[Any, Future[None]]]:

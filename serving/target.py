@@ -415,7 +415,7 @@ def run_target(
         ]
         dlog = open_decision_log(settings)
         try:
-            dlog.record_many(records)
+            dlog.submit(records).result()
         finally:
             dlog.close()
         logged = len(records)

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.engines import EngineName
+
 ModelName = Literal["churn", "cltv", "next_best_offer"]
 MODEL_NAMES: tuple[ModelName, ...] = ("churn", "cltv", "next_best_offer")
 
@@ -47,6 +49,7 @@ class TrainConfig(BaseModel):
         promote: Make the new versions ``champion`` (otherwise only the first version is).
         seed: Seed of every random choice.
         min_customers: Fewer customers in a snapshot is an error.
+        engine: Where the snapshots' feature and label SQL runs (``--engine``): the same values either way.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,3 +65,4 @@ class TrainConfig(BaseModel):
     seed: int = 0
     min_customers: int = Field(50, ge=1)
     xgb: XGBParams = Field(default_factory=XGBParams)
+    engine: EngineName = "duckdb"

@@ -322,7 +322,7 @@ def offer_frame(
     frames = []
     cut = as_of - step
     while cut >= start:
-        outcomes = build_offer_outcomes(con, cut, config.snapshot_step_days)
+        outcomes = build_offer_outcomes(con, cut, config.snapshot_step_days, feat_cfg)
         if len(outcomes):
             feats = build_features(con, cut, feat_cfg)
             joined = outcomes.merge(feats, on="customer_id", how="inner")
@@ -564,11 +564,11 @@ def train(data_dir: Path, as_of: datetime | None, config: TrainConfig, settings:
         )
     if {"churn", "cltv"} & set(config.models):
         snapshot_cutoffs(as_of, start, config)
-    feat_cfg = FeatureConfig(response_window_days=config.response_window_days)
+    feat_cfg = FeatureConfig(response_window_days=config.response_window_days, engine=config.engine)
     client = registry.configure(settings)
     registry.use_experiment()
     results: dict[str, ModelResult] = {}
-    with tempfile.TemporaryDirectory() as tmpdir, mlflow.start_run(run_name=f"train {as_of:%Y-%m-%d}") as run:
+    with tempfile.TemporaryDirectory() as tmpdir, feat_cfg, mlflow.start_run(run_name=f"train {as_of:%Y-%m-%d}") as run:
         tmp = Path(tmpdir)
         # Prefixed keys: `mlflow run` has already logged its own entry-point parameters (as_of, data) on this run.
         mlflow.log_params(
@@ -580,6 +580,7 @@ def train(data_dir: Path, as_of: datetime | None, config: TrainConfig, settings:
                 "feature_set_version": feat_cfg.feature_set_version,
                 "train.models": ",".join(config.models),
                 "train.response_window_days": config.response_window_days,
+                "train.engine": config.engine,
             }
         )
         mlflow.set_tag("churn_population", CHURN_POPULATION)

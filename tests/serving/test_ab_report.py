@@ -13,6 +13,7 @@ import pytest
 from serving import ab_report as report
 from serving.ab_report import SRM_WARNING, format_text, write_html
 from serving.ab_stats import ExperimentResult, analyze
+from tests.serving.logged import record
 
 SHARES = {"champion": 0.45, "challenger-v7": 0.45, "holdout": 0.10}
 
@@ -204,7 +205,7 @@ def test_values_too_large_to_average_are_not_compared_and_never_print_nan_or_inf
         }
         for i in range(80)
     ]
-    log.record_many(rows)
+    record(log, *rows)
     # Stored before the API bounded values: c0 gets two 1.7e308 (its sum overflows), c2 one.
     for decision_id in ("d0", "d40", "d2"):
         assert log.add_feedback(decision_id, "converted", 1.7e308).known

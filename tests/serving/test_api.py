@@ -13,6 +13,7 @@ import pytest
 
 from features.scoring import SMALL_BATCH, Bundle, score_frame
 from tests.serving.conftest import API_KEY, N_CUSTOMERS, Server
+from tests.serving.logged import read_decision
 
 PARTS = ("churn", "cltv", "next_best_offer")
 
@@ -207,7 +208,7 @@ def test_concurrent_requests_each_get_their_own_answer(
     try:
         for body, response in zip(bodies, got, strict=True):
             if response is not None and response.status_code == 200:
-                stored = log.get(response.json()["decision_id"])
+                stored = read_decision(log, response.json()["decision_id"])
                 assert stored is not None
                 assert stored["customer_id"] == body["customer_id"]
                 assert stored["context"] == body.get("context", {})
@@ -408,7 +409,7 @@ def test_decisions_are_logged(client: httpx.Client, server: Server) -> None:
     client.post("/v1/feedback", json={"decision_id": body["decision_id"], "outcome": "converted", "value": 9.0})
     log = SQLiteDecisionLog(server.home / "decisions.sqlite")
     try:
-        stored = log.get(body["decision_id"])
+        stored = read_decision(log, body["decision_id"])
     finally:
         log.close()
     assert stored is not None

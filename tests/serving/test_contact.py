@@ -19,6 +19,7 @@ from serving.decision_log import SQLiteDecisionLog, new_decision_id
 from serving.runtime import Runtime
 from serving.schemas import PersonalizeResponse
 from tests.serving.conftest import AS_OF, ROOT, build_bundles, feature_frame, write_manifest
+from tests.serving.logged import read_decision
 
 N = 40
 
@@ -63,7 +64,7 @@ def test_opted_out_and_holdout_never_get_an_offer_and_are_logged(tmp_path: Path,
     for answer in answers:
         PersonalizeResponse.model_validate(answer)
         cid, nbo = answer["customer_id"], answer["next_best_offer"]
-        stored = log.get(answer["decision_id"])
+        stored = read_decision(log, answer["decision_id"])
         if cid in held:
             assert nbo["offer_id"] is None and nbo["reason"] == "holdout"
         elif cid in opted:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,8 +14,16 @@ import pandas as pd
 import pytest
 
 from features.settings import load_settings
-from serving import ab
-from serving.decision_log import DecisionLogError, FeedbackRow, SQLiteDecisionLog, UnknownDecisions, new_decision_id
+from serving import ab, decision_log
+from serving.decision_log import (
+    DecisionLogError,
+    DecisionLogLocked,
+    FeedbackRow,
+    SQLiteDecisionLog,
+    UnknownDecisions,
+    new_decision_id,
+)
+from tests.serving.logged import count, read_decision, record
 
 
 def decision(i: int, **extra) -> dict:
@@ -38,10 +48,10 @@ def test_concurrent_submissions_are_all_committed_in_groups(tmp_path: Path) -> N
         t.join()
     for f in futures:
         f.result(timeout=30)
-    assert log.count() == 2000
+    assert count(log) == 2000
     # Group commit: far fewer transactions than decisions.
     assert log.commits < 2000
-    row = log.get("d1005")
+    row = read_decision(log, "d1005")
     assert row["variant"] == "a" and row["propensity"] == 0.5 and row["shadow"] is False
     log.close()
     # Another process (a fresh connection) sees everything that was acknowledged.
@@ -51,26 +61,26 @@ def test_concurrent_submissions_are_all_committed_in_groups(tmp_path: Path) -> N
 
 def test_feedback_is_idempotent_and_bulk_ingest_all_or_nothing(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(tmp_path / "d.sqlite")
-    log.record_many([decision(i) for i in range(5)])
+    record(log, *[decision(i) for i in range(5)])
     assert log.add_feedback("d0", "converted", 10.0).known
     assert log.add_feedback("d0", "converted", 99.0).known  # a repeat is accepted and changes nothing
     assert not log.add_feedback("nope", "converted", 1.0).known
     with pytest.raises(UnknownDecisions, match=r"row 1: 'x1'") as err:
         log.ingest_feedback([FeedbackRow("d1", "converted", 5.0), FeedbackRow("x1", "converted", 1.0)])
     assert err.value.ids == ["x1"]
-    assert log.get("d1")["feedback"] == []  # nothing from the failed batch was stored
+    assert read_decision(log, "d1")["feedback"] == []  # nothing from the failed batch was stored
     result = log.ingest_feedback(
         [FeedbackRow("d0", "converted", 1.0), FeedbackRow("d1", "converted", 5.0, ts=1_700_000_000.0)]
     )
     assert (result.inserted, result.duplicates) == (1, 1)
-    assert log.get("d0")["feedback"][0]["value"] == 10.0
-    assert log.get("d1")["feedback"] == [{"outcome": "converted", "value": 5.0, "ts": 1_700_000_000.0}]
+    assert read_decision(log, "d0")["feedback"][0]["value"] == 10.0
+    assert read_decision(log, "d1")["feedback"] == [{"outcome": "converted", "value": 5.0, "ts": 1_700_000_000.0}]
     log.close()
 
 
 def test_add_feedback_says_when_an_earlier_record_stands(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(tmp_path / "d.sqlite")
-    log.record(decision(0))
+    record(log, decision(0))
     first = log.add_feedback("d0", "converted", 10.0)
     assert first.known and not first.duplicate and first.value == 10.0
     again = log.add_feedback("d0", "converted", 99.0)
@@ -78,7 +88,7 @@ def test_add_feedback_says_when_an_earlier_record_stands(tmp_path: Path) -> None
     assert not log.add_feedback("d0", "clicked", None).duplicate
     unknown = log.add_feedback("nope", "converted", 1.0)
     assert not unknown.known and not unknown.duplicate
-    assert [f["value"] for f in log.get("d0")["feedback"] if f["outcome"] == "converted"] == [10.0]
+    assert [f["value"] for f in read_decision(log, "d0")["feedback"] if f["outcome"] == "converted"] == [10.0]
     log.close()
 
 
@@ -92,9 +102,9 @@ def test_old_database_gains_the_new_columns(tmp_path: Path) -> None:
         )
         con.execute("INSERT INTO decisions VALUES ('old', 1.0, 'c', 'personalize', NULL, NULL, '{}', '{}', '{}')")
     log = SQLiteDecisionLog(path)
-    log.record(decision(1, offer_id="discount10", pre_value=12.5))
-    assert log.get("old")["offer_id"] is None
-    assert log.get("d1")["offer_id"] == "discount10" and log.get("d1")["pre_value"] == 12.5
+    record(log, decision(1, offer_id="discount10", pre_value=12.5))
+    assert read_decision(log, "old")["offer_id"] is None
+    assert read_decision(log, "d1")["offer_id"] == "discount10" and read_decision(log, "d1")["pre_value"] == 12.5
     log.close()
 
 
@@ -131,7 +141,7 @@ def test_a_failing_write_lock_fails_its_callers_and_the_writer_goes_on(tmp_path:
     with pytest.raises(OSError, match="No locks available"):
         log.submit([decision(0)]).result(timeout=30)
     log.submit([decision(1)]).result(timeout=30)  # the writer thread survived
-    assert log.write_errors == 1 and log.get("d1") is not None and log.get("d0") is None
+    assert log.write_errors == 1 and read_decision(log, "d1") is not None and read_decision(log, "d0") is None
     log.close()
 
 
@@ -148,7 +158,8 @@ def test_a_caller_that_stops_waiting_does_not_stop_the_writer(tmp_path: Path) ->
         fcntl.flock(other, fcntl.LOCK_UN)
         os.close(other)
     log.submit([decision(1)]).result(timeout=30)  # the writer thread survived settling a cancelled future
-    assert log.get("d0") is not None and log.get("d1") is not None  # the cancelled one was still written
+    # The cancelled one was still written.
+    assert read_decision(log, "d0") is not None and read_decision(log, "d1") is not None
     log.close()
 
 
@@ -156,7 +167,7 @@ def test_closed_log_refuses_writes(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(tmp_path / "d.sqlite")
     log.close()
     with pytest.raises(RuntimeError, match="closed"):
-        log.record(decision(1))
+        record(log, decision(1))
 
 
 @pytest.mark.parametrize(
@@ -184,7 +195,7 @@ def test_feedback_file_errors_name_file_column_and_row(tmp_path: Path, content: 
 def test_ingest_reads_csv_and_parquet_and_refuses_unknown_ids(tmp_path: Path) -> None:
     settings = load_settings({"CXPREDICT_HOME": str(tmp_path / "home")})
     log = ab.decision_log(settings)
-    log.record_many([decision(i) for i in range(3)])
+    record(log, *[decision(i) for i in range(3)])
     log.close()
     csv = tmp_path / "fb.csv"
     csv.write_text(
@@ -201,8 +212,8 @@ def test_ingest_reads_csv_and_parquet_and_refuses_unknown_ids(tmp_path: Path) ->
     with pytest.raises(ValueError, match=r"bad.csv: 1 row\(s\) name decision ids .*'ghost'.*nothing was stored"):
         ab.ingest(settings, bad)
     log = ab.decision_log(settings)
-    assert [f["outcome"] for f in log.get("d1")["feedback"]] == ["clicked"]
-    assert log.get("d0")["feedback"][0]["ts"] == pd.Timestamp("2026-01-02T03:04:05Z").timestamp()
+    assert [f["outcome"] for f in read_decision(log, "d1")["feedback"]] == ["clicked"]
+    assert read_decision(log, "d0")["feedback"][0]["ts"] == pd.Timestamp("2026-01-02T03:04:05Z").timestamp()
     log.close()
 
 
@@ -233,7 +244,7 @@ def test_several_processes_write_the_same_log(tmp_path: Path, created_first: boo
         p.join(timeout=120)
     assert [p.exitcode for p in procs] == [0, 0, 0]
     log = SQLiteDecisionLog(path)
-    assert log.count() == 1200
+    assert count(log) == 1200
     log.close()
 
 
@@ -247,7 +258,7 @@ def test_served_decisions_jump_the_queue_of_background_records(tmp_path: Path) -
     served.result(timeout=30)
     background.result(timeout=60)
     assert order == ["served", "background"]
-    assert log.count() == 2001
+    assert count(log) == 2001
     log.close()
 
 
@@ -298,7 +309,7 @@ def test_submit_never_waits_for_another_process_holding_the_write_lock(tmp_path:
     assert not submitted[0].done()  # queued for the writer thread, which does wait for the lock
     other.execute("COMMIT")
     submitted[0].result(timeout=30)
-    assert log.count() == 1
+    assert count(log) == 1
     other.close()
     log.close()
 
@@ -316,7 +327,7 @@ def test_writers_of_other_processes_take_turns_on_the_file_lock(tmp_path: Path) 
     other._unlock_file()
     direct.result(timeout=30)
     queued.result(timeout=30)
-    assert log.count() == 2
+    assert count(log) == 2
     other.close()
     log.close()
 
@@ -325,18 +336,19 @@ def test_any_json_a_caller_sends_as_context_is_logged(tmp_path: Path) -> None:
     """Integers beyond 64 bits, non-finite outputs: written as valid JSON or as the standard library writes them."""
     log = SQLiteDecisionLog(tmp_path / "d.sqlite")
     huge = 10**30
-    log.record(decision(1, context={"campaign": huge, "tags": ["a", 1.5]}, cltv={"value": float("nan")}))
-    log.record(decision(2, context={"channel": "email"}))
-    assert log.get("d1")["context"] == {"campaign": huge, "tags": ["a", 1.5]}
-    assert log.get("d1")["outputs"]["cltv"] == {"value": None}
-    assert log.get("d2")["context"] == {"channel": "email"} and log.get("d2")["model_versions"] == {"churn": 1}
+    record(log, decision(1, context={"campaign": huge, "tags": ["a", 1.5]}, cltv={"value": float("nan")}))
+    record(log, decision(2, context={"channel": "email"}))
+    assert read_decision(log, "d1")["context"] == {"campaign": huge, "tags": ["a", 1.5]}
+    assert read_decision(log, "d1")["outputs"]["cltv"] == {"value": None}
+    d2 = read_decision(log, "d2")
+    assert d2["context"] == {"channel": "email"} and d2["model_versions"] == {"churn": 1}
     log.close()
 
 
 def test_ingest_writes_in_chunks_and_stays_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings({"CXPREDICT_HOME": str(tmp_path / "home")})
     log = ab.decision_log(settings)
-    log.record_many([decision(i) for i in range(7)])
+    record(log, *[decision(i) for i in range(7)])
     log.close()
     monkeypatch.setattr(ab, "INGEST_CHUNK", 3)
     transactions: list[int] = []
@@ -356,3 +368,45 @@ def test_ingest_writes_in_chunks_and_stays_all_or_nothing(tmp_path: Path, monkey
     good.write_text("decision_id,outcome\n" + "".join(f"d{i},converted\n" for i in range(7)))
     assert ab.ingest(settings, good) == ab.IngestResult(inserted=7, duplicates=0)
     assert transactions == [3, 3, 1]  # three short transactions, not one holding the lock for the whole file
+
+
+#: A second process that takes the log's file lock, says so, and keeps it until its stdin closes.
+_HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_write_lock_held_too_long_by_another_process_fails_the_write_and_the_log_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("fcntl")
+    monkeypatch.setattr(decision_log, "LOCK_TIMEOUT_SECONDS", 0.5)
+    path = tmp_path / "d.sqlite"
+    log = SQLiteDecisionLog(path)
+    record(log, decision(0))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(tmp_path / "d.sqlite.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(DecisionLogLocked, match=r"d\.sqlite: another process has held its write lock"):
+            log.submit([decision(1)]).result(timeout=30)
+        with pytest.raises(DecisionLogLocked):  # feedback waits no longer than decisions
+            log.add_feedback("d0", "converted", 1.0)
+        assert "write lock" in (log.problem() or "")  # /readyz says not ready meanwhile
+        with pytest.raises(DecisionLogError, match="write lock"):  # a worker starting now does not hang either
+            SQLiteDecisionLog(path)
+    finally:
+        holder.communicate(timeout=30)  # closing its stdin ends it, and the lock with it
+    record(log, decision(2))
+    assert log.problem() is None
+    assert read_decision(log, "d1") is None and read_decision(log, "d2") is not None
+    assert read_decision(log, "d0")["feedback"] == []
+    log.close()

@@ -27,6 +27,7 @@ from serving.experiments import (
 )
 from serving.runtime import Runtime
 from tests.serving.conftest import AS_OF, build_bundles, feature_frame
+from tests.serving.logged import read_decision
 
 # --- declarations --------------------------------------------------------------------------------------------
 
@@ -238,7 +239,7 @@ def test_runtime_routes_by_arm_logs_propensity_and_shadow(runtime: Runtime) -> N
         shown = "none" if a["experiment"]["holdout"] else (a["next_best_offer"]["offer_id"] or "none")
         assert row["offer_id"] == shown
     # Every shadow record points at the served decision it shadows; no answer ever carried the shadow's scores.
-    stored = log.get(shadow[0]["decision_id"])
+    stored = read_decision(log, shadow[0]["decision_id"])
     assert stored["outputs"]["served_decision_id"] in served
     assert stored["model_versions"]["churn"] == 2
     assert all(a["experiment"]["variant"] != "shadowed" for a in answers)

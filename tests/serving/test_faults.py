@@ -7,6 +7,7 @@ test closes and reopens; the SQLite log's file is moved away and back.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import secrets
 import time
@@ -22,9 +23,11 @@ from features.settings import load_settings
 from features.stores.factory import write_online_store
 from serving import decision_log
 from serving.decision_log import DecisionLogBusy, DecisionLogMissing, SQLiteDecisionLog, new_decision_id
+from serving.readiness import ReadinessLog
 from serving.runtime import Runtime, StoreUnavailable
 from tests.serving.conftest import AS_OF, build_bundles, feature_frame, write_manifest
 from tests.serving.faults import OwnRedis, TcpProxy
+from tests.serving.logged import read_decision, record
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -56,16 +59,16 @@ def home_with_models(home: Path, bundles: dict[str, Path]) -> Path:
 def test_sqlite_log_refuses_writes_while_its_file_is_gone_and_recovers(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(tmp_path / "decisions.sqlite")
     try:
-        log.record(decision())
+        record(log, decision())
         assert log.problem() is None
         os.rename(tmp_path / "decisions.sqlite", tmp_path / "away.sqlite")
         assert "missing" in (log.problem() or "")
         with pytest.raises(DecisionLogMissing, match="removed or replaced"):
-            log.record(decision())  # would be written into a file nobody will read again
+            record(log, decision())  # would be written into a file nobody will read again
         os.rename(tmp_path / "away.sqlite", tmp_path / "decisions.sqlite")
         kept = decision()
-        log.record(kept)
-        assert log.problem() is None and log.get(kept["decision_id"]) is not None
+        record(log, kept)
+        assert log.problem() is None and read_decision(log, kept["decision_id"]) is not None
     finally:
         log.close()
 
@@ -170,7 +173,7 @@ def test_runtime_reports_postgres_down_and_recovers(tmp_path: Path, bundles: dic
             except Exception:
                 assert time.monotonic() < deadline, "the decision log did not recover"
                 time.sleep(0.5)
-        assert rt.decisions.get(kept["decision_id"]) is not None
+        assert read_decision(rt.decisions, kept["decision_id"]) is not None
         deadline = time.monotonic() + 10
         while rt.problems():
             assert time.monotonic() < deadline, rt.problems()
@@ -178,3 +181,27 @@ def test_runtime_reports_postgres_down_and_recovers(tmp_path: Path, bundles: dic
     finally:
         proxy.stop()
         rt.decisions.close()
+
+
+# --- readiness in the log ------------------------------------------------------------------------------------
+
+
+def test_readiness_changes_are_logged_once_not_at_every_probe(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("test.readiness")
+    readiness = ReadinessLog(logger)
+    store_down = ["online store: ConnectionError: Error 111 connecting to 127.0.0.1:6390"]
+    both_down = [*store_down, "decision log: the last write failed: DecisionLogLocked: held for 5 s"]
+    probes = [[]] * 3 + [store_down] * 50 + [[f"online store: ConnectionError: attempt {i}"] for i in range(5)]
+    probes += [both_down] * 20 + [store_down] * 5 + [[]] * 50 + [store_down] + [[]]
+    with caplog.at_level(logging.INFO, logger="test.readiness"):
+        for problems in probes:
+            readiness.report(problems)
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "test.readiness"]
+    assert lines == [
+        ("WARNING", f"not ready: {store_down[0]}"),
+        ("WARNING", f"not ready: {'; '.join(both_down)}"),  # another backend joined: said once
+        ("WARNING", f"not ready: {store_down[0]}"),  # the log recovered, the store is still down
+        ("WARNING", "ready again (online store recovered)"),
+        ("WARNING", f"not ready: {store_down[0]}"),
+        ("WARNING", "ready again (online store recovered)"),
+    ]

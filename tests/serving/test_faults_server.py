@@ -7,6 +7,8 @@ embedded SQLite file, moved away and back.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,18 +58,30 @@ def eventually(check: Callable[[], bool], seconds: float = 15) -> None:
 
 
 def test_redis_down_is_503_and_not_ready_then_recovers(service: tuple[httpx.Client, Path, OwnRedis]) -> None:
-    client, _, redis_server = service
+    client, home, redis_server = service
+    server_log = home / "server.log"
+
+    def logged(text: str) -> int:
+        return server_log.read_text(errors="replace").count(text)
+
     assert client.post("/v1/personalize", json={"customer_id": "c1"}).status_code == 200
+    before = (logged("not ready: online store"), logged("ready again (online store recovered)"))
     redis_server.stop()
     try:
         unavailable(client.post("/v1/personalize", json={"customer_id": "c1"}), "online_store_unavailable")
         unavailable(client.post("/v1/personalize/batch", json={"customer_ids": ["c1"]}), "online_store_unavailable")
-        assert client.get("/readyz").status_code == 503
+        assert [client.get("/readyz").status_code for _ in range(10)] == [503] * 10
         assert client.get("/livez").status_code == 200  # alive, just not ready: no restart wanted
     finally:
         redis_server.start()
     eventually(lambda: client.get("/readyz").status_code == 200)
+    assert [client.get("/readyz").status_code for _ in range(5)] == [200] * 5
     assert client.post("/v1/personalize", json={"customer_id": "c1"}).status_code == 200
+    # Probes come every second per replica: the log says when readiness changed, not at every probe.
+    assert (logged("not ready: online store"), logged("ready again (online store recovered)")) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
 
 
 def test_decision_log_gone_is_503_and_not_ready_then_recovers(service: tuple[httpx.Client, Path, OwnRedis]) -> None:
@@ -85,4 +99,37 @@ def test_decision_log_gone_is_503_and_not_ready_then_recovers(service: tuple[htt
         os.rename(away, log_file)
     eventually(lambda: client.get("/readyz").status_code == 200)
     assert client.post("/v1/churn", json={"customer_id": "c2"}).status_code == 200
+    assert client.post("/v1/feedback", json={"decision_id": decision_id, "outcome": "converted"}).status_code == 200
+
+
+#: A second process that takes the decision log's file lock and keeps it until its stdin closes.
+_HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_decision_log_lock_held_elsewhere_is_503_then_recovers(service: tuple[httpx.Client, Path, OwnRedis]) -> None:
+    """Another process (a stuck `cxpredict` command) sits on the log's write lock: 503s, never a hung request."""
+    client, home, _ = service
+    decision_id = client.post("/v1/personalize", json={"customer_id": "c3"}).json()["decision_id"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(home / "decisions.sqlite.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        unavailable(client.post("/v1/churn", json={"customer_id": "c3"}), "decision_log_unavailable")
+        feedback = {"decision_id": decision_id, "outcome": "converted"}
+        unavailable(client.post("/v1/feedback", json=feedback), "decision_log_unavailable")
+        assert client.get("/readyz").status_code == 503
+    finally:
+        holder.communicate(timeout=30)  # its stdin closes: it exits and the lock goes with it
+    eventually(lambda: client.get("/readyz").status_code == 200)
+    assert client.post("/v1/churn", json={"customer_id": "c3"}).status_code == 200
     assert client.post("/v1/feedback", json={"decision_id": decision_id, "outcome": "converted"}).status_code == 200

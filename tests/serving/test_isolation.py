@@ -20,6 +20,7 @@ from serving.coalesce import Coalescer
 from serving.runtime import Item, Runtime
 from serving.service import _logged
 from tests.serving.conftest import AS_OF, build_bundles, feature_frame, write_manifest
+from tests.serving.logged import read_decision
 
 
 def test_a_request_that_times_out_does_not_fail_the_others_sharing_its_commit() -> None:
@@ -87,7 +88,7 @@ def test_a_row_that_cannot_be_scored_fails_alone_in_a_batch(
         assert [r.get("error") for r in results] == ["scoring_failed", None, "unknown_customer", None]
         assert "ValueError" in results[0]["detail"]
         for r in (results[1], results[3]):
-            assert rt.decisions.get(r["decision_id"]) is not None  # answered and logged
+            assert read_decision(rt.decisions, r["decision_id"]) is not None  # answered and logged
     finally:
         rt.decisions.close()
 
@@ -112,6 +113,6 @@ def test_a_row_that_cannot_be_scored_fails_alone_among_coalesced_requests(
         assert isinstance(out[1], ValueError)
         for answer, logged in (out[0], out[2]):
             logged.result(timeout=5)
-            assert rt.decisions.get(answer["decision_id"]) is not None
+            assert read_decision(rt.decisions, answer["decision_id"]) is not None
     finally:
         rt.decisions.close()

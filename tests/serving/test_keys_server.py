@@ -11,6 +11,7 @@ import pytest
 
 from serving.decision_log import SQLiteDecisionLog
 from tests.serving.conftest import launch, make_home, stop
+from tests.serving.logged import read_decision
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +67,8 @@ def test_scopes_and_key_names_in_the_log(keyed: tuple[str, Path]) -> None:
     assert batch.status_code == 200
     log = SQLiteDecisionLog(home / "decisions.sqlite")
     try:
-        assert log.get(decision_id)["outputs"]["key_name"] == "scorer"
-        assert log.get(batch.json()["results"][0]["decision_id"])["outputs"]["key_name"] == "scorer"
+        assert read_decision(log, decision_id)["outputs"]["key_name"] == "scorer"
+        assert read_decision(log, batch.json()["results"][0]["decision_id"])["outputs"]["key_name"] == "scorer"
     finally:
         log.close()
     stored = b"".join(p.read_bytes() for p in home.glob("decisions.sqlite*") if p.is_file())

@@ -17,6 +17,7 @@ from serving.decision_log import SQLiteDecisionLog
 from serving.decision_log_pg import PostgresDecisionLog
 from tests.conftest import throwaway_database
 from tests.serving.conftest import API_KEY, launch, make_home, process_tree, stop
+from tests.serving.logged import read_decision
 
 pytestmark = pytest.mark.slow
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
@@ -122,9 +123,9 @@ def test_sigkill_of_the_whole_server_under_load_loses_no_acknowledged_decision_o
         PostgresDecisionLog(decision_log_url) if decision_log_url else SQLiteDecisionLog(tmp_path / "decisions.sqlite")
     )
     try:
-        lost = [d for d in acknowledged if log.get(d) is None]
+        lost = [d for d in acknowledged if read_decision(log, d) is None]
         assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged decisions lost"
-        lost_feedback = [d for d in with_feedback if not log.get(d)["feedback"]]
+        lost_feedback = [d for d in with_feedback if not read_decision(log, d)["feedback"]]
         assert not lost_feedback, f"{len(lost_feedback)} of {len(with_feedback)} acknowledged feedback lost"
     finally:
         log.close()

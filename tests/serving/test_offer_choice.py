@@ -11,6 +11,7 @@ from features.settings import load_settings
 from serving.decision_log import SQLiteDecisionLog
 from serving.runtime import Runtime
 from tests.serving.conftest import AS_OF, build_bundles, feature_frame, write_manifest
+from tests.serving.logged import read_decision
 
 
 @pytest.fixture(scope="module")
@@ -41,5 +42,5 @@ def test_no_offer_is_shown_where_none_pays(tmp_path: Path, bundles: dict[str, Pa
         assert nbo["reason"] == "no_positive_value" and "showing none is worth more" in nbo["detail"]
         assert nbo["ranking"] and all(r["expected_value"] < 0 for r in nbo["ranking"])  # still shown to the client
     log: SQLiteDecisionLog = runtime.decisions  # type: ignore[assignment]
-    assert all(log.get(a["decision_id"])["offer_id"] == "none" for a in answers)
+    assert all(read_decision(log, a["decision_id"])["offer_id"] == "none" for a in answers)
     log.close()

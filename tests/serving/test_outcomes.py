@@ -10,6 +10,7 @@ import pytest
 from features.settings import Settings
 from serving.decision_log import SQLiteDecisionLog, new_decision_id
 from serving.outcomes import sync
+from tests.serving.logged import record
 
 
 def _decision(cid: str, as_of: str | None, ts: float = 1.7e9) -> dict:
@@ -48,7 +49,7 @@ def test_sync_records_each_outcome_once(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(settings.home / "decisions.sqlite")
     da, db = _decision("a", "2024-02-01T00:00:00"), _decision("b", "2024-02-01T00:00:00")
     late = _decision("c", "2024-05-01T00:00:00")  # its 30-day window is not over in the data
-    log.record_many([da, db, late])
+    record(log, da, db, late)
     log.close()
 
     first = sync(data, settings, horizon_days=30)
@@ -72,7 +73,7 @@ def test_contract_data_counts_cancellations(tmp_path: Path) -> None:
     )
     _write(data, [("a", "2024-02-10", 30.0), ("b", "2024-01-10", 5.0), ("z", "2024-06-01", 1.0)], customers)
     log = SQLiteDecisionLog(settings.home / "decisions.sqlite")
-    log.record_many([_decision("a", "2024-02-01"), _decision("b", "2024-02-01")])
+    record(log, _decision("a", "2024-02-01"), _decision("b", "2024-02-01"))
     log.close()
     assert sync(data, settings, horizon_days=30).inserted == 6
     log = SQLiteDecisionLog(settings.home / "decisions.sqlite")

@@ -24,6 +24,7 @@ from serving import privacy
 from serving.decision_log import SQLiteDecisionLog, new_decision_id
 from serving.runtime import Runtime, UnknownCustomer
 from tests.serving.conftest import AS_OF, build_bundles, feature_frame, write_manifest
+from tests.serving.logged import count, read_decision, record
 
 #: An id that cannot turn up by chance in random bytes or other ids.
 GONE = "zq-forget-me-7731"
@@ -92,7 +93,7 @@ def _check_forget(settings: Settings, bundles: dict[str, Path]) -> None:
         with pytest.raises(UnknownCustomer):
             runtime.prepare(GONE)
         assert runtime.prepare(KEPT).customer_id == KEPT
-        assert runtime.decisions.get(ids[KEPT])["feedback"][0]["value"] == 3.0
+        assert read_decision(runtime.decisions, ids[KEPT])["feedback"][0]["value"] == 3.0
         after = privacy.export(settings, GONE)
         assert after["online_store"]["features"] is None and after["decision_log"]["decisions"] == []
         # Forgetting again erases nothing and says so.
@@ -222,7 +223,7 @@ def test_retention_purges_planted_old_rows(tmp_path: Path, monkeypatch) -> None:
     old, edge, recent = _decision("a", now - 401 * 86400), _decision("b", now - 399 * 86400), _decision("c", now)
     log = SQLiteDecisionLog(tmp_path / "decisions.sqlite")
     try:
-        log.record_many([old, edge, recent])
+        record(log, old, edge, recent)
         log.add_feedback(old["decision_id"], "converted", 1.0, ts=now - 400.5 * 86400)
         log.add_feedback(edge["decision_id"], "converted", 2.0, ts=now - 398 * 86400)
         log.add_feedback(recent["decision_id"], "converted", 3.0)
@@ -238,8 +239,8 @@ def test_retention_purges_planted_old_rows(tmp_path: Path, monkeypatch) -> None:
     assert "erased 1 decisions and 1 feedback records older than 1 days" in result.stdout
     log = SQLiteDecisionLog(tmp_path / "decisions.sqlite")
     try:
-        assert log.count() == 1 and log.get(recent["decision_id"])["feedback"][0]["value"] == 3.0
-        assert log.get(old["decision_id"]) is None
+        assert count(log) == 1 and read_decision(log, recent["decision_id"])["feedback"][0]["value"] == 3.0
+        assert read_decision(log, old["decision_id"]) is None
     finally:
         log.close()
 
@@ -249,7 +250,7 @@ def test_retention_loop_runs_until_stopped(tmp_path: Path) -> None:
 
     log = SQLiteDecisionLog(tmp_path / "decisions.sqlite")
     try:
-        log.record(_decision("a", time.time() - 500 * 86400))
+        record(log, _decision("a", time.time() - 500 * 86400))
     finally:
         log.close()
     settings = load_settings({"CXPREDICT_HOME": str(tmp_path)})
@@ -343,7 +344,7 @@ def test_forget_rewrites_an_ab_report_that_named_the_customer(tmp_path: Path) ->
             {**_decision(c, time.time()), "experiment": {"name": "exp1", "variant": ("champion", "challenger")[i % 2]}}
             for i, c in enumerate(customers)
         ]
-        log.record_many(decisions)
+        record(log, *decisions)
         for d in decisions[::3]:
             log.add_feedback(d["decision_id"], "converted", 5.0)
     finally:
@@ -365,7 +366,7 @@ def test_forget_says_when_a_reader_kept_the_wal_and_a_second_run_empties_it(tmp_
     log = SQLiteDecisionLog(tmp_path / "decisions.sqlite")
     reader = sqlite3.connect(tmp_path / "decisions.sqlite", isolation_level=None)
     try:
-        log.record_many([_decision(GONE, time.time()), _decision(KEPT, time.time())])
+        record(log, _decision(GONE, time.time()), _decision(KEPT, time.time()))
         settings = load_settings({"CXPREDICT_HOME": str(tmp_path)})
         reader.execute("BEGIN")
         assert reader.execute("SELECT count(*) FROM decisions").fetchone()[0] == 2  # a snapshot held open

@@ -11,6 +11,7 @@ from features.policy import in_holdout
 from features.settings import Settings
 from serving.decision_log import FeedbackRow, SQLiteDecisionLog, new_decision_id
 from serving.roi import analyze, roi, units
+from tests.serving.logged import record
 
 EFFECT = 12.0  # planted incremental spend per treated customer
 RETAIN = 0.08  # planted incremental retention
@@ -63,7 +64,7 @@ def _simulate(home: Path, n: int = 6000, seed: int = 0) -> dict[str, int]:
         }
     )
     feedback.append(FeedbackRow(decisions[-1]["decision_id"], "spend", 1e6))
-    log.record_many(decisions)
+    record(log, *decisions)
     log.ingest_feedback(feedback)
     log.close()
     return counts

@@ -19,6 +19,7 @@ from serving.manifest import reload_interval, write_manifest
 from serving.runtime import Runtime, StartupError, UnknownCustomer
 from tests.serving.conftest import AS_OF, ROOT, build_bundles, feature_frame
 from tests.serving.conftest import write_manifest as write_test_manifest
+from tests.serving.logged import read_decision, record
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +107,10 @@ def test_reload_swaps_models_and_survives_bad_manifest(tmp_path: Path, bundles: 
 
 def test_decision_log_feedback_is_idempotent(tmp_path: Path) -> None:
     log = SQLiteDecisionLog(tmp_path / "d.sqlite")
-    log.record({"decision_id": "d1", "customer_id": "c1", "model_versions": {"churn": 1}, "churn": {"p": 0.5}})
+    record(log, {"decision_id": "d1", "customer_id": "c1", "model_versions": {"churn": 1}, "churn": {"p": 0.5}})
     assert not log.add_feedback("nope", "converted", 1.0).known
     assert log.add_feedback("d1", "converted", 1.0).known and log.add_feedback("d1", "converted", 2.0).known
-    stored = log.get("d1")
+    stored = read_decision(log, "d1")
     assert stored is not None and [f["value"] for f in stored["feedback"]] == [1.0]
     assert stored["outputs"]["churn"] == {"p": 0.5}
     threads = [threading.Thread(target=log.add_feedback, args=("d1", f"o{i}", None)) for i in range(8)]
@@ -117,8 +118,8 @@ def test_decision_log_feedback_is_idempotent(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert len(log.get("d1")["feedback"]) == 9
-    assert log.get("missing") is None
+    assert len(read_decision(log, "d1")["feedback"]) == 9
+    assert read_decision(log, "missing") is None
 
 
 def test_reload_interval_setting() -> None:
@@ -170,7 +171,7 @@ def test_items_decided_together_equal_items_decided_alone(tmp_path: Path, bundle
             }
         assert len({a["decision_id"] for a in together}) == len(items)
         for item, answer in zip(items, together, strict=True):
-            stored = rt.decisions.get(answer["decision_id"])
+            stored = read_decision(rt.decisions, answer["decision_id"])
             assert stored is not None
             assert (stored["customer_id"], stored["context"]) == (item.customer_id, dict(item.context))
         with pytest.raises(UnknownCustomer):
