@@ -54,6 +54,7 @@ from features.synthetic import SyntheticConfig, generate, write_dataset  # noqa:
 from serving.target import POLICIES, Champions, compare_targeting, score_pairs  # noqa: E402
 from training.btyd import BTYDModel, rfm_summary  # noqa: E402
 from training.calibration import expected_calibration_error  # noqa: E402
+from training.cltv_model import daily_spend  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.metrics import churn_metrics, cltv_metrics  # noqa: E402
 from training.nbo import train_offer_policy  # noqa: E402
@@ -231,7 +232,8 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     t0 = time.perf_counter()
     actual = hold.spend_h.to_numpy(float)
     scale = config.cltv_horizon_days / config.horizon_days
-    cltv_bundle = fit_cltv(train, config, encoder, scale, "btyd_ratio")
+    daily = daily_spend(_transactions(con, holdout_cut))
+    cltv_bundle = fit_cltv(train, config, encoder, scale, "btyd_ratio", daily)
     res.models["cltv"] = cltv_bundle
     res.info["cltv trees kept (early stopping)"] = cltv_bundle.boosters["main"].num_boosted_rounds()
     res.info["cltv total calibration"] = cltv_bundle.meta["spend_scale_note"]

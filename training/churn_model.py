@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import xgboost as xgb
 from sklearn.linear_model import LogisticRegression
 
 from features.churn_blend import RFM, logit, rfm_logit, rfm_matrix
@@ -61,3 +62,55 @@ def shift_to_rate(z: np.ndarray, rate: float) -> float:
         else:
             hi = mid
     return (lo + hi) / 2
+
+
+#: Tree depths the churn booster chooses from (:func:`choose_depth`).
+DEPTHS = (2, 3, 4)
+
+
+def choose_depth(
+    params: dict[str, Any], x: np.ndarray, y: np.ndarray, snapshots: np.ndarray, horizon_days: int, rounds: int
+) -> tuple[int | None, str]:
+    """The booster depth with the lowest log loss on the newest snapshot, fitted on snapshots H days older.
+
+    The newest snapshot only validates out of time if no fitted label window overlaps its own: snapshots 30 days
+    apart share most of a 90-day window, and validated on them the deepest trees won, where on every later holdout
+    (online retail, complete journey, synthetic) depth 2 or 3 beat 4 on ROC-AUC, PR-AUC and Brier. So the candidates
+    are fitted only on snapshots at least H before the newest (early stopping on it picks each one's best round).
+
+    Args:
+        params: XGBoost parameters of the churn booster (``max_depth`` is replaced).
+        x: Encoded rows of every training snapshot.
+        y: Churned (0/1).
+        snapshots: Each row's cut-off (datetime64).
+        horizon_days: H.
+        rounds: Trees at most.
+
+    Returns:
+        The chosen depth (``None`` where no snapshot is H older than the newest, or a side has one class) and a note.
+    """
+    snapshots = np.asarray(snapshots, dtype="datetime64[ns]")
+    newest = snapshots.max()
+    valid = snapshots == newest
+    fit = snapshots <= newest - np.timedelta64(horizon_days, "D")
+    if not fit.any() or len(np.unique(y[fit])) < 2 or len(np.unique(y[valid])) < 2:
+        return None, "depth not chosen: no training snapshot is a horizon older than the newest"
+    dfit = xgb.DMatrix(x[fit], label=y[fit], missing=np.nan)
+    dvalid = xgb.DMatrix(x[valid], label=y[valid], missing=np.nan)
+    losses = {}
+    for depth in DEPTHS:
+        booster = xgb.train(
+            {**params, "max_depth": depth, "eval_metric": "logloss"},
+            dfit,
+            num_boost_round=rounds,
+            evals=[(dvalid, "valid")],
+            early_stopping_rounds=30,
+            verbose_eval=False,
+        )
+        losses[depth] = float(booster.best_score)
+    best = min(losses, key=losses.__getitem__)
+    shown = ", ".join(f"{d}: {v:.4f}" for d, v in losses.items())
+    return (
+        best,
+        f"depth {best} chosen by log loss on the newest snapshot, fitted {horizon_days}+ days before it ({shown})",
+    )

@@ -9,6 +9,7 @@ import pytest
 from features.scoring import Bundle, Encoder
 from training.calibration import expected_calibration_error, reliability_table
 from training.churn_model import fit_rfm, shift_to_rate
+from training.cltv_model import daily_spend
 from training.config import TrainConfig, XGBParams
 from training.train import fit_churn, fit_cltv
 
@@ -81,17 +82,28 @@ def test_shift_to_rate_hits_the_mean_rate_and_the_rfm_regression_ranks_churners_
     assert rfm["coef"][0] > 0 and rfm["coef"][1] < 0  # older recency churns more, more orders churn less
 
 
-def _spend_frame(n: int, seed: int, level: list[float]) -> pd.DataFrame:
+def _season(days: pd.DatetimeIndex) -> np.ndarray:
+    """A yearly spend pattern: a gentle wave and a peak in the last five weeks of the year."""
+    doy = days.dayofyear.to_numpy()
+    return (1.0 + 0.2 * np.cos(2 * np.pi * (doy - 15) / 365.25)) * np.where(doy >= 330, 2.2, 1.0)
+
+
+def _window_level(start: pd.Timestamp, days: int = 90) -> float:
+    return float(_season(pd.date_range(start, periods=days, freq="D")).mean())
+
+
+def _spend_frame(n: int, seed: int, cuts: list[pd.Timestamp]) -> pd.DataFrame:
+    """Snapshots whose spend over the next 90 days follows the season of that window (same customers' habits)."""
     rng = np.random.default_rng(seed)
     frames = []
-    for k, lv in enumerate(level):
+    for cut in cuts:
         m90 = rng.gamma(2, 50, size=n)
-        spend = lv * m90 * rng.gamma(4, 0.25, size=n) * (rng.random(n) < 0.7)
+        spend = _window_level(cut) * m90 * rng.gamma(4, 0.25, size=n) * (rng.random(n) < 0.7)
         frames.append(
             pd.DataFrame(
                 {
                     "customer_id": [f"c{i}" for i in range(n)],
-                    "snapshot": pd.Timestamp("2024-01-01") + pd.Timedelta(days=30 * k),
+                    "snapshot": cut,
                     "monetary_90d": m90,
                     "spend_h": spend,
                 }
@@ -100,20 +112,31 @@ def _spend_frame(n: int, seed: int, level: list[float]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def test_cltv_total_scale_is_fitted_out_of_sample_recorded_and_applied(tmp_path):
-    # Spend grows from snapshot to snapshot; the newest is 1.5x the older ones.
-    frame = _spend_frame(3000, seed=4, level=[1.0, 1.0, 1.0, 1.5])
+def test_cltv_total_follows_a_planted_season_recorded_and_applied(tmp_path):
+    # Training windows from February to October; the target window holds the year-end peak, which the
+    # business's spend a year earlier shows. The level must be recovered from that history within 6%.
+    cuts = [pd.Timestamp("2024-02-06") + pd.Timedelta(days=30 * k) for k in range(6)]
+    target = cuts[-1] + pd.Timedelta(days=90)
+    frame = _spend_frame(3000, seed=4, cuts=cuts)
+    hold = _spend_frame(3000, seed=5, cuts=[target])
+    days = pd.date_range("2023-01-01", target - pd.Timedelta(days=1), freq="D")
+    rng = np.random.default_rng(6)
+    tx = pd.DataFrame(
+        {"ts": days + pd.Timedelta(hours=12), "amount": 5000 * _season(days) * rng.gamma(50, 1 / 50, days.size)}
+    )
     encoder = Encoder.fit(frame.drop(columns=["customer_id", "snapshot", "spend_h"]))
-    bundle = fit_cltv(frame, CONFIG, encoder, cltv_scale=4.0, method="btyd_ratio")
-    scale = bundle.meta["spend_scale"]
-    assert 1.25 < scale < 1.8
-    assert "newest training snapshot" in bundle.meta["spend_scale_note"]
+    bundle = fit_cltv(frame, CONFIG, encoder, cltv_scale=4.0, method="btyd_ratio", daily=daily_spend(tx))
     loaded = Bundle.load(bundle.save(tmp_path / "cltv"), check_feature_set=False)
-    x = encoder.encode_frame(frame.head(50))
+    x = encoder.encode_frame(hold)
     spend, value = loaded.spend(x)
+    truth = hold.spend_h.sum()
+    assert spend.sum() == pytest.approx(truth, rel=0.06)
     raw = np.maximum(loaded.boosters["main"].inplace_predict(x), 0.0)
-    np.testing.assert_allclose(spend, raw * scale, rtol=1e-6)
-    np.testing.assert_allclose(value, spend * 4.0, rtol=1e-6)
-    # A single snapshot has nothing out of sample: no rescaling, and the note says so.
-    one = fit_cltv(frame[frame.snapshot == frame.snapshot.min()], CONFIG, encoder, 4.0, "btyd_ratio")
-    assert one.meta["spend_scale"] == 1.0 and "not rescaled" in one.meta["spend_scale_note"]
+    assert raw.sum() < 0.8 * truth  # without the seasonal level the total falls short
+    np.testing.assert_allclose(spend, raw * loaded.meta["spend_scale"], rtol=1e-6)
+    # The value over a year holds every season: it stays the BG/NBD ratio times the unseasoned spend.
+    np.testing.assert_allclose(value, raw * 4.0, rtol=1e-5)
+    assert "season x" in loaded.meta["spend_scale_note"]
+    # Without a year of history before the training windows nothing is known about the season: factor 1.
+    short = fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio", daily=daily_spend(tx[tx.ts >= "2023-12-01"]))
+    assert short.meta["spend_scale"] == 1.0 and "no seasonal factor" in short.meta["spend_scale_note"]

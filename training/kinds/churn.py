@@ -16,7 +16,16 @@ from features.scoring import Encoder
 from training import churn_model, plots
 from training.calibration import expected_calibration_error, reliability_table
 from training.config import TrainConfig
-from training.kinds.base import Job, ModelResult, Trainer, TrainingDataError, fit_booster, log_table, log_trees
+from training.kinds.base import (
+    Job,
+    ModelResult,
+    Trainer,
+    TrainingDataError,
+    fit_booster,
+    log_table,
+    log_trees,
+    xgb_params,
+)
 from training.metrics import churn_metrics
 
 log = logging.getLogger(__name__)
@@ -41,6 +50,12 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Chu
         raise TrainingDataError("no churners (or no non-churners) in the training snapshots: cannot fit churn")
     x = encoder.encode_frame(frame)
     monotone = "(" + ",".join("1" if c == "recency_days" else "0" for c in encoder.columns) + ")"
+    params = {**xgb_params(config, "binary:logistic"), "monotone_constraints": monotone}
+    depth, depth_note = churn_model.choose_depth(
+        params, x, y, frame.snapshot.to_numpy(), config.horizon_days, config.xgb.n_estimators
+    )
+    if depth is not None:
+        config = config.model_copy(update={"xgb": config.xgb.model_copy(update={"max_depth": depth})})
     if len(snaps) > 1:
         # Fitted without the newest snapshot, which chooses the number of trees and then fits the blend.
         booster = fit_booster(x, y, config, "binary:logistic", valid=cal_mask, refit=False, monotone=monotone)
@@ -68,6 +83,7 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Chu
             f"rate of the {len(snaps)} training snapshots ({rate_all:.4f})"
         ),
     }
+    blend["note"] += f"; {depth_note}"
     meta = {"blend": blend, "horizon_days": config.horizon_days}
     return ChurnBundle(kind=CHURN.name, meta=meta, encoder=encoder, boosters={"main": booster})  # type: ignore[arg-type]
 

@@ -12,20 +12,31 @@ import pandas as pd
 from features.kinds import CLTV
 from features.kinds.cltv import VALUE_BOOSTER, CltvBundle
 from features.scoring import Encoder
-from training import plots
+from training import cltv_model, plots
 from training.btyd import BTYDModel, bgnbd_metadata, rfm_summary
 from training.config import TrainConfig
 from training.kinds.base import Job, ModelResult, Trainer, fit_booster, log_table, log_trees
 from training.metrics import cltv_metrics, decile_table
 
 
-def fit_cltv(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, cltv_scale: float, method: str) -> CltvBundle:
-    """Fit the spend-over-H booster (Tweedie); long-horizon value either by its own booster or by a scale."""
+def fit_cltv(
+    frame: pd.DataFrame,
+    config: TrainConfig,
+    encoder: Encoder,
+    cltv_scale: float,
+    method: str,
+    daily: pd.Series | None = None,
+) -> CltvBundle:
+    """Fit the spend-over-H booster (Tweedie); long-horizon value either by its own booster or by a scale.
+
+    ``daily`` (:func:`training.cltv_model.daily_spend` of the transactions before the target window) sets the
+    spend level for the target window's season (``spend_total_scale``).
+    """
     x = encoder.encode_frame(frame)
     newest = (frame.snapshot == frame.snapshot.max()).to_numpy()
     y_spend = frame.spend_h.clip(lower=0).to_numpy()
     spend = fit_booster(x, y_spend, config, "reg:tweedie", valid=newest)
-    scale, scale_note = spend_total_scale(x, y_spend, newest, config)
+    scale, scale_note = spend_total_scale(frame, config, daily)
     boosters = {"main": spend}
     if method == "model":
         observed = frame.cltv_observed.to_numpy(dtype=bool)
@@ -41,34 +52,19 @@ def fit_cltv(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, cltv_sc
         "horizon_days": config.horizon_days,
         "cltv_horizon_days": config.cltv_horizon_days,
         "cltv_method": method,
-        "cltv_scale": cltv_scale,
+        # Value over the CLTV horizon is ``spend x cltv_scale`` (btyd_ratio): a year holds every season, so the
+        # seasonal factor of the H-day spend is taken out of it again.
+        "cltv_scale": cltv_scale / scale,
         "spend_scale": scale,
         "spend_scale_note": scale_note,
     }
     return CltvBundle(kind=CLTV.name, meta=meta, encoder=encoder, boosters=boosters)  # type: ignore[arg-type]
 
 
-def spend_total_scale(x: np.ndarray, y: np.ndarray, newest: np.ndarray, config: TrainConfig) -> tuple[float, str]:
-    """Factor that makes the predicted total spend match the truth on the newest snapshot, out of sample.
-
-    A Tweedie booster matches the total of the rows it was fitted on, but the spend level moves between snapshots
-    (trend, seasonality, a shrinking active base): fitted without the newest snapshot and scored on it, its total is
-    off by the shift from the older snapshots to the newest. That ratio, clipped to [0.5, 2] so one odd snapshot
-    cannot run away with it, scales every prediction. With a single snapshot there is nothing out of sample: 1.
-    """
-    if not 0 < int(newest.sum()) < len(newest):
-        return 1.0, "no out-of-sample snapshot: spend not rescaled"
-    booster = fit_booster(x, y, config, "reg:tweedie", valid=newest, refit=False)
-    predicted = float(np.maximum(booster.inplace_predict(x[newest]), 0.0).sum())
-    actual = float(y[newest].sum())
-    if predicted <= 0 or actual <= 0:
-        return 1.0, "no spend on the newest snapshot: spend not rescaled"
-    scale = float(np.clip(actual / predicted, 0.5, 2.0))
-    note = (
-        f"spend predictions x {scale:.4f}: a model fitted without the newest training snapshot predicted "
-        f"{predicted:.6g} in total on it, where {actual:.6g} was spent"
-    )
-    return scale, note
+def spend_total_scale(frame: pd.DataFrame, config: TrainConfig, daily: pd.Series | None) -> tuple[float, str]:
+    """Factor on every spend prediction: the target window's season (:mod:`training.cltv_model` says how)."""
+    level = cltv_model.level_for_snapshots(frame.snapshot, config.horizon_days, daily)
+    return level.scale, level.note
 
 
 def btyd_scale(transactions: pd.DataFrame, as_of: datetime, config: TrainConfig) -> tuple[float, BTYDModel, Any]:
@@ -104,7 +100,8 @@ class CltvTrainer(Trainer):
             observed = frame.cltv_observed.astype(bool)
             method = "model" if observed.sum() >= config.min_customers * 2 else "btyd_ratio"
             scale, _, _ = btyd_scale(tx[tx.ts < pd.Timestamp(holdout_cut)], holdout_cut, config)
-            eval_bundle = fit_cltv(train, config, encoder, scale, method)
+            daily_hold = cltv_model.daily_spend(tx[tx.ts < pd.Timestamp(holdout_cut)])
+            eval_bundle = fit_cltv(train, config, encoder, scale, method, daily_hold)
             spend, _ = eval_bundle.spend(encoder.encode_frame(hold))
             metrics = cltv_metrics(hold.spend_h.to_numpy(), spend)
             mlflow.log_metrics(metrics)
@@ -126,7 +123,7 @@ class CltvTrainer(Trainer):
                 f"{scale_final:.2f} (history shorter than the CLTV horizon)"
             )
             mlflow.set_tag("cltv_method_note", note)
-            final = fit_cltv(frame, config, encoder, scale_final, method)
+            final = fit_cltv(frame, config, encoder, scale_final, method, cltv_model.daily_spend(tx))
             # What the per-customer answers need (features.kinds.cltv.CltvBundle.cltv_answers): BG/NBD and a fallback.
             final.meta.bgnbd = bgnbd
             aov = frame.avg_order_value[frame.avg_order_value > 0]
