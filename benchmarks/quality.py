@@ -354,6 +354,7 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0) -> None:
     res.target_info["logged customers (first holdout offer each)"] = len(frame)
     res.target_info["offer policy deciding the offer"] = nbo.meta["method"]
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    knapsack: list[str] = []
     for share in TARGET_SHARES:
         if per_contact:
             per_customer, label = share, f"{share:.0%} of customers (contacts: the offers cost 0)"
@@ -367,6 +368,10 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0) -> None:
             res.target_info["not evaluable"] = out["skipped"]
             return
         res.target_info["best single offer of the baselines"] = out["best_single_offer"]
+        knap = out["knapsack"]
+        knapsack.append(
+            f"{label.split(' (')[0]}: {knap['greedy']:,.1f} of {knap['lp_bound']:,.1f} ({knap['share_of_bound']:.2%})"
+        )
         for p in POLICIES:
             est, diff = out[p]["total"], out.get(f"diff_{p}")
             rows[(label, TARGET_NAMES[p])] = {
@@ -379,6 +384,9 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0) -> None:
                 "diff high_95": diff.high if diff else float("nan"),
             }
     res.targeting = pd.DataFrame.from_dict(rows, orient="index")
+    res.target_info[
+        "knapsack: greedy's value saved by the models vs the LP bound (no choice exceeds it), per budget"
+    ] = "; ".join(knapsack)
 
 
 # --- reporting ----------------------------------------------------------------------------------------------

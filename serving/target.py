@@ -300,7 +300,9 @@ def compare_targeting(
             per row of ``frame``, where a data set has no churn or CLTV model.
 
     Returns:
-        The figures, or ``{"skipped": why}`` without a control arm among the logged offers.
+        The figures, or ``{"skipped": why}`` without a control arm among the logged offers. ``knapsack`` says how
+        close the greedy choice is to optimal: its total value saved by the models (``greedy``) against the LP
+        relaxation's bound (``lp_bound``), which no choice within the budget can exceed.
     """
     if CONTROL_OFFER not in set(frame["logged_offer"].astype(str)) or not models.nbo.meta["has_control"]:
         return {"skipped": "no control arm among the logged offers: the value saved is not identified"}
@@ -331,6 +333,9 @@ def compare_targeting(
     ids = list(frame["customer_id"].astype(str))
     terms = {p: dr_policy_terms([choices[p].get(c) for c in ids], dr, value, cost) for p in POLICIES}
     out: dict[str, Any] = {"customers": n, "budget": budget, "best_single_offer": best}
+    # How close the greedy choice is to the best any choice could do, by the models' own value saved.
+    _, greedy, bound = knapsack(pairs_all[pairs_all["allowed"] & (pairs_all["value_saved"] > 0)], budget)
+    out["knapsack"] = {"greedy": greedy, "lp_bound": bound, "share_of_bound": greedy / bound if bound > 0 else 1.0}
     for p in POLICIES:
         est = mean_interval(terms[p])
         out[p] = {"per_customer": est, "total": est.scaled(n), "contacted": len(choices[p])}

@@ -157,6 +157,9 @@ def test_targeting_by_value_saved_beats_churn_risk_cltv_and_random_under_one_off
     for baseline in ("churn_risk", "cltv", "random"):
         assert out[f"diff_{baseline}"].low > 0, baseline
     assert out["churn_risk"]["total"].high < 0 < out["value_saved"]["total"].low
+    # One offer at one cost and a budget of whole contacts: the greedy choice is the optimum, at the LP bound.
+    knap = out["knapsack"]
+    assert knap["greedy"] > 0 and knap["greedy"] == pytest.approx(knap["lp_bound"]) and knap["share_of_bound"] > 0.999
 
 
 @pytest.mark.slow  # trains and registers three models, MLflow runs
