@@ -509,3 +509,15 @@ def test_odd_feature_values_never_500(client: httpx.Client, features: dict) -> N
         assert "Traceback" not in r.text
         if r.status_code == 200:
             check_answer(r.json(), customer_id)
+
+
+def test_keepalive_connections_are_recycled(server: Server) -> None:
+    """A connection is closed after the server's per-connection limit (and sooner when its port reuses a count)."""
+    from serving.http import KEEPALIVE_REQUESTS
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as c:
+        answers = [c.post("/v1/churn", json={"customer_id": "c1"}) for _ in range(2 * KEEPALIVE_REQUESTS)]
+    assert all(r.status_code == 200 for r in answers)
+    closes = [i for i, r in enumerate(answers) if r.headers.get("connection") == "close"]
+    assert closes and closes[0] < KEEPALIVE_REQUESTS and len(closes) >= 2, closes
