@@ -20,7 +20,7 @@ import xgboost as xgb
 from pydantic import BaseModel
 
 from features.definitions import CANCELLED_FEATURE, describe, feature_names, feature_set_version
-from features.forest import Forest
+from features.forest import Forest, ForestStack
 from features.treeshap import PathShap
 
 if TYPE_CHECKING:  # the kinds import this module: their base is only named here
@@ -217,8 +217,8 @@ class Predictor:
             self._shap = PathShap.from_booster(self.booster)
             self._shap_built = True
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Same as ``booster.inplace_predict(x)``."""
+    def forest_for(self, x: np.ndarray) -> Forest | None:
+        """The numpy forest when it is prepared and ``x`` is a small batch it takes; else None (XGBoost's turn)."""
         forest = self._forest
         if (
             forest is not None
@@ -227,8 +227,13 @@ class Predictor:
             and 0 < x.shape[0] <= SMALL_BATCH
             and x.shape[1] == forest.n_features
         ):
-            return forest.predict(x)
-        return self.booster.inplace_predict(x)
+            return forest
+        return None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Same as ``booster.inplace_predict(x)``."""
+        forest = self.forest_for(x)
+        return forest.predict(x) if forest is not None else self.booster.inplace_predict(x)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Same as ``booster.predict(xgb.DMatrix(x, missing=np.nan, nthread=1), pred_contribs=True)``."""
@@ -264,6 +269,7 @@ class Bundle:
     encoder: Encoder
     boosters: dict[str, xgb.Booster]
     _predictors: dict[str, Predictor] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _stacks: dict[tuple[str, ...], ForestStack] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: The metadata model of the kind (set by each subclass).
     meta_type: ClassVar[type[BundleMeta]]
 
@@ -332,6 +338,18 @@ class Bundle:
         """Build what online scoring needs ahead of the first request (numpy forests; the kind may add more)."""
         for name in self.boosters:
             self._predictor(name).prepare_small_batches()
+
+    def predict_many(self, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+        """``boosters[name].inplace_predict(x)`` for each name, small batches in one walk of all their trees."""
+        predictors = [self._predictor(name) for name in names]
+        forests = [p.forest_for(x) for p in predictors]
+        if len(forests) < 2 or any(f is None for f in forests):
+            return [p.predict(x) for p in predictors]
+        key = tuple(names)
+        stack = self._stacks.get(key)
+        if stack is None or any(a is not b for a, b in zip(stack.parts, forests, strict=True)):
+            stack = self._stacks[key] = ForestStack.of(forests)  # type: ignore[arg-type]
+        return stack.predict_each(x)
 
     # --- reasons (SHAP, for the kinds that explain their answer) -----------------------------------------------
     def reasons(self, x: np.ndarray, booster: str = "main", top: int = TOP_REASONS) -> list[list[Reason]]:
