@@ -121,7 +121,8 @@ def test_a_bundle_predicts_several_boosters_at_once_as_one_by_one() -> None:
     from features.scoring import Bundle, Encoder
 
     x, y = _data(400, 7, seed=9)
-    boosters = {("main" if i == 0 else f"b{i}"): train({"objective": "reg:squarederror", "max_depth": 1 + i}, x, y + i, 15) for i in range(3)}
+    params = {"objective": "reg:squarederror"}
+    boosters = {("main" if i == 0 else f"b{i}"): train({**params, "max_depth": 1 + i}, x, y + i, 15) for i in range(3)}
     bundle = Bundle(kind="cltv", meta={}, encoder=Encoder([f"f{i}" for i in range(7)], {}), boosters=boosters)
     bundle.prepare_online()
     for rows in (x[:1], x[:SMALL_BATCH], x[:50]):
