@@ -385,7 +385,7 @@ class Bundle:
         j = self.encoder._index.get(CANCELLED_FEATURE)
         if j is None:
             return np.zeros(x.shape[0], dtype=bool)
-        return np.nan_to_num(x[:, j], nan=0.0) >= 0.5
+        return x[:, j] >= 0.5  # a missing flag (NaN) compares False: not cancelled
 
 
 def score_frame(

@@ -562,7 +562,15 @@ class SQLiteDecisionLog:
             self._check_file()
             if not begun:
                 con.execute("BEGIN IMMEDIATE")
-            for i, (op, future) in enumerate(group):
+            if len(group) == 1:  # alone, its failure is the transaction's: no savepoint round trips needed
+                op, future = group[0]
+                try:
+                    results.append((future, op(con), None))
+                except sqlite3.Error as exc:
+                    con.execute("ROLLBACK")
+                    self._failed = None  # the operation failed, not the log
+                    return [(future, None, exc)]
+            for i, (op, future) in enumerate(group if len(group) > 1 else ()):
                 # A savepoint per operation: one failing operation (a bad row) fails only its own caller.
                 con.execute(f"SAVEPOINT op{i}")
                 try:

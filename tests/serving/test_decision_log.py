@@ -410,3 +410,26 @@ def test_a_write_lock_held_too_long_by_another_process_fails_the_write_and_the_l
     assert read_decision(log, "d1") is None and read_decision(log, "d2") is not None
     assert read_decision(log, "d0")["feedback"] == []
     log.close()
+
+
+def test_a_failing_write_fails_only_its_caller_alone_or_in_a_group(tmp_path: Path) -> None:
+    """An operation that SQLite refuses fails its own caller, committed alone or with others; the log goes on."""
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+
+    def bad(con: sqlite3.Connection) -> None:
+        con.execute("INSERT INTO no_such_table VALUES (1)")
+
+    alone = log._commit_here(bad)  # the direct path: one operation, one transaction
+    assert alone is not None
+    with pytest.raises(sqlite3.OperationalError):
+        alone.result(timeout=10)
+    assert log.problem() is None  # the operation failed, not the log
+    # In a group: the writer thread commits the queued operations together; only the bad one fails.
+    with log._commit_lock:  # hold the direct path off so that the writes queue for one group commit
+        futures = [log.submit([decision(1)]), log._enqueue(bad), log.submit([decision(2)])]
+    assert futures[0].result(timeout=10) is None and futures[2].result(timeout=10) is None
+    with pytest.raises(sqlite3.OperationalError):
+        futures[1].result(timeout=10)
+    log.submit([decision(3)]).result(timeout=10)
+    assert count(log) == 3 and log.problem() is None
+    log.close()
