@@ -149,9 +149,13 @@ class Forest:
         return self._margins(self.leaf_values(x))
 
     def _margins(self, leaves: np.ndarray) -> np.ndarray:
-        start = np.full((leaves.shape[0], 1), self.base_margin, _F32)
-        # Sequential float32 additions, base first then tree by tree: XGBoost's rounding exactly.
-        return np.cumsum(np.hstack([start, leaves]), axis=1, dtype=_F32)[:, -1]
+        # Sequential float32 additions, base first then tree by tree: XGBoost's rounding exactly. The base goes
+        # into the first tree's column (base + leaf 0 is the sum's first step either way), sparing a concatenation.
+        if leaves.shape[1] == 0:
+            return np.full(leaves.shape[0], self.base_margin, _F32)
+        acc = np.array(leaves, dtype=_F32)  # a copy: the caller's leaf values stay as they are
+        acc[:, 0] += self.base_margin
+        return np.cumsum(acc, axis=1, dtype=_F32)[:, -1]
 
     def leaf_values(self, x: np.ndarray) -> np.ndarray:
         """``(rows, trees)`` float32: the value of the leaf each row reaches in each tree."""

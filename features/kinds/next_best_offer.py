@@ -167,6 +167,8 @@ class OfferBundle(Bundle):
 
     meta: OfferMeta  # type: ignore[assignment]
     rules: list[Rule] = field(default_factory=list)
+    #: The boosters an effect layout reads (:func:`effect_boosters`), once known.
+    _effect_names: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
     meta_type: ClassVar[type[BundleMeta]] = OfferMeta
 
     def __post_init__(self) -> None:
@@ -180,7 +182,8 @@ class OfferBundle(Bundle):
         n_off = len(self.meta.offers)
         if self.meta.layout == "effect":
             # Every booster's trees in one walk for a few rows (features.forest.ForestStack), then the learner's sums.
-            names = effect_boosters(self.meta, n_off)
+            names = self._effect_names or effect_boosters(self.meta, n_off)
+            self._effect_names = names
             predicted = dict(zip(names, self.predict_many(names, x), strict=True))
             return effect_uplift(self.meta, n_off, x, lambda name, _: predicted[name])
         k = n_off + 1
