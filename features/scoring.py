@@ -243,6 +243,29 @@ class Predictor:
         return self.booster.predict(xgb.DMatrix(x, missing=np.nan, nthread=1), pred_contribs=True)
 
 
+def read_bundle(
+    path: Path, check_feature_set: bool = True
+) -> tuple[str, dict[str, Any], Encoder, dict[str, xgb.Booster]]:
+    """A bundle directory's parts, as :meth:`Bundle.save` wrote them: ``(kind, meta, encoder, boosters)``.
+
+    ``features.kinds.open_bundle`` builds the kind's bundle from them.
+
+    Raises:
+        FeatureSetMismatch: the bundle's feature-set version differs from the code's.
+    """
+    path = Path(path)
+    meta = json.loads((path / META_FILE).read_text())
+    if check_feature_set and meta["feature_set_version"] != feature_set_version():
+        raise FeatureSetMismatch(
+            f"model at {path} was trained on feature set {meta['feature_set_version']}, "
+            f"but this code computes {feature_set_version()}: retrain or deploy the matching code"
+        )
+    kind = meta.pop("kind")
+    boosters = {name: _booster(path / file) for name, file in meta.pop("boosters").items()}
+    encoder = Encoder.from_json(meta.pop("encoder"))
+    return kind, meta, encoder, boosters
+
+
 def _booster(path: Path) -> xgb.Booster:
     booster = xgb.Booster()
     booster.load_model(str(path))
@@ -253,7 +276,7 @@ def _booster(path: Path) -> xgb.Booster:
 
 @dataclass
 class Bundle:
-    """A loaded model bundle of one kind; ``Bundle(kind=...)`` and :meth:`load` build the kind's own subclass.
+    """A loaded model bundle of one kind: each kind's subclass (``features.kinds.open_bundle`` reads one).
 
     Each kind's subclass (:mod:`features.kinds`) adds its scoring methods and its typed metadata.
 
@@ -273,41 +296,10 @@ class Bundle:
     #: The metadata model of the kind (set by each subclass).
     meta_type: ClassVar[type[BundleMeta]]
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Bundle:
-        """The kind's subclass when called as ``Bundle(kind=...)``."""
-        kind = kwargs.get("kind", args[0] if args else None)
-        if cls is Bundle and kind is not None:
-            from features.kinds import kind_of  # the registry imports this module
-
-            cls = kind_of(kind).bundle_type
-        return object.__new__(cls)
-
     def __post_init__(self) -> None:
         if not isinstance(self.meta, self.meta_type):
             data = self.meta.model_dump() if isinstance(self.meta, BaseModel) else dict(self.meta)
             self.meta = self.meta_type.model_validate(data)
-
-    @classmethod
-    def load(cls, path: Path, check_feature_set: bool = True) -> Bundle:
-        """Load a bundle directory as its kind's subclass.
-
-        Raises:
-            FeatureSetMismatch: the bundle's feature-set version differs from the code's.
-            KeyError: the bundle names no kind this code knows.
-        """
-        from features.kinds import kind_of
-
-        path = Path(path)
-        meta = json.loads((path / META_FILE).read_text())
-        if check_feature_set and meta["feature_set_version"] != feature_set_version():
-            raise FeatureSetMismatch(
-                f"model at {path} was trained on feature set {meta['feature_set_version']}, "
-                f"but this code computes {feature_set_version()}: retrain or deploy the matching code"
-            )
-        kind = kind_of(meta.pop("kind"))
-        boosters = {name: _booster(path / file) for name, file in meta.pop("boosters").items()}
-        encoder = Encoder.from_json(meta.pop("encoder"))
-        return kind.bundle_type(kind=kind.name, meta=meta, encoder=encoder, boosters=boosters)  # type: ignore[no-any-return]
 
     def save(self, path: Path) -> Path:
         """Write the bundle to ``path`` (created) and return it."""
@@ -386,49 +378,3 @@ class Bundle:
         if j is None:
             return np.zeros(x.shape[0], dtype=bool)
         return x[:, j] >= 0.5  # a missing flag (NaN) compares False: not cancelled
-
-
-def score_frame(
-    bundle: Bundle,
-    frame: Any,
-    churn_probability: np.ndarray | None = None,
-    known: Mapping[str, np.ndarray] | None = None,
-) -> Any:
-    """Batch-score a pandas feature frame with one bundle; returns a frame aligned with ``frame``.
-
-    The columns are the kind's (:attr:`features.kinds.base.ModelKind.columns`): ``churn_probability`` and
-    ``churn_risk_band`` (churn); ``predicted_spend``, ``cltv``, ``historic_value``, ``p_alive``,
-    ``expected_orders`` and ``cltv_activity_method`` (cltv); ``next_best_offer`` and ``next_best_offer_value``
-    (next best offer).
-
-    Args:
-        bundle: The model.
-        frame: Feature rows.
-        churn_probability: The churn model's answer for the rows (the CLTV fallback reads it).
-        known: Columns other kinds produced for the same rows (``churn_probability`` among them).
-    """
-    import pandas as pd
-
-    from features.kinds import kind_of
-
-    columns = dict(known or {})
-    if churn_probability is not None:
-        columns["churn_probability"] = churn_probability
-    x = bundle.encoder.encode_frame(frame)
-    return pd.DataFrame(kind_of(bundle.kind).frame(bundle, x, frame, columns), index=frame.index)
-
-
-#: Names that moved into their kind's module, still importable from here: the module that holds each.
-_MOVED = {
-    **dict.fromkeys(("RISK_BANDS", "CHURNED_BAND", "risk_band"), "features.kinds.churn"),
-    **dict.fromkeys(("CLTV_SUMMARY", "summary_columns"), "features.kinds.cltv"),
-    **dict.fromkeys(("best_offer", "effect_uplift", "NO_OFFER_PAYS"), "features.kinds.next_best_offer"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,7 @@ import xgboost as xgb
 
 from features import forest as forest_module
 from features.forest import Forest, ForestStack
+from features.kinds import new_bundle
 from features.scoring import SMALL_BATCH, Predictor
 from tests.features.boosters import train, unsupported
 
@@ -118,12 +119,12 @@ def test_a_stack_of_forests_predicts_each_as_xgboost_does() -> None:
 
 def test_a_bundle_predicts_several_boosters_at_once_as_one_by_one() -> None:
     """Bundle.predict_many equals each booster's prediction, through the stack (few rows) and XGBoost (many)."""
-    from features.scoring import Bundle, Encoder
+    from features.scoring import Encoder
 
     x, y = _data(400, 7, seed=9)
     params = {"objective": "reg:squarederror"}
     boosters = {("main" if i == 0 else f"b{i}"): train({**params, "max_depth": 1 + i}, x, y + i, 15) for i in range(3)}
-    bundle = Bundle(kind="cltv", meta={}, encoder=Encoder([f"f{i}" for i in range(7)], {}), boosters=boosters)
+    bundle = new_bundle(kind="cltv", meta={}, encoder=Encoder([f"f{i}" for i in range(7)], {}), boosters=boosters)
     bundle.prepare_online()
     for rows in (x[:1], x[:SMALL_BATCH], x[:50]):
         got = bundle.predict_many(list(boosters), rows)

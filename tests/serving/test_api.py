@@ -11,7 +11,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.scoring import SMALL_BATCH, Bundle, score_frame
+from features.kinds import open_bundle, score_frame
+from features.scoring import SMALL_BATCH
 from tests.serving.conftest import API_KEY, N_CUSTOMERS, Server
 from tests.serving.logged import read_decision
 
@@ -429,9 +430,9 @@ def test_service_equals_batch_scoring(client: httpx.Client, server: Server) -> N
 
     rows = SQLiteOnlineStore(server.home / "online").get_many(ids)
     frame = pd.DataFrame([rows[i] for i in ids])
-    churn = score_frame(Bundle.load(manifest["churn"]["path"]), frame)
-    cltv = score_frame(Bundle.load(manifest["cltv"]["path"]), frame, churn.churn_probability.to_numpy())
-    nbo = score_frame(Bundle.load(manifest["next_best_offer"]["path"]), frame)
+    churn = score_frame(open_bundle(manifest["churn"]["path"]), frame)
+    cltv = score_frame(open_bundle(manifest["cltv"]["path"]), frame, churn.churn_probability.to_numpy())
+    nbo = score_frame(open_bundle(manifest["next_best_offer"]["path"]), frame)
     expected = pd.concat([churn, cltv, nbo], axis=1)
     for answer, (_, row) in zip(answers, expected.iterrows(), strict=True):
         assert answer["churn"]["probability"] == pytest.approx(row.churn_probability, rel=1e-6, abs=1e-9)
