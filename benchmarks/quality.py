@@ -236,7 +236,7 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     cltv_bundle = fit_cltv(train, config, encoder, scale, "btyd_ratio", daily)
     res.models["cltv"] = cltv_bundle
     res.info["cltv trees kept (early stopping)"] = cltv_bundle.boosters["main"].num_boosted_rounds()
-    res.info["cltv total calibration"] = cltv_bundle.meta["spend_scale_note"]
+    res.info["cltv total calibration"] = cltv_bundle.meta.spend_scale_note
     spend_model, _ = cltv_bundle.spend(x_hold)
     rows = {
         "model (XGBoost Tweedie)": cltv_metrics(actual, spend_model),
@@ -278,10 +278,10 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
     ev, metrics, served = trained.evaluation, trained.metrics, trained.eval_bundle
     hold = frame[hold_mask].reset_index(drop=True)
     res.timings["nbo"] = time.perf_counter() - t0
-    picks = ev.picks.get(served.meta["learner"]) if ev.picks else None
+    picks = ev.picks.get(served.meta.learner) if ev.picks else None
     res.nbo_info = {
-        "method (served)": served.meta["method"],
-        "policy decision": served.meta["policy_reason"],
+        "method (served)": served.meta.method,
+        "policy decision": served.meta.policy_reason,
         "holdout split": split,
         "offer rows (train / holdout)": f"{int((~hold_mask).sum())} / {len(hold)}",
         "holdout acceptance rate by arm": ", ".join(
@@ -290,8 +290,8 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
         "one offer for all gives (where eligible)": ev.best_single_offer,
         "average value per offer on the training offers (value saved; acceptance x value - cost without a control "
         "arm), which ranks one offer for all": ", ".join(
-            f"{o['offer_id']}: {served.meta['average_uplift'][o['offer_id']] * o['value'] - o['cost']:.4f}"
-            for o in served.meta["offers"]
+            f"{o['offer_id']}: {served.meta.average_uplift[o['offer_id']] * o['value'] - o['cost']:.4f}"
+            for o in served.meta.offers
         ),
         "learned policy picks (best learner, share of holdout rows)": (
             ", ".join(
@@ -349,10 +349,10 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0) -> None:
         )
     else:
         res.target_info["churn risk and CLTV"] = "the churn and CLTV models above (fitted on the training snapshots)"
-    costs = [float(o["cost"]) for o in nbo.meta["offers"]]
+    costs = [float(o["cost"]) for o in nbo.meta.offers]
     per_contact = max(costs, default=0.0) <= 0.0
     res.target_info["logged customers (first holdout offer each)"] = len(frame)
-    res.target_info["offer policy deciding the offer"] = nbo.meta["method"]
+    res.target_info["offer policy deciding the offer"] = nbo.meta.method
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     knapsack: list[str] = []
     for share in TARGET_SHARES:

@@ -135,11 +135,11 @@ def score_pairs(frame: pd.DataFrame, models: Champions) -> pd.DataFrame:
     records = frame.to_dict("records")
     ranked = nbo.offer_scores(x, records)
     base, uplift = offer_outcomes(nbo, x)
-    has_control = bool(nbo.meta["has_control"])
-    one_for_all = nbo.meta.get("policy") == "best_single"
-    column = {o["offer_id"]: j for j, o in enumerate(nbo.meta["offers"])}
-    value = {o["offer_id"]: float(o["value"]) for o in nbo.meta["offers"]}
-    cost = {o["offer_id"]: float(o["cost"]) for o in nbo.meta["offers"]}
+    has_control = bool(nbo.meta.has_control)
+    one_for_all = nbo.meta.policy == "best_single"
+    column = {o["offer_id"]: j for j, o in enumerate(nbo.meta.offers)}
+    value = {o["offer_id"]: float(o["value"]) for o in nbo.meta.offers}
+    cost = {o["offer_id"]: float(o["cost"]) for o in nbo.meta.offers}
     churn = (
         models.churn.churn_probability(models.churn.encoder.encode_frame(frame))
         if models.churn
@@ -305,7 +305,7 @@ def compare_targeting(
         close the greedy choice is to optimal: its total value saved by the models (``greedy``) against the LP
         relaxation's bound (``lp_bound``), which no choice within the budget can exceed.
     """
-    if CONTROL_OFFER not in set(frame["logged_offer"].astype(str)) or not models.nbo.meta["has_control"]:
+    if CONTROL_OFFER not in set(frame["logged_offer"].astype(str)) or not models.nbo.meta.has_control:
         return {"skipped": "no control arm among the logged offers: the value saved is not identified"}
     frame = frame.reset_index(drop=True)
     pairs_all = score_pairs(frame, models)
@@ -318,7 +318,7 @@ def compare_targeting(
     prop = prop.fillna(frame["logged_offer"].map(frame["logged_offer"].value_counts(normalize=True))).to_numpy()
     base, uplift = offer_outcomes(models.nbo, models.nbo.encoder.encode_frame(frame))
     mu = {CONTROL_OFFER: np.clip(base, 0.0, None)}
-    for j, o in enumerate(models.nbo.meta["offers"]):
+    for j, o in enumerate(models.nbo.meta.offers):
         mu[o["offer_id"]] = np.clip(base + uplift[:, j], 0.0, None)
     logged = frame["logged_offer"].astype(str).to_numpy()
     known = np.isin(logged, list(mu))
@@ -326,8 +326,8 @@ def compare_targeting(
     dr = dr_arm_outcomes(
         list(np.where(known, logged, "")), np.where(known, prop, 1.0), frame["accepted"].to_numpy(float), mu
     )
-    value = {o["offer_id"]: float(o["value"]) for o in models.nbo.meta["offers"]}
-    cost = {o["offer_id"]: float(o["cost"]) for o in models.nbo.meta["offers"]}
+    value = {o["offer_id"]: float(o["value"]) for o in models.nbo.meta.offers}
+    cost = {o["offer_id"]: float(o["cost"]) for o in models.nbo.meta.offers}
     budget = budget_per_customer * n
     choices = baseline_choices(frame, pairs_all, budget, seed)
     best = choices.pop("_best_single_offer")["offer"]
@@ -361,7 +361,7 @@ def evaluate(
     frame = frame.rename(columns={"offer_id": "logged_offer"}).reset_index(drop=True)
     out = compare_targeting(frame, models, budget_per_customer, seed)
     out["cut"] = cut.isoformat()
-    trained = models.nbo.meta.get("trained_as_of")
+    trained = models.nbo.meta.trained_as_of
     out["in_sample"] = bool(trained and datetime.fromisoformat(str(trained)) > cut)
     return out
 
@@ -502,7 +502,7 @@ def run_target(
 
 def _eval_cut(models: Champions, t: datetime, window_days: int) -> datetime:
     """Where the baselines' logged offers start: just after the offer model's training data when known."""
-    trained = models.nbo.meta.get("trained_as_of")
+    trained = models.nbo.meta.trained_as_of
     if trained:
         return datetime.fromisoformat(str(trained))
     return t - timedelta(days=window_days)

@@ -105,7 +105,10 @@ class EffectModel:
         """Outcome under control ``(n,)`` and uplift per offer ``(n, k)`` (the same arithmetic as serving)."""
         from features.kinds.next_best_offer import effect_uplift
 
-        return effect_uplift(self.meta(), len(self.offers), x, lambda name, m: self.boosters[name].inplace_predict(m))
+        predict = self.boosters.__getitem__
+        return effect_uplift(
+            self.learner, self.x_weights, len(self.offers), x, lambda n, m: predict(n).inplace_predict(m)
+        )
 
 
 def fit_effect_model(

@@ -112,17 +112,17 @@ def fit_nbo(
         for rule, o in zip(bundle.rules, meta["offers"], strict=True)
     }
     # The bundle holds its own typed copy of ``meta``: set it there.
-    bundle.meta["average_uplift"] = average_uplift(offer, y, prop, CONTROL_OFFER, eligible)
+    bundle.meta.average_uplift = average_uplift(offer, y, prop, CONTROL_OFFER, eligible)
     return bundle
 
 
 def apply_choice(bundle: Bundle, choice: PolicyChoice | None, reason: str | None = None) -> Bundle:
     """Record in ``bundle`` which policy is served and why (``method`` says so for every answer)."""
     served = choice.served if choice is not None else BEST_SINGLE
-    bundle.meta["policy"] = served
-    bundle.meta["policy_reason"] = reason or (choice.reason if choice else "")
-    base = "uplift" if bundle.meta["has_control"] else "propensity"
-    bundle.meta["method"] = base if served == LEARNED else f"{base}, best single offer for all"
+    bundle.meta.policy = served
+    bundle.meta.policy_reason = reason or (choice.reason if choice else "")
+    base = "uplift" if bundle.meta.has_control else "propensity"
+    bundle.meta.method = base if served == LEARNED else f"{base}, best single offer for all"
     return bundle
 
 
@@ -133,15 +133,15 @@ def one_offer_for_all(bundle: Bundle) -> Bundle:
 
 def arms(bundle: Bundle) -> list[str]:
     """Arms a policy of ``bundle`` can choose: no offer (where there is a control) then every offer."""
-    offers = [o["offer_id"] for o in bundle.meta["offers"]]
-    return [CONTROL_OFFER, *offers] if bundle.meta["has_control"] else offers
+    offers = [o["offer_id"] for o in bundle.meta.offers]
+    return [CONTROL_OFFER, *offers] if bundle.meta.has_control else offers
 
 
 def chosen_arms(bundle: Bundle, frame: pd.DataFrame, fallback: np.ndarray) -> np.ndarray:
     """Index (into :func:`arms`) of what the bundle's served policy picks per row: the path serving takes."""
     index = {a: i for i, a in enumerate(arms(bundle))}
     ranked = bundle.offer_scores(bundle.encoder.encode_frame(frame), frame.to_dict("records"))
-    has_control = bool(bundle.meta["has_control"])
+    has_control = bool(bundle.meta.has_control)
     out = np.empty(len(frame), dtype=np.intp)
     for i, rk in enumerate(ranked):
         pick = best_offer(rk, has_control)
@@ -158,7 +158,7 @@ def eligibility(bundle: Bundle, frame: pd.DataFrame, names: list[str]) -> np.nda
     records = frame.to_dict("records")
     out = np.ones((len(frame), len(names)), dtype=bool)
     index = {a: i for i, a in enumerate(names)}
-    for rule, offer in zip(bundle.rules, bundle.meta["offers"], strict=True):
+    for rule, offer in zip(bundle.rules, bundle.meta.offers, strict=True):
         if offer["offer_id"] in index:
             out[:, index[offer["offer_id"]]] = [bool(rule(r)) for r in records]
     return out
@@ -167,7 +167,7 @@ def eligibility(bundle: Bundle, frame: pd.DataFrame, names: list[str]) -> np.nda
 def outcome_matrix(bundle: Bundle, frame: pd.DataFrame) -> np.ndarray:
     """Predicted outcome (acceptance) of every arm of :func:`arms` per row: no offer first where there is a control."""
     base, uplift = offer_outcomes(bundle, bundle.encoder.encode_frame(frame))
-    if not bundle.meta["has_control"]:
+    if not bundle.meta.has_control:
         return np.clip(uplift, 0.0, None)  # the propensity fallback: the "uplift" is the acceptance itself
     return np.clip(np.column_stack([base, base[:, None] + uplift]), 0.0, None)
 
@@ -180,10 +180,10 @@ def value_scores(
     With a control arm: the value saved over no contact (:func:`training.policy.incremental_scores`). Without one
     nothing is incremental: the logged acceptance times the offer's value, minus its cost.
     """
-    value = np.array([o["value"] for o in reference.meta["offers"]], dtype=np.float64)
-    cost = np.array([o["cost"] for o in reference.meta["offers"]], dtype=np.float64)
+    value = np.array([o["value"] for o in reference.meta.offers], dtype=np.float64)
+    cost = np.array([o["cost"] for o in reference.meta.offers], dtype=np.float64)
     mu = outcome_matrix(reference, frame)
-    if reference.meta["has_control"]:
+    if reference.meta.has_control:
         return incremental_scores(mu, logged, propensity, y, value, cost)
     return dr_scores(mu * value - cost, logged, propensity, y * value[logged] - cost[logged])
 
@@ -215,10 +215,10 @@ class NBOEvaluation:
 
 def _top_single_offer(bundle: Bundle) -> str:
     """The offer one offer for all gives where it is eligible: the best average value on the training rows."""
-    offers = bundle.meta["offers"]
+    offers = bundle.meta.offers
     if not offers:
         return ""
-    avg = bundle.meta["average_uplift"]
+    avg = bundle.meta.average_uplift
     return max(offers, key=lambda o: avg.get(o["offer_id"], 0.0) * o["value"] - o["cost"])["offer_id"]
 
 
@@ -247,8 +247,8 @@ def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> 
     ev.qini_curves, qini = _qini(bundles.get("t") or ref, frame, logged, y)
     ev.metrics.update(qini)
     if len(set(logged)) < 2:
-        value = {o["offer_id"]: o["value"] for o in ref.meta["offers"]}
-        cost = {o["offer_id"]: o["cost"] for o in ref.meta["offers"]}
+        value = {o["offer_id"]: o["value"] for o in ref.meta.offers}
+        cost = {o["offer_id"]: o["cost"] for o in ref.meta.offers}
         reward = np.array([y[i] * value.get(o, 0.0) - cost.get(o, 0.0) for i, o in enumerate(logged)])
         ev.metrics["policy_value_logged"] = float(reward.mean()) if len(reward) else float("nan")
         ev.metrics["policy_value_evaluable"] = 0.0
@@ -313,12 +313,12 @@ def _qini(
     bundle: Bundle, frame: pd.DataFrame, logged: np.ndarray, y: np.ndarray
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Qini coefficient and uplift@30% per offer vs control, by ``bundle``'s per-customer uplift."""
-    if not bundle.meta["has_control"] or not len(frame):
+    if not bundle.meta.has_control or not len(frame):
         return {}, {}
     _, uplift = offer_outcomes(bundle, bundle.encoder.encode_frame(frame))
     curves: dict[str, Any] = {}
     metrics: dict[str, float] = {}
-    for j, o in enumerate(o["offer_id"] for o in bundle.meta["offers"]):
+    for j, o in enumerate(o["offer_id"] for o in bundle.meta.offers):
         mask = np.isin(logged, [o, CONTROL_OFFER])
         treated = logged[mask] == o
         if treated.sum() < 10 or (~treated).sum() < 10:

@@ -24,7 +24,6 @@ class BundleMeta(BaseModel):
 
     Unknown fields are kept, not refused: a bundle trained by newer code can still be served, and they round-trip
     through :meth:`features.scoring.Bundle.save`. Assignments are validated, so a kind's typed fields stay typed.
-    Item access (``meta["policy"]``) reads and sets the same fields, for code written against the JSON keys.
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
@@ -33,23 +32,6 @@ class BundleMeta(BaseModel):
     trained_as_of: str | None = None
     response_window_days: int | None = None
     horizon_days: int | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        setattr(self, key, value)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and getattr(self, key, None) is not None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The field's value, or ``default`` when it is missing or null (like ``dict.get`` on the JSON)."""
-        value = getattr(self, key, None)
-        return default if value is None else value
 
     def to_json(self) -> dict[str, Any]:
         """The fields as ``bundle.json`` stores them (nulls left out)."""

@@ -101,12 +101,17 @@ class NextBestOfferPart(TypedDict, total=False):
 
 
 def effect_uplift(
-    meta: Mapping[str, Any], n_offers: int, x: np.ndarray, predict: Callable[[str, np.ndarray], Any]
+    learner: str,
+    x_weights: Sequence[float] | None,
+    n_offers: int,
+    x: np.ndarray,
+    predict: Callable[[str, np.ndarray], Any],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Outcome without an offer and uplift per offer from an ``effect`` layout bundle (T-, X- or DR-learner).
 
     Args:
-        meta: Bundle metadata (``learner``: ``t``, ``x`` or ``dr``; ``x_weights`` for the X-learner).
+        learner: ``t``, ``x`` or ``dr`` (:attr:`OfferMeta.learner`).
+        x_weights: The X-learner's weight of its control-side estimate, per offer.
         n_offers: Number of offers.
         x: Encoded rows.
         predict: ``predict(booster_name, matrix)`` returning the booster's predictions.
@@ -116,12 +121,11 @@ def effect_uplift(
     """
     base = np.asarray(predict("control", x), dtype=np.float64)
     uplift = np.empty((x.shape[0], n_offers))
-    learner = meta["learner"]
     for j in range(n_offers):
         if learner == "t":
             uplift[:, j] = np.asarray(predict(f"arm{j}", x), dtype=np.float64) - base
         elif learner == "x":
-            g = float(meta["x_weights"][j])
+            g = float(x_weights[j])  # type: ignore[index]
             tau_c = np.asarray(predict(f"tau{j}_c", x), dtype=np.float64)
             tau_t = np.asarray(predict(f"tau{j}_t", x), dtype=np.float64)
             uplift[:, j] = g * tau_c + (1.0 - g) * tau_t
@@ -130,15 +134,15 @@ def effect_uplift(
     return base, uplift
 
 
-def effect_boosters(meta: Mapping[str, Any], n_offers: int) -> list[str]:
-    """The boosters :func:`effect_uplift` reads for ``meta``'s learner, in the order it reads them."""
+def effect_boosters(learner: str, n_offers: int) -> list[str]:
+    """The boosters :func:`effect_uplift` reads for ``learner``, in the order it reads them."""
     read: list[str] = []
 
     def record(name: str, x: np.ndarray) -> np.ndarray:
         read.append(name)
         return np.zeros(x.shape[0])
 
-    effect_uplift(meta, n_offers, np.zeros((1, 0), np.float32), record)
+    effect_uplift(learner, [0.0] * n_offers, n_offers, np.zeros((1, 0), np.float32), record)
     return read
 
 
@@ -182,10 +186,11 @@ class OfferBundle(Bundle):
         n_off = len(self.meta.offers)
         if self.meta.layout == "effect":
             # Every booster's trees in one walk for a few rows (features.forest.ForestStack), then the learner's sums.
-            names = self._effect_names or effect_boosters(self.meta, n_off)
+            meta = self.meta
+            names = self._effect_names or effect_boosters(str(meta.learner), n_off)
             self._effect_names = names
             predicted = dict(zip(names, self.predict_many(names, x), strict=True))
-            return effect_uplift(self.meta, n_off, x, lambda name, _: predicted[name])
+            return effect_uplift(str(meta.learner), meta.x_weights, n_off, x, lambda name, _: predicted[name])
         k = n_off + 1
         idx = np.tile(np.arange(-1, n_off), x.shape[0])
         pred = self._predictor("main").predict(design_matrix(np.repeat(x, k, axis=0), n_off, idx))

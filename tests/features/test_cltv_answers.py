@@ -46,8 +46,8 @@ def _rows() -> pd.DataFrame:
 
 def test_per_customer_bgnbd_agrees_with_the_formulas_on_a_planted_case(bundles) -> None:
     cltv = open_bundle(bundles["cltv"])
-    cltv.meta["bgnbd"] = {**PLANTED.to_json(), "degenerate": False}
-    cltv.meta["mean_order_value"] = 20.0
+    cltv.meta.bgnbd = {**PLANTED.to_json(), "degenerate": False}
+    cltv.meta.mean_order_value = 20.0
     frame = _rows()
     ans = cltv.cltv_answers(cltv.encoder.encode_frame(frame), summary_columns(frame), np.full(4, 0.3))
     x = np.array([0.0, 2.0, 7.0])
@@ -66,8 +66,8 @@ def test_per_customer_bgnbd_agrees_with_the_formulas_on_a_planted_case(bundles) 
 
 def test_degenerate_fit_falls_back_and_says_so(bundles) -> None:
     cltv = open_bundle(bundles["cltv"])
-    cltv.meta["bgnbd"] = {**PLANTED.to_json(), "degenerate": True}
-    cltv.meta["mean_order_value"] = 20.0
+    cltv.meta.bgnbd = {**PLANTED.to_json(), "degenerate": True}
+    cltv.meta.mean_order_value = 20.0
     frame = _rows()
     churn = np.array([0.1, 0.2, 0.3, 0.4])
     ans = cltv.cltv_answers(cltv.encoder.encode_frame(frame), summary_columns(frame), churn)

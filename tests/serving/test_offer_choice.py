@@ -27,7 +27,7 @@ def test_no_offer_is_shown_where_none_pays(tmp_path: Path, bundles: dict[str, Pa
     frame.insert(0, "customer_id", [f"c{i}" for i in range(40)])
     write_store(tmp_path / "online", frame, AS_OF, feature_set_version())
     runtime = Runtime(load_settings({"CXPREDICT_HOME": str(tmp_path), "CXPREDICT_API_KEYS": "k"}))
-    offers = runtime.models.bundles["next_best_offer"].meta["offers"]
+    offers = runtime.models.bundles["next_best_offer"].meta.offers
     answers = [runtime.personalize(f"c{i}")["next_best_offer"] for i in range(40)]
     paying = [a for a in answers if a["ranking"][0]["expected_value"] > 0]
     assert paying and all(a["offer_id"] == a["ranking"][0]["offer_id"] and "reason" not in a for a in paying)

@@ -102,8 +102,8 @@ def test_without_heterogeneity_one_offer_for_all_is_served_by_the_bundle_itself(
     x, arm, y = planted(3000, seed=4, heterogeneous=False)
     trained, _ = _train(_offer_frame(x, arm, y), seed=0)
     final = trained.final
-    assert final.meta["policy"] == BEST_SINGLE
-    assert "best single offer" in final.meta["method"] and final.meta["policy_reason"]
+    assert final.meta.policy == BEST_SINGLE
+    assert "best single offer" in final.meta.method and final.meta.policy_reason
     # The saved and reloaded bundle (what predict and serving load) shows offer a to everyone.
     loaded = open_bundle(final.save(tmp_path / "nbo"))
     frame = _offer_frame(*planted(300, seed=5))
@@ -119,7 +119,7 @@ def test_without_heterogeneity_one_offer_for_all_is_served_by_the_bundle_itself(
 def test_with_planted_heterogeneity_the_learned_policy_is_served_and_beats_best_single():
     x, arm, y = planted(5000, seed=6)
     trained, _ = _train(_offer_frame(x, arm, y), seed=1)
-    assert trained.final.meta["policy"] == LEARNED
+    assert trained.final.meta.policy == LEARNED
     m = trained.metrics
     assert m["policy_served_learned"] == 1.0
     assert m["policy_gain_learned_vs_single_low"] > 0

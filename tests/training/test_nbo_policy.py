@@ -50,7 +50,7 @@ def test_served_policy_is_worth_at_least_one_offer_for_all_where_it_withholds_an
     ranked = served.offer_scores(served.encoder.encode_frame(rows), rows.to_dict("records"))
     picks = np.array([(best_offer(r, True) or {"offer_id": None})["offer_id"] for r in ranked], dtype=object)
     eligible = rows["attr_x0"].to_numpy() > 0
-    if served.meta["policy"] == "best_single":
+    if served.meta.policy == "best_single":
         assert set(picks[eligible]) == {"a"} and set(picks[~eligible]) == {None}
     # The value is the value saved: a to the eligible half, +1 each, about +0.5 per customer (not 0.6 x 10 - 1).
     assert m["policy_value_model_low"] <= 0.5 <= m["policy_value_model_high"]

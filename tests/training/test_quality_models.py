@@ -69,7 +69,7 @@ def test_calibrated_churn_model_has_a_small_ece_on_a_planted_case_and_follows_th
     assert expected_calibration_error(y, p) < 0.04
     assert p.mean() == pytest.approx(y.mean(), abs=0.04)
     # Without the correction (calibrated at the newest snapshot's rate) the same model would be off.
-    blend = bundle.meta["blend"]
+    blend = bundle.meta.blend
     assert blend["calibration_rate"] > blend["target_rate"] + 0.05
 
 
@@ -134,10 +134,10 @@ def test_cltv_total_follows_a_planted_season_recorded_and_applied(tmp_path):
     assert spend.sum() == pytest.approx(truth, rel=0.06)
     raw = np.maximum(loaded.boosters["main"].inplace_predict(x), 0.0)
     assert raw.sum() < 0.8 * truth  # without the seasonal level the total falls short
-    np.testing.assert_allclose(spend, raw * loaded.meta["spend_scale"], rtol=1e-6)
+    np.testing.assert_allclose(spend, raw * loaded.meta.spend_scale, rtol=1e-6)
     # The value over a year holds every season: it stays the BG/NBD ratio times the unseasoned spend.
     np.testing.assert_allclose(value, raw * 4.0, rtol=1e-5)
-    assert "season x" in loaded.meta["spend_scale_note"]
+    assert "season x" in loaded.meta.spend_scale_note
     # Without a year of history before the training windows nothing is known about the season: factor 1.
     short = fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio", daily=daily_spend(tx[tx.ts >= "2023-12-01"]))
-    assert short.meta["spend_scale"] == 1.0 and "no seasonal factor" in short.meta["spend_scale_note"]
+    assert short.meta.spend_scale == 1.0 and "no seasonal factor" in short.meta.spend_scale_note

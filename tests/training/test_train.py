@@ -171,7 +171,7 @@ def test_feature_set_mismatch_is_refused(trained, tmp_path):
     settings, _ = trained
     bundle, _ = registry.load_bundle(registry.configure(settings), "churn", "champion", tmp_path)
     path = bundle.save(tmp_path / "b")
-    meta = (path / "bundle.json").read_text().replace(bundle.meta["feature_set_version"], "0.stale")
+    meta = (path / "bundle.json").read_text().replace(bundle.meta.feature_set_version, "0.stale")
     (path / "bundle.json").write_text(meta)
     from features.scoring import FeatureSetMismatch
 
