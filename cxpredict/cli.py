@@ -49,10 +49,11 @@ def _client_errors() -> Iterator[None]:
         typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
         raise typer.Exit(2) from None
     except Exception as exc:
-        # Only commands that talk to MLflow can raise its errors, and they have imported it by then: looking it up
-        # here keeps MLflow's import (seconds) out of every other command.
-        mlflow_errors = sys.modules.get("mlflow.exceptions")
-        if mlflow_errors is None or not isinstance(exc, mlflow_errors.MlflowException):
+        # Recognised by class name, not by importing MLflow here: its import (seconds) stays out of every command
+        # that does not talk to it.
+        if not any(
+            (c.__module__, c.__qualname__) == ("mlflow.exceptions", "MlflowException") for c in type(exc).__mro__
+        ):
             raise
         message = " ".join(str(exc.message if hasattr(exc, "message") else exc).split())
         typer.echo(f"error: MLflow: {message}", err=True)

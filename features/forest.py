@@ -22,7 +22,7 @@ import ctypes.util
 import functools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,10 +146,16 @@ class Forest:
 
     def margins(self, x: np.ndarray) -> np.ndarray:
         """Raw margins of each row (``predict_type="margin"``)."""
-        leaves = self.leaf_values(x)
-        start = np.full((x.shape[0], 1), self.base_margin, _F32)
-        # Sequential float32 additions, base first then tree by tree: XGBoost's rounding exactly.
-        return np.cumsum(np.hstack([start, leaves]), axis=1, dtype=_F32)[:, -1]
+        return self._margins(self.leaf_values(x))
+
+    def _margins(self, leaves: np.ndarray) -> np.ndarray:
+        # Sequential float32 additions, base first then tree by tree: XGBoost's rounding exactly. The base goes
+        # into the first tree's column (base + leaf 0 is the sum's first step either way), sparing a concatenation.
+        if leaves.shape[1] == 0:
+            return np.full(leaves.shape[0], self.base_margin, _F32)
+        acc = np.array(leaves, dtype=_F32)  # a copy: the caller's leaf values stay as they are
+        acc[:, 0] += self.base_margin
+        return np.cumsum(acc, axis=1, dtype=_F32)[:, -1]
 
     def leaf_values(self, x: np.ndarray) -> np.ndarray:
         """``(rows, trees)`` float32: the value of the leaf each row reaches in each tree."""
@@ -177,13 +183,68 @@ class Forest:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Same as ``booster.inplace_predict(x)`` (float32, NaN = missing)."""
-        margin = self.margins(x)
+        return self.predict_leaves(self.leaf_values(x))
+
+    def predict_leaves(self, leaves: np.ndarray) -> np.ndarray:
+        """The predictions of rows whose ``(rows, trees)`` leaf values :meth:`leaf_values` gave."""
+        margin = self._margins(leaves)
         if self.transform == "identity":
             return margin
         expf = _libm_expf()
         if expf is None:  # from_booster builds no such forest without it
             raise RuntimeError("the C library's expf is not available: predict with XGBoost instead")
         return _sigmoid(margin, expf) if self.transform == "sigmoid" else _exp32(margin, expf)
+
+
+@dataclass(frozen=True)
+class ForestStack:
+    """Several forests over the same columns, walked as one: one level walk for all their trees.
+
+    A walk costs a few array operations per level whatever the number of trees, so a model made of several boosters
+    (an X-learner has two per offer and one for the control) pays that cost once instead of once per booster. Each
+    forest's predictions are then finished from its own slice of the leaf values: the same numbers in every bit.
+
+    Attributes:
+        walk: The trees of every forest, one after another (its base margin and transform are not used).
+        parts: The forests, in the order :meth:`predict_each` answers.
+        bounds: Where each forest's trees start in ``walk``, then the end.
+    """
+
+    walk: Forest
+    parts: tuple[Forest, ...]
+    bounds: tuple[int, ...]
+
+    @classmethod
+    def of(cls, forests: Sequence[Forest]) -> ForestStack:
+        """The stack of ``forests`` (all over the same number of columns)."""
+        if not forests or len({f.n_features for f in forests}) != 1:
+            raise ValueError("a stack needs at least one forest, all over the same columns")
+        sizes = [f.feature.shape[0] for f in forests]
+        offsets = np.cumsum([0, *sizes[:-1]])
+        left = [f.child[:n] + off for f, n, off in zip(forests, sizes, offsets, strict=True)]
+        right = [f.child[n:] + off for f, n, off in zip(forests, sizes, offsets, strict=True)]
+        walk = Forest(
+            n_features=forests[0].n_features,
+            depth=max(f.depth for f in forests),  # a leaf is its own child: shallower trees stay on their leaves
+            roots=np.concatenate([f.roots + off for f, off in zip(forests, offsets, strict=True)]),
+            feature=np.concatenate([f.feature for f in forests]),
+            threshold=np.concatenate([f.threshold for f in forests]),
+            default_right=np.concatenate([f.default_right for f in forests]),
+            child=np.concatenate(left + right),
+            value=np.concatenate([f.value for f in forests]),
+            base_margin=_F32(0.0),
+            transform="identity",
+        )
+        bounds = tuple(int(b) for b in np.cumsum([0, *(f.roots.shape[0] for f in forests)]))
+        return cls(walk=walk, parts=tuple(forests), bounds=bounds)
+
+    def predict_each(self, x: np.ndarray) -> list[np.ndarray]:
+        """Each forest's ``predict(x)``, in order."""
+        leaves = self.walk.leaf_values(x)
+        return [
+            part.predict_leaves(leaves[:, start:end])
+            for part, start, end in zip(self.parts, self.bounds[:-1], self.bounds[1:], strict=True)
+        ]
 
 
 def _flatten(trees: list[dict]) -> dict[str, Any]:

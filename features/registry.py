@@ -15,6 +15,7 @@ import mlflow
 from mlflow.protos.databricks_pb2 import ErrorCode
 from mlflow.tracking import MlflowClient
 
+from features.kinds import open_bundle
 from features.private_files import private_dir
 from features.scoring import META_FILE, Bundle
 from features.settings import Settings
@@ -101,4 +102,4 @@ def load_bundle(client: MlflowClient, name: str, ref: str, cache_dir: Path) -> t
         path = _bundle_in(target)
     except FileNotFoundError:
         path = download_bundle(client, name, version, target)
-    return Bundle.load(path), version
+    return open_bundle(path), version

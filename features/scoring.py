@@ -20,7 +20,7 @@ import xgboost as xgb
 from pydantic import BaseModel
 
 from features.definitions import CANCELLED_FEATURE, describe, feature_names, feature_set_version
-from features.forest import Forest
+from features.forest import Forest, ForestStack
 from features.treeshap import PathShap
 
 if TYPE_CHECKING:  # the kinds import this module: their base is only named here
@@ -217,8 +217,8 @@ class Predictor:
             self._shap = PathShap.from_booster(self.booster)
             self._shap_built = True
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Same as ``booster.inplace_predict(x)``."""
+    def forest_for(self, x: np.ndarray) -> Forest | None:
+        """The numpy forest when it is prepared and ``x`` is a small batch it takes; else None (XGBoost's turn)."""
         forest = self._forest
         if (
             forest is not None
@@ -227,8 +227,13 @@ class Predictor:
             and 0 < x.shape[0] <= SMALL_BATCH
             and x.shape[1] == forest.n_features
         ):
-            return forest.predict(x)
-        return self.booster.inplace_predict(x)
+            return forest
+        return None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Same as ``booster.inplace_predict(x)``."""
+        forest = self.forest_for(x)
+        return forest.predict(x) if forest is not None else self.booster.inplace_predict(x)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Same as ``booster.predict(xgb.DMatrix(x, missing=np.nan, nthread=1), pred_contribs=True)``."""
@@ -236,6 +241,29 @@ class Predictor:
         if self._shap is not None and x.ndim == 2 and x.shape[0] > 0:
             return self._shap.contributions(x)
         return self.booster.predict(xgb.DMatrix(x, missing=np.nan, nthread=1), pred_contribs=True)
+
+
+def read_bundle(
+    path: Path, check_feature_set: bool = True
+) -> tuple[str, dict[str, Any], Encoder, dict[str, xgb.Booster]]:
+    """A bundle directory's parts, as :meth:`Bundle.save` wrote them: ``(kind, meta, encoder, boosters)``.
+
+    ``features.kinds.open_bundle`` builds the kind's bundle from them.
+
+    Raises:
+        FeatureSetMismatch: the bundle's feature-set version differs from the code's.
+    """
+    path = Path(path)
+    meta = json.loads((path / META_FILE).read_text())
+    if check_feature_set and meta["feature_set_version"] != feature_set_version():
+        raise FeatureSetMismatch(
+            f"model at {path} was trained on feature set {meta['feature_set_version']}, "
+            f"but this code computes {feature_set_version()}: retrain or deploy the matching code"
+        )
+    kind = meta.pop("kind")
+    boosters = {name: _booster(path / file) for name, file in meta.pop("boosters").items()}
+    encoder = Encoder.from_json(meta.pop("encoder"))
+    return kind, meta, encoder, boosters
 
 
 def _booster(path: Path) -> xgb.Booster:
@@ -248,7 +276,7 @@ def _booster(path: Path) -> xgb.Booster:
 
 @dataclass
 class Bundle:
-    """A loaded model bundle of one kind; ``Bundle(kind=...)`` and :meth:`load` build the kind's own subclass.
+    """A loaded model bundle of one kind: each kind's subclass (``features.kinds.open_bundle`` reads one).
 
     Each kind's subclass (:mod:`features.kinds`) adds its scoring methods and its typed metadata.
 
@@ -264,44 +292,14 @@ class Bundle:
     encoder: Encoder
     boosters: dict[str, xgb.Booster]
     _predictors: dict[str, Predictor] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _stacks: dict[tuple[str, ...], ForestStack] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: The metadata model of the kind (set by each subclass).
     meta_type: ClassVar[type[BundleMeta]]
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Bundle:
-        """The kind's subclass when called as ``Bundle(kind=...)``."""
-        kind = kwargs.get("kind", args[0] if args else None)
-        if cls is Bundle and kind is not None:
-            from features.kinds import kind_of  # the registry imports this module
-
-            cls = kind_of(kind).bundle_type
-        return object.__new__(cls)
 
     def __post_init__(self) -> None:
         if not isinstance(self.meta, self.meta_type):
             data = self.meta.model_dump() if isinstance(self.meta, BaseModel) else dict(self.meta)
             self.meta = self.meta_type.model_validate(data)
-
-    @classmethod
-    def load(cls, path: Path, check_feature_set: bool = True) -> Bundle:
-        """Load a bundle directory as its kind's subclass.
-
-        Raises:
-            FeatureSetMismatch: the bundle's feature-set version differs from the code's.
-            KeyError: the bundle names no kind this code knows.
-        """
-        from features.kinds import kind_of
-
-        path = Path(path)
-        meta = json.loads((path / META_FILE).read_text())
-        if check_feature_set and meta["feature_set_version"] != feature_set_version():
-            raise FeatureSetMismatch(
-                f"model at {path} was trained on feature set {meta['feature_set_version']}, "
-                f"but this code computes {feature_set_version()}: retrain or deploy the matching code"
-            )
-        kind = kind_of(meta.pop("kind"))
-        boosters = {name: _booster(path / file) for name, file in meta.pop("boosters").items()}
-        encoder = Encoder.from_json(meta.pop("encoder"))
-        return kind.bundle_type(kind=kind.name, meta=meta, encoder=encoder, boosters=boosters)  # type: ignore[no-any-return]
 
     def save(self, path: Path) -> Path:
         """Write the bundle to ``path`` (created) and return it."""
@@ -332,6 +330,18 @@ class Bundle:
         """Build what online scoring needs ahead of the first request (numpy forests; the kind may add more)."""
         for name in self.boosters:
             self._predictor(name).prepare_small_batches()
+
+    def predict_many(self, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+        """``boosters[name].inplace_predict(x)`` for each name, small batches in one walk of all their trees."""
+        predictors = [self._predictor(name) for name in names]
+        forests = [p.forest_for(x) for p in predictors]
+        if len(forests) < 2 or any(f is None for f in forests):
+            return [p.predict(x) for p in predictors]
+        key = tuple(names)
+        stack = self._stacks.get(key)
+        if stack is None or any(a is not b for a, b in zip(stack.parts, forests, strict=True)):
+            stack = self._stacks[key] = ForestStack.of(forests)  # type: ignore[arg-type]
+        return stack.predict_each(x)
 
     # --- reasons (SHAP, for the kinds that explain their answer) -----------------------------------------------
     def reasons(self, x: np.ndarray, booster: str = "main", top: int = TOP_REASONS) -> list[list[Reason]]:
@@ -367,50 +377,4 @@ class Bundle:
         j = self.encoder._index.get(CANCELLED_FEATURE)
         if j is None:
             return np.zeros(x.shape[0], dtype=bool)
-        return np.nan_to_num(x[:, j], nan=0.0) >= 0.5
-
-
-def score_frame(
-    bundle: Bundle,
-    frame: Any,
-    churn_probability: np.ndarray | None = None,
-    known: Mapping[str, np.ndarray] | None = None,
-) -> Any:
-    """Batch-score a pandas feature frame with one bundle; returns a frame aligned with ``frame``.
-
-    The columns are the kind's (:attr:`features.kinds.base.ModelKind.columns`): ``churn_probability`` and
-    ``churn_risk_band`` (churn); ``predicted_spend``, ``cltv``, ``historic_value``, ``p_alive``,
-    ``expected_orders`` and ``cltv_activity_method`` (cltv); ``next_best_offer`` and ``next_best_offer_value``
-    (next best offer).
-
-    Args:
-        bundle: The model.
-        frame: Feature rows.
-        churn_probability: The churn model's answer for the rows (the CLTV fallback reads it).
-        known: Columns other kinds produced for the same rows (``churn_probability`` among them).
-    """
-    import pandas as pd
-
-    from features.kinds import kind_of
-
-    columns = dict(known or {})
-    if churn_probability is not None:
-        columns["churn_probability"] = churn_probability
-    x = bundle.encoder.encode_frame(frame)
-    return pd.DataFrame(kind_of(bundle.kind).frame(bundle, x, frame, columns), index=frame.index)
-
-
-#: Names that moved into their kind's module, still importable from here: the module that holds each.
-_MOVED = {
-    **dict.fromkeys(("RISK_BANDS", "CHURNED_BAND", "risk_band"), "features.kinds.churn"),
-    **dict.fromkeys(("CLTV_SUMMARY", "summary_columns"), "features.kinds.cltv"),
-    **dict.fromkeys(("best_offer", "effect_uplift", "NO_OFFER_PAYS"), "features.kinds.next_best_offer"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return x[:, j] >= 0.5  # a missing flag (NaN) compares False: not cancelled

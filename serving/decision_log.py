@@ -562,7 +562,15 @@ class SQLiteDecisionLog:
             self._check_file()
             if not begun:
                 con.execute("BEGIN IMMEDIATE")
-            for i, (op, future) in enumerate(group):
+            if len(group) == 1:  # alone, its failure is the transaction's: no savepoint round trips needed
+                op, future = group[0]
+                try:
+                    results.append((future, op(con), None))
+                except sqlite3.Error as exc:
+                    con.execute("ROLLBACK")
+                    self._failed = None  # the operation failed, not the log
+                    return [(future, None, exc)]
+            for i, (op, future) in enumerate(group if len(group) > 1 else ()):
                 # A savepoint per operation: one failing operation (a bad row) fails only its own caller.
                 con.execute(f"SAVEPOINT op{i}")
                 try:
@@ -586,8 +594,8 @@ class SQLiteDecisionLog:
 
     def _commit_here(self, op: _Op) -> Future[Any] | None:
         """Commit ``op`` on the calling thread if no other write is queued or running; None if it must queue."""
-        # A lone request saves the two thread wake-ups of the hand-off (+18-27% req/s at 1 connection on top of
-        # inline scoring, ad hoc A/B runs). Not under load: a scoring thread committing its own batches was slower.
+        # A lone request saves the two thread wake-ups of the hand-off (benchmarks/serving.py, 1 connection). Not
+        # under load: there a scoring thread committing its own batches was slower than the writer's group commits.
         if not self._queue.empty() or not self._commit_lock.acquire(blocking=False):
             return None
         try:

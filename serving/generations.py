@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from features.kinds import KIND_NAMES
+from features.kinds import KIND_NAMES, open_bundle
 from features.scoring import Bundle, Encoder, FeatureSetMismatch
 from serving.experiments import HOLDOUT, TARGET_MODELS
 from serving.layout import EXPERIMENTS_ERROR, file_key
@@ -103,7 +103,7 @@ def _load_bundle(name: str, entry: Mapping[str, Any], base: Path, cache: dict[Pa
     if path in cache:
         return cache[path]
     try:
-        bundle = Bundle.load(path)
+        bundle = open_bundle(path)
     except FeatureSetMismatch as exc:
         raise StartupError(f"cannot serve '{name}' version {entry.get('version')}: {exc}") from exc
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from features import registry
+from features.kinds import open_bundle
 from features.private_files import write_private_text
-from features.scoring import META_FILE, Bundle
+from features.scoring import META_FILE
 from features.settings import Settings
 from serving.experiments import ExperimentError, experiments_path, load_experiments
 from serving.layout import EXPERIMENTS_ERROR, MANIFEST_FILE, MODELS, file_key
@@ -53,7 +54,7 @@ def _fetch(client: Any, name: str, version: int, run_id: str, cache: Path) -> Pa
     if not final.exists():
         tmp = cache / name / f".{version}-{run_id}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
-            Bundle.load(registry.download_bundle(client, name, version, tmp))  # complete and loadable first
+            open_bundle(registry.download_bundle(client, name, version, tmp))  # complete and loadable first
             try:
                 os.rename(tmp, final)
             except OSError:  # another process finished the same download first: keep its copy
@@ -66,7 +67,7 @@ def _fetch(client: Any, name: str, version: int, run_id: str, cache: Path) -> Pa
         raise FileNotFoundError(f"{final} holds no cxpredict bundle: remove it to download it again")
     path = found[0].parent
     # Loading here makes a feature-set mismatch fail in the parent, early and with a clear message.
-    Bundle.load(path)
+    open_bundle(path)
     return path.resolve()
 
 

@@ -29,7 +29,7 @@ from features.settings import load_settings
 from serving.coalesce import Coalescer
 from serving.decision_log import FeedbackReceipt
 from serving.errors import LogUnavailable
-from serving.http import DenyByDefault, api, metrics_app
+from serving.http import ConnectionRecycler, DenyByDefault, api, metrics_app
 from serving.keys import ApiKey, KeyRing, RateLimiter
 from serving.layout import ENDPOINTS
 from serving.metrics import ServiceMetrics
@@ -202,3 +202,5 @@ class CxPredict:
 
 # Default-deny in front of everything the service serves (BentoML's documented middleware seam).
 CxPredict.add_asgi_middleware(DenyByDefault)
+# Keep-alive connections spread over the workers again (see ConnectionRecycler).
+CxPredict.add_asgi_middleware(ConnectionRecycler)

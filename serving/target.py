@@ -29,6 +29,7 @@ from features import registry
 from features.data import load_data_dir
 from features.kinds import CHURN, CLTV, NEXT_BEST_OFFER
 from features.kinds.churn import risk_band
+from features.kinds.next_best_offer import best_offer
 from features.pipeline import (
     FeatureConfig,
     build_features,
@@ -40,7 +41,7 @@ from features.pipeline import (
 from features.policy import load_policy, window_start
 from features.policy_value import Estimate, dr_arm_outcomes, dr_policy_terms, mean_interval, offer_outcomes
 from features.schema import CONTROL_OFFER
-from features.scoring import Bundle, best_offer
+from features.scoring import Bundle
 from features.settings import Settings
 from serving.decision_log import new_decision_id
 from serving.decision_log_factory import open_decision_log

@@ -91,3 +91,11 @@ def test_the_serve_parent_never_loads_the_worker() -> None:
     assert {"serving.manifest", "serving.startup", "features.registry"} <= parent
     assert parent & {"serving.runtime", "serving.service", "serving.metrics", "serving.preflight"} == set()
     assert _closure("serving.service") & {"serving.manifest", "features.registry", "serving.cli_serve"} == set()
+
+
+def test_the_core_has_no_import_cycles() -> None:
+    """No module of the core reaches itself through its imports (not even through one inside a function)."""
+    # A package importing its own submodules (``from features.importers import hillstrom``) names itself: not a cycle.
+    imports = {m: _imports(_source(m)) - {m} for m in _modules("features")}  # type: ignore[arg-type]
+    cycles = {m for m, deps in imports.items() if any(m in _closure(dep) for dep in deps)}
+    assert cycles == set()

@@ -15,9 +15,8 @@ import numpy as np
 
 from features import registry
 from features.data import load_data_dir
-from features.kinds import CHURN, CLTV
+from features.kinds import CHURN, CLTV, score_frame
 from features.pipeline import FeatureConfig, build_features, build_labels, data_end
-from features.scoring import score_frame
 from features.settings import Settings
 from training.metrics import churn_metrics, cltv_metrics
 from training.registry import use_experiment

@@ -103,7 +103,7 @@ class EffectModel:
 
     def outcomes(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Outcome under control ``(n,)`` and uplift per offer ``(n, k)`` (the same arithmetic as serving)."""
-        from features.scoring import effect_uplift
+        from features.kinds.next_best_offer import effect_uplift
 
         return effect_uplift(self.meta(), len(self.offers), x, lambda name, m: self.boosters[name].inplace_predict(m))
 

@@ -2,13 +2,14 @@
 
 Candidates are the S-learner (:mod:`training.uplift`) and, where the log has a control arm, the T-, X- and
 DR-learners (:mod:`training.learners`). On the holdout each candidate's policy (the offer
-:func:`features.scoring.best_offer` takes from :meth:`~features.scoring.Bundle.offer_scores`, or none) is valued by
-doubly robust scores of the value saved (uplift over no contact x value - cost, :mod:`training.policy`); the best
-one is served only where its interval clears one offer for all, otherwise the bundle is told to serve one offer for
-all (``meta["policy"] = "best_single"``), which ``offer_scores`` applies in training metrics, batch predict and
-serving alike. "One offer for all" is valued as that bundle serves it (offers ranked by their average value saved on
-the training rows, eligibility honoured, nothing where nothing pays), so the served policy is never compared with a
-baseline it could not serve.
+:func:`features.kinds.next_best_offer.best_offer` takes from
+:meth:`~features.kinds.next_best_offer.OfferBundle.offer_scores`, or none) is valued by doubly robust scores of the
+value saved (uplift over no contact x value - cost, :mod:`training.policy`); the best one is served only where its
+interval clears one offer for all, otherwise the bundle is told to serve one offer for all (``meta["policy"] =
+"best_single"``), which ``offer_scores`` applies in training metrics, batch predict and serving alike. "One offer
+for all" is valued as that bundle serves it (offers ranked by their average value saved on the training rows,
+eligibility honoured, nothing where nothing pays), so the served policy is never compared with a baseline it could
+not serve.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.kinds import NEXT_BEST_OFFER
+from features.kinds import NEXT_BEST_OFFER, new_bundle
+from features.kinds.next_best_offer import best_offer
 from features.policy_value import offer_outcomes
 from features.schema import CONTROL_OFFER
-from features.scoring import Bundle, Encoder, best_offer
+from features.scoring import Bundle, Encoder
 from training.config import TrainConfig
 from training.learners import LEARNERS, LearnerParams, fit_effect_model
 from training.policy import (
@@ -103,7 +105,7 @@ def fit_nbo(
             "policy": LEARNED,
         }
     )
-    bundle = Bundle(kind=NEXT_BEST_OFFER.name, meta=meta, encoder=encoder, boosters=boosters)
+    bundle = new_bundle(kind=NEXT_BEST_OFFER.name, meta=meta, encoder=encoder, boosters=boosters)
     records = frame.to_dict("records")
     eligible = {
         o["offer_id"]: np.array([bool(rule(r)) for r in records])

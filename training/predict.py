@@ -9,9 +9,8 @@ import pandas as pd
 
 from features import registry
 from features.data import load_data_dir
-from features.kinds import KINDS
+from features.kinds import KINDS, score_frame
 from features.pipeline import FeatureConfig, build_features, default_as_of, require_population
-from features.scoring import score_frame
 from features.settings import Settings
 
 

@@ -20,8 +20,9 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from features.kinds import open_bundle, score_frame
 from features.registry import CHALLENGER, CHAMPION, configure
-from features.scoring import Bundle, Encoder, score_frame
+from features.scoring import Encoder
 
 __all__ = [
     "BUNDLE_ARTIFACT",
@@ -43,7 +44,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Load the bundle shipped as the model's artifact."""
-        self.bundle = Bundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
+        self.bundle = open_bundle(Path(context.artifacts[BUNDLE_ARTIFACT]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Score a feature frame (columns as produced by ``cxpredict features build``)."""
@@ -86,7 +87,7 @@ def log_bundle(bundle_dir: Path, name: str, feature_set_version: str, register: 
     Returns:
         The new version number, or None when not registered.
     """
-    bundle = Bundle.load(bundle_dir)
+    bundle = open_bundle(bundle_dir)
     example = synthetic_example(bundle.encoder)
     output = score_frame(bundle, example).reset_index(drop=True)
     info = mlflow.pyfunc.log_model(

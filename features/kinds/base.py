@@ -117,7 +117,7 @@ class ModelKind(ABC):
         bundle_type: The :class:`features.scoring.Bundle` subclass that loads and scores its bundles.
         part: Its answer part: a ``TypedDict`` that builds each answer (a plain dict, cheap on the request path) and
             whose schema ``/docs.json`` publishes (pydantic reads it like a model).
-        columns: The columns it adds to batch ``predict`` (:func:`features.scoring.score_frame`).
+        columns: The columns it adds to batch ``predict`` (:func:`features.kinds.score_frame`).
     """
 
     name: ClassVar[str]

@@ -130,6 +130,18 @@ def effect_uplift(
     return base, uplift
 
 
+def effect_boosters(meta: Mapping[str, Any], n_offers: int) -> list[str]:
+    """The boosters :func:`effect_uplift` reads for ``meta``'s learner, in the order it reads them."""
+    read: list[str] = []
+
+    def record(name: str, x: np.ndarray) -> np.ndarray:
+        read.append(name)
+        return np.zeros(x.shape[0])
+
+    effect_uplift(meta, n_offers, np.zeros((1, 0), np.float32), record)
+    return read
+
+
 def best_offer(ranked: Sequence[Mapping[str, Any]], has_control: bool) -> Mapping[str, Any] | None:
     """The offer to show from a ranking (:meth:`OfferBundle.offer_scores`), or None when showing none is worth more.
 
@@ -155,6 +167,8 @@ class OfferBundle(Bundle):
 
     meta: OfferMeta  # type: ignore[assignment]
     rules: list[Rule] = field(default_factory=list)
+    #: The boosters an effect layout reads (:func:`effect_boosters`), once known.
+    _effect_names: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
     meta_type: ClassVar[type[BundleMeta]] = OfferMeta
 
     def __post_init__(self) -> None:
@@ -167,7 +181,11 @@ class OfferBundle(Bundle):
         """Outcome without an offer ``(n,)`` (NaN without a control arm) and per offer: uplift ``(n, k)``."""
         n_off = len(self.meta.offers)
         if self.meta.layout == "effect":
-            return effect_uplift(self.meta, n_off, x, lambda name, m: self._predictor(name).predict(m))
+            # Every booster's trees in one walk for a few rows (features.forest.ForestStack), then the learner's sums.
+            names = self._effect_names or effect_boosters(self.meta, n_off)
+            self._effect_names = names
+            predicted = dict(zip(names, self.predict_many(names, x), strict=True))
+            return effect_uplift(self.meta, n_off, x, lambda name, _: predicted[name])
         k = n_off + 1
         idx = np.tile(np.arange(-1, n_off), x.shape[0])
         pred = self._predictor("main").predict(design_matrix(np.repeat(x, k, axis=0), n_off, idx))

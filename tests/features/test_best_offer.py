@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from features.scoring import best_offer
+from features.kinds.next_best_offer import best_offer
 
 
 def ranking(*values: float) -> list[dict]:

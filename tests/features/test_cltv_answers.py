@@ -11,7 +11,9 @@ from scipy.special import hyp2f1
 
 from features import btyd
 from features.definitions import CANCELLED_FEATURE
-from features.scoring import Bundle, risk_band, score_frame, summary_columns
+from features.kinds import open_bundle, score_frame
+from features.kinds.churn import risk_band
+from features.kinds.cltv import summary_columns
 from tests.serving.conftest import build_bundles, feature_frame
 
 #: Planted parameters (weeks), the published CDNOW fit of Fader, Hardie & Lee (2005).
@@ -43,7 +45,7 @@ def _rows() -> pd.DataFrame:
 
 
 def test_per_customer_bgnbd_agrees_with_the_formulas_on_a_planted_case(bundles) -> None:
-    cltv = Bundle.load(bundles["cltv"])
+    cltv = open_bundle(bundles["cltv"])
     cltv.meta["bgnbd"] = {**PLANTED.to_json(), "degenerate": False}
     cltv.meta["mean_order_value"] = 20.0
     frame = _rows()
@@ -63,7 +65,7 @@ def test_per_customer_bgnbd_agrees_with_the_formulas_on_a_planted_case(bundles) 
 
 
 def test_degenerate_fit_falls_back_and_says_so(bundles) -> None:
-    cltv = Bundle.load(bundles["cltv"])
+    cltv = open_bundle(bundles["cltv"])
     cltv.meta["bgnbd"] = {**PLANTED.to_json(), "degenerate": True}
     cltv.meta["mean_order_value"] = 20.0
     frame = _rows()
@@ -80,7 +82,7 @@ def test_degenerate_fit_falls_back_and_says_so(bundles) -> None:
 
 
 def test_cancelled_customer_is_churned_with_one_reason(bundles) -> None:
-    churn = Bundle.load(bundles["churn"])
+    churn = open_bundle(bundles["churn"])
     frame = _rows()
     frame.loc[2, CANCELLED_FEATURE] = 1.0
     x = churn.encoder.encode_frame(frame)
@@ -101,7 +103,7 @@ def test_cancelled_customer_is_churned_with_one_reason(bundles) -> None:
 
 
 def test_reasons_both_ways_with_category_labels(bundles) -> None:
-    churn = Bundle.load(bundles["churn"])
+    churn = open_bundle(bundles["churn"])
     frame = feature_frame(60, seed=9)
     x = churn.encoder.encode_frame(frame)
     contribs = churn._predictor("main").contributions(x)[:, :-1]

@@ -7,7 +7,8 @@ import pytest
 import xgboost as xgb
 
 from features import forest as forest_module
-from features.forest import Forest
+from features.forest import Forest, ForestStack
+from features.kinds import new_bundle
 from features.scoring import SMALL_BATCH, Predictor
 from tests.features.boosters import train, unsupported
 
@@ -96,3 +97,37 @@ def test_the_predictor_uses_the_forest_for_small_batches_only() -> None:
     assert calls == list(range(1, SMALL_BATCH + 1))
     with pytest.raises(ValueError, match="shape mismatch"):
         predictor.predict(np.zeros((1, 3), dtype=np.float32))  # wrong width: XGBoost's public API refuses it
+
+
+def test_a_stack_of_forests_predicts_each_as_xgboost_does() -> None:
+    """Boosters of different objectives, depths and sizes walked as one stack: each one's numbers in every bit."""
+    x, y = _data(600, 7, seed=5)
+    boosters = [
+        train({"objective": "reg:squarederror", "max_depth": 2, "eta": 0.3}, x, y, 25),
+        train({"objective": "binary:logistic", "max_depth": 6, "eta": 0.3}, x, (y > np.median(y)).astype(float), 40),
+        train({"objective": "reg:tweedie", "max_depth": 4, "eta": 0.3}, x, y, 10),
+    ]
+    forests = [Forest.from_booster(b) for b in boosters]
+    assert all(f is not None for f in forests)
+    stack = ForestStack.of(forests)  # type: ignore[arg-type]
+    probe, _ = _data(300, 7, seed=77)
+    for start in range(0, len(probe), SMALL_BATCH):
+        rows = probe[start : start + SMALL_BATCH]
+        for got, booster in zip(stack.predict_each(rows), boosters, strict=True):
+            np.testing.assert_array_equal(got, booster.inplace_predict(rows))
+
+
+def test_a_bundle_predicts_several_boosters_at_once_as_one_by_one() -> None:
+    """Bundle.predict_many equals each booster's prediction, through the stack (few rows) and XGBoost (many)."""
+    from features.scoring import Encoder
+
+    x, y = _data(400, 7, seed=9)
+    params = {"objective": "reg:squarederror"}
+    boosters = {("main" if i == 0 else f"b{i}"): train({**params, "max_depth": 1 + i}, x, y + i, 15) for i in range(3)}
+    bundle = new_bundle(kind="cltv", meta={}, encoder=Encoder([f"f{i}" for i in range(7)], {}), boosters=boosters)
+    bundle.prepare_online()
+    for rows in (x[:1], x[:SMALL_BATCH], x[:50]):
+        got = bundle.predict_many(list(boosters), rows)
+        for g, b in zip(got, boosters.values(), strict=True):
+            np.testing.assert_array_equal(g, b.inplace_predict(rows))
+    assert len(bundle._stacks) == 1  # built once, for the small batches only

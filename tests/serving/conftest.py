@@ -21,8 +21,9 @@ import pytest
 import xgboost as xgb
 
 from features.definitions import CANCELLED_FEATURE, feature_names, feature_set_version
+from features.kinds import new_bundle
 from features.online_store import write_store
-from features.scoring import Bundle, Encoder, design_matrix
+from features.scoring import Encoder, design_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key"
@@ -76,7 +77,9 @@ def build_bundles(directory: Path, seed: int = 0) -> dict[str, Path]:
     }
     boosters = {"churn": churn, "cltv": cltv, "next_best_offer": nbo}
     return {
-        name: Bundle(kind=name, meta=meta, encoder=encoder, boosters={"main": boosters[name]}).save(directory / name)
+        name: new_bundle(kind=name, meta=meta, encoder=encoder, boosters={"main": boosters[name]}).save(
+            directory / name
+        )
         for name, meta in metas.items()
     }
 

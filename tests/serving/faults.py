@@ -6,13 +6,38 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.serving.conftest import free_port
+
+#: A second process that takes a file lock, says so, and keeps it until its stdin closes.
+_HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(lock_file: Path) -> Iterator[None]:
+    """Another process (a stuck `cxpredict` command, say) holds ``lock_file``'s write lock inside the block."""
+    pytest.importorskip("fcntl")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.communicate(timeout=30)  # its stdin closes: it exits and the lock goes with it
 
 
 def port_open(port: int) -> bool:

@@ -11,7 +11,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.scoring import SMALL_BATCH, Bundle, score_frame
+from features.kinds import open_bundle, score_frame
+from features.scoring import SMALL_BATCH
 from tests.serving.conftest import API_KEY, N_CUSTOMERS, Server
 from tests.serving.logged import read_decision
 
@@ -429,9 +430,9 @@ def test_service_equals_batch_scoring(client: httpx.Client, server: Server) -> N
 
     rows = SQLiteOnlineStore(server.home / "online").get_many(ids)
     frame = pd.DataFrame([rows[i] for i in ids])
-    churn = score_frame(Bundle.load(manifest["churn"]["path"]), frame)
-    cltv = score_frame(Bundle.load(manifest["cltv"]["path"]), frame, churn.churn_probability.to_numpy())
-    nbo = score_frame(Bundle.load(manifest["next_best_offer"]["path"]), frame)
+    churn = score_frame(open_bundle(manifest["churn"]["path"]), frame)
+    cltv = score_frame(open_bundle(manifest["cltv"]["path"]), frame, churn.churn_probability.to_numpy())
+    nbo = score_frame(open_bundle(manifest["next_best_offer"]["path"]), frame)
     expected = pd.concat([churn, cltv, nbo], axis=1)
     for answer, (_, row) in zip(answers, expected.iterrows(), strict=True):
         assert answer["churn"]["probability"] == pytest.approx(row.churn_probability, rel=1e-6, abs=1e-9)
@@ -509,3 +510,15 @@ def test_odd_feature_values_never_500(client: httpx.Client, features: dict) -> N
         assert "Traceback" not in r.text
         if r.status_code == 200:
             check_answer(r.json(), customer_id)
+
+
+def test_keepalive_connections_are_recycled(server: Server) -> None:
+    """A connection is closed after the server's per-connection limit (and sooner when its port reuses a count)."""
+    from serving.http import KEEPALIVE_REQUESTS
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as c:
+        answers = [c.post("/v1/churn", json={"customer_id": "c1"}) for _ in range(2 * KEEPALIVE_REQUESTS)]
+    assert all(r.status_code == 200 for r in answers)
+    closes = [i for i, r in enumerate(answers) if r.headers.get("connection") == "close"]
+    assert closes and closes[0] < KEEPALIVE_REQUESTS and len(closes) >= 2, closes

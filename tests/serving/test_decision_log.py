@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from serving.decision_log import (
     UnknownDecisions,
     new_decision_id,
 )
+from tests.serving.faults import lock_held_elsewhere
 from tests.serving.logged import count, read_decision, record
 
 
@@ -370,32 +369,14 @@ def test_ingest_writes_in_chunks_and_stays_all_or_nothing(tmp_path: Path, monkey
     assert transactions == [3, 3, 1]  # three short transactions, not one holding the lock for the whole file
 
 
-#: A second process that takes the log's file lock, says so, and keeps it until its stdin closes.
-_HOLD_LOCK = """
-import fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
-fcntl.flock(fd, fcntl.LOCK_EX)
-print("locked", flush=True)
-sys.stdin.read()
-"""
-
-
 def test_a_write_lock_held_too_long_by_another_process_fails_the_write_and_the_log_recovers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("fcntl")
     monkeypatch.setattr(decision_log, "LOCK_TIMEOUT_SECONDS", 0.5)
     path = tmp_path / "d.sqlite"
     log = SQLiteDecisionLog(path)
     record(log, decision(0))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(tmp_path / "d.sqlite.lock")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere(tmp_path / "d.sqlite.lock"):
         with pytest.raises(DecisionLogLocked, match=r"d\.sqlite: another process has held its write lock"):
             log.submit([decision(1)]).result(timeout=30)
         with pytest.raises(DecisionLogLocked):  # feedback waits no longer than decisions
@@ -403,10 +384,31 @@ def test_a_write_lock_held_too_long_by_another_process_fails_the_write_and_the_l
         assert "write lock" in (log.problem() or "")  # /readyz says not ready meanwhile
         with pytest.raises(DecisionLogError, match="write lock"):  # a worker starting now does not hang either
             SQLiteDecisionLog(path)
-    finally:
-        holder.communicate(timeout=30)  # closing its stdin ends it, and the lock with it
     record(log, decision(2))
     assert log.problem() is None
     assert read_decision(log, "d1") is None and read_decision(log, "d2") is not None
     assert read_decision(log, "d0")["feedback"] == []
+    log.close()
+
+
+def test_a_failing_write_fails_only_its_caller_alone_or_in_a_group(tmp_path: Path) -> None:
+    """An operation that SQLite refuses fails its own caller, committed alone or with others; the log goes on."""
+    log = SQLiteDecisionLog(tmp_path / "d.sqlite")
+
+    def bad(con: sqlite3.Connection) -> None:
+        con.execute("INSERT INTO no_such_table VALUES (1)")
+
+    alone = log._commit_here(bad)  # the direct path: one operation, one transaction
+    assert alone is not None
+    with pytest.raises(sqlite3.OperationalError):
+        alone.result(timeout=10)
+    assert log.problem() is None  # the operation failed, not the log
+    # In a group: the writer thread commits the queued operations together; only the bad one fails.
+    with log._commit_lock:  # hold the direct path off so that the writes queue for one group commit
+        futures = [log.submit([decision(1)]), log._enqueue(bad), log.submit([decision(2)])]
+    assert futures[0].result(timeout=10) is None and futures[2].result(timeout=10) is None
+    with pytest.raises(sqlite3.OperationalError):
+        futures[1].result(timeout=10)
+    log.submit([decision(3)]).result(timeout=10)
+    assert count(log) == 3 and log.problem() is None
     log.close()

@@ -7,8 +7,6 @@ embedded SQLite file, moved away and back.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from features.definitions import feature_set_version
 from features.settings import load_settings
 from features.stores.factory import write_online_store
 from tests.serving.conftest import API_KEY, AS_OF, build_bundles, feature_frame, launch, stop, write_manifest
-from tests.serving.faults import OwnRedis
+from tests.serving.faults import OwnRedis, lock_held_elsewhere
 
 pytestmark = pytest.mark.slow
 
@@ -102,34 +100,15 @@ def test_decision_log_gone_is_503_and_not_ready_then_recovers(service: tuple[htt
     assert client.post("/v1/feedback", json={"decision_id": decision_id, "outcome": "converted"}).status_code == 200
 
 
-#: A second process that takes the decision log's file lock and keeps it until its stdin closes.
-_HOLD_LOCK = """
-import fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_RDWR)
-fcntl.flock(fd, fcntl.LOCK_EX)
-print("locked", flush=True)
-sys.stdin.read()
-"""
-
-
 def test_a_decision_log_lock_held_elsewhere_is_503_then_recovers(service: tuple[httpx.Client, Path, OwnRedis]) -> None:
     """Another process (a stuck `cxpredict` command) sits on the log's write lock: 503s, never a hung request."""
     client, home, _ = service
     decision_id = client.post("/v1/personalize", json={"customer_id": "c3"}).json()["decision_id"]
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(home / "decisions.sqlite.lock")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere(home / "decisions.sqlite.lock"):
         unavailable(client.post("/v1/churn", json={"customer_id": "c3"}), "decision_log_unavailable")
         feedback = {"decision_id": decision_id, "outcome": "converted"}
         unavailable(client.post("/v1/feedback", json=feedback), "decision_log_unavailable")
         assert client.get("/readyz").status_code == 503
-    finally:
-        holder.communicate(timeout=30)  # its stdin closes: it exits and the lock goes with it
     eventually(lambda: client.get("/readyz").status_code == 200)
     assert client.post("/v1/churn", json={"customer_id": "c3"}).status_code == 200
     assert client.post("/v1/feedback", json={"decision_id": decision_id, "outcome": "converted"}).status_code == 200

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from features.kinds import open_bundle
 from features.settings import load_settings
 from tests.serving.conftest import build_bundles, feature_frame
 
@@ -76,7 +77,6 @@ def test_model_cache_is_keyed_by_run_id_and_never_reuses_a_cut_download(
 ) -> None:
     mlflow = pytest.importorskip("mlflow")
     from features import registry as cx_registry
-    from features.scoring import Bundle
     from serving.manifest import resolve_champions
     from training import registry
 
@@ -109,4 +109,4 @@ def test_model_cache_is_keyed_by_run_id_and_never_reuses_a_cut_download(
     manifest = resolve_champions(settings)
     run_id = client.get_model_version("churn", "1").run_id
     assert manifest["churn"]["run_id"] == run_id and f"1-{run_id}" in manifest["churn"]["path"]
-    assert Bundle.load(Path(manifest["churn"]["path"])).kind == "churn"
+    assert open_bundle(Path(manifest["churn"]["path"])).kind == "churn"

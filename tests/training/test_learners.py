@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.scoring import Bundle, Encoder, best_offer
+from features.kinds import open_bundle
+from features.kinds.next_best_offer import best_offer
+from features.scoring import Encoder
 from training.config import TrainConfig, XGBParams
 from training.learners import LEARNERS, LearnerParams, fit_effect_model
 from training.nbo import train_offer_policy
@@ -103,7 +105,7 @@ def test_without_heterogeneity_one_offer_for_all_is_served_by_the_bundle_itself(
     assert final.meta["policy"] == BEST_SINGLE
     assert "best single offer" in final.meta["method"] and final.meta["policy_reason"]
     # The saved and reloaded bundle (what predict and serving load) shows offer a to everyone.
-    loaded = Bundle.load(final.save(tmp_path / "nbo"))
+    loaded = open_bundle(final.save(tmp_path / "nbo"))
     frame = _offer_frame(*planted(300, seed=5))
     ranked = loaded.offer_scores(loaded.encoder.encode_frame(frame), frame.to_dict("records"))
     picks = {best_offer(r, has_control=True)["offer_id"] for r in ranked}

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.scoring import Encoder, best_offer
+from features.kinds.next_best_offer import best_offer
+from features.scoring import Encoder
 from training.config import TrainConfig, XGBParams
 from training.nbo import chosen_arms, train_offer_policy
 from training.policy import average_uplift, incremental_scores

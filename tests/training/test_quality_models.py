@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.scoring import Bundle, Encoder
+from features.kinds import open_bundle
+from features.scoring import Encoder
 from training.calibration import expected_calibration_error, reliability_table
 from training.churn_model import fit_rfm, shift_to_rate
 from training.cltv_model import daily_spend
@@ -61,7 +62,7 @@ def test_calibrated_churn_model_has_a_small_ece_on_a_planted_case_and_follows_th
     encoder = Encoder.fit(frame.drop(columns=["customer_id", "snapshot", "churned"]))
     bundle = fit_churn(frame, CONFIG, encoder)
     hold = _churn_frame(6000, seed=2, rates=[0.0])
-    p = Bundle.load(bundle.save(tmp_path / "churn"), check_feature_set=False).churn_probability(
+    p = open_bundle(bundle.save(tmp_path / "churn"), check_feature_set=False).churn_probability(
         encoder.encode_frame(hold)
     )
     y = hold.churned.to_numpy()
@@ -126,7 +127,7 @@ def test_cltv_total_follows_a_planted_season_recorded_and_applied(tmp_path):
     )
     encoder = Encoder.fit(frame.drop(columns=["customer_id", "snapshot", "spend_h"]))
     bundle = fit_cltv(frame, CONFIG, encoder, cltv_scale=4.0, method="btyd_ratio", daily=daily_spend(tx))
-    loaded = Bundle.load(bundle.save(tmp_path / "cltv"), check_feature_set=False)
+    loaded = open_bundle(bundle.save(tmp_path / "cltv"), check_feature_set=False)
     x = encoder.encode_frame(hold)
     spend, value = loaded.spend(x)
     truth = hold.spend_h.sum()

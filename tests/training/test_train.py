@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 from cxpredict.cli import app
 from features import registry
 from features.data import load_data_dir
+from features.kinds import open_bundle, score_frame
 from features.pipeline import build_features
-from features.scoring import Bundle, Encoder, score_frame
+from features.scoring import Encoder
 from tests.training.conftest import AS_OF, make_settings, small_config
 from training.train import TrainingDataError, _xgb_params, fit_churn, fit_cltv, snapshot_cutoffs, train
 
@@ -179,4 +180,4 @@ def test_feature_set_mismatch_is_refused(trained, tmp_path):
     from features.scoring import FeatureSetMismatch
 
     with pytest.raises(FeatureSetMismatch, match="0.stale"):
-        Bundle.load(path)
+        open_bundle(path)
