@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from features.churn_blend import BGNBD_DESCRIPTIONS, BGNBD_INPUTS
-from features.scoring import Bundle
+from features.kinds import open_bundle
 from tests.training.conftest import small_config
 from tests.training.test_train import _training_snapshots
 from training.churn_model import fit_bgnbd, fit_blend, fit_rfm
@@ -27,7 +27,7 @@ def test_bgnbd_is_fitted_without_the_newest_snapshot_and_survives_a_round_trip(f
     assert bundle.meta.bgnbd == fit_bgnbd(x[older], enc.columns, 90)
     assert bundle.meta.bgnbd != fit_bgnbd(x, enc.columns, 90)
     assert bundle.input_columns == [*enc.columns, *BGNBD_INPUTS]
-    loaded = Bundle.load(bundle.save(tmp_path / "churn"), check_feature_set=False)
+    loaded = open_bundle(bundle.save(tmp_path / "churn"), check_feature_set=False)
     np.testing.assert_array_equal(loaded.churn_probability(x[:300]), bundle.churn_probability(x[:300]))
 
 
