@@ -87,6 +87,7 @@ def main() -> int:
         models = rt.models
         churn, cltv, nbo = (models.bundles[m] for m in MODELS)
         x = churn.encoder.encode_rows([row])
+        xb = churn.inputs(x)  # the booster's own inputs: the features, then the BG/NBD ones
         main_booster = churn.boosters["main"]
         c_call = Predictor(main_booster)  # never prepared: no forest, XGBoost's C function for every call
 
@@ -97,12 +98,12 @@ def main() -> int:
             ("online store lookup", lambda: rt.store.get(cid)),
             ("encode one row", lambda: churn.encoder.encode_rows([row])),
             ("churn probability (numpy forest)", lambda: churn.churn_probability(x)),
-            ("  same prediction, XGBoost's C call", lambda: c_call.predict(x)),
-            ("  same prediction, XGBoost public API", lambda: main_booster.inplace_predict(x)),
+            ("  same prediction, XGBoost's C call", lambda: c_call.predict(xb)),
+            ("  same prediction, XGBoost public API", lambda: main_booster.inplace_predict(xb)),
             ("churn reasons (SHAP)", lambda: churn.churn_reasons(x)),
             (
                 "  same contributions, public API",
-                lambda: main_booster.predict(xgb.DMatrix(x, missing=np.nan, nthread=1), pred_contribs=True),
+                lambda: main_booster.predict(xgb.DMatrix(xb, missing=np.nan, nthread=1), pred_contribs=True),
             ),
             ("cltv spend and value", lambda: cltv.spend(x)),
             ("offer ranking", lambda: nbo.offer_scores(x, [row])),

@@ -137,12 +137,16 @@ def test_churn_trees_never_see_the_calibration_snapshot(synthetic_dir):
     # on the older snapshots alone, or the calibration would be fitted on scores of rows the model has seen.
     cfg = small_config()
     train_part, enc = _training_snapshots(synthetic_dir, cfg)
-    booster = fit_churn(train_part, cfg, enc).boosters["main"]
+    bundle = fit_churn(train_part, cfg, enc)
+    booster = bundle.boosters["main"]
     older = train_part.snapshot < train_part.snapshot.max()
-    x = enc.encode_frame(train_part)
+    # The booster's inputs: the features, then the BG/NBD ones (fitted without the newest snapshot too).
+    assert bundle.meta.bgnbd is not None
+    x = bundle.inputs(enc.encode_frame(train_part))
     params = _xgb_params(cfg, "binary:logistic")
     # Recency only raises the churn score (fit_churn's monotone constraint).
-    params["monotone_constraints"] = "(" + ",".join("1" if c == "recency_days" else "0" for c in enc.columns) + ")"
+    cols = bundle.input_columns
+    params["monotone_constraints"] = "(" + ",".join("1" if c == "recency_days" else "0" for c in cols) + ")"
     alone = xgb.train(
         params,
         xgb.DMatrix(x[older.to_numpy()], label=train_part.churned.to_numpy()[older.to_numpy()], missing=np.nan),

@@ -11,7 +11,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from features.churn_blend import blend_probability, logit
 from features.kinds import CHURN
-from features.kinds.churn import ChurnBundle
+from features.kinds.churn import ChurnBundle, ChurnMeta
 from features.scoring import Encoder
 from training import churn_model, plots
 from training.calibration import expected_calibration_error, reliability_table
@@ -34,9 +34,12 @@ log = logging.getLogger(__name__)
 def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> ChurnBundle:
     """Fit the churn booster and an RFM logistic regression, blend and calibrate them out of time.
 
-    Both are fitted on all but the newest snapshot of ``frame``; the newest chooses the number of trees (early
-    stopping) and fits the blend of the two logits (:mod:`training.churn_model`), whose intercept is then moved to
-    the mean churn rate of all snapshots.
+    The booster reads each customer's BG/NBD P(alive) and expected orders beside the feature table
+    (:func:`training.churn_model.fit_bgnbd`): a parametric summary of the purchase process that shallow trees
+    would otherwise have to piece together from frequency, recency and age. Booster and regression are fitted on
+    all but the newest snapshot of ``frame``; the newest chooses the number of trees (early stopping) and fits the
+    blend of the two logits (:mod:`training.churn_model`), whose intercept is then moved to the mean churn rate of
+    all snapshots.
     Recency only ever raises the churn score (a monotone constraint): the direction is known, and it keeps the
     trees from chasing noise in sparse recency ranges.
     """
@@ -49,23 +52,29 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Chu
     if y[fit_mask].min() == y[fit_mask].max() or y[cal_mask].min() == y[cal_mask].max():
         raise TrainingDataError("no churners (or no non-churners) in the training snapshots: cannot fit churn")
     x = encoder.encode_frame(frame)
-    monotone = "(" + ",".join("1" if c == "recency_days" else "0" for c in encoder.columns) + ")"
+    # The BG/NBD inputs are fitted like the booster, without the newest snapshot (it validates and blends).
+    meta = ChurnMeta(
+        horizon_days=config.horizon_days, bgnbd=churn_model.fit_bgnbd(x[fit_mask], encoder.columns, config.horizon_days)
+    )
+    shell = ChurnBundle(kind=CHURN.name, meta=meta, encoder=encoder, boosters={})
+    xb = shell.inputs(x)
+    monotone = "(" + ",".join("1" if c == "recency_days" else "0" for c in shell.input_columns) + ")"
     params = {**xgb_params(config, "binary:logistic"), "monotone_constraints": monotone}
     depth, depth_note = churn_model.choose_depth(
-        params, x, y, frame.snapshot.to_numpy(), config.horizon_days, config.xgb.n_estimators
+        params, xb, y, frame.snapshot.to_numpy(), config.horizon_days, config.xgb.n_estimators
     )
     if depth is not None:
         config = config.model_copy(update={"xgb": config.xgb.model_copy(update={"max_depth": depth})})
     if len(snaps) > 1:
         # Fitted without the newest snapshot, which chooses the number of trees and then fits the blend.
-        booster = fit_booster(x, y, config, "binary:logistic", valid=cal_mask, refit=False, monotone=monotone)
+        booster = fit_booster(xb, y, config, "binary:logistic", valid=cal_mask, refit=False, monotone=monotone)
     else:
-        booster = fit_booster(x, y, config, "binary:logistic", monotone=monotone)
+        booster = fit_booster(xb, y, config, "binary:logistic", monotone=monotone)
     cols = encoder.columns
     # Booster and regression are not refitted with the newest snapshot: a refit would move their score levels
     # (the newest snapshot's churn rate enters them) and the blend, fitted on the old levels, would double count.
     rfm = churn_model.fit_rfm(x[fit_mask], y[fit_mask], cols)
-    raw_cal = booster.inplace_predict(x[cal_mask])
+    raw_cal = booster.inplace_predict(xb[cal_mask])
     weights, intercept = churn_model.fit_blend(raw_cal, x[cal_mask], y[cal_mask], rfm, cols)
     rate_cal, rate_all = float(y[cal_mask].mean()), float(y.mean())
     z_cal = logit(
@@ -84,8 +93,12 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Chu
         ),
     }
     blend["note"] += f"; {depth_note}"
-    meta = {"blend": blend, "horizon_days": config.horizon_days}
-    return ChurnBundle(kind=CHURN.name, meta=meta, encoder=encoder, boosters={"main": booster})  # type: ignore[arg-type]
+    if not any(weights):
+        blend["note"] += "; no signal on the calibration snapshot (likelihood-ratio test): every customer gets the rate"
+    if meta.bgnbd is None:
+        blend["note"] += "; no BG/NBD inputs (no purchase history or the fit failed)"
+    meta.blend = blend
+    return ChurnBundle(kind=CHURN.name, meta=meta, encoder=encoder, boosters={"main": booster})
 
 
 def isotonic_calibration(raw: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
@@ -146,6 +159,7 @@ class ChurnTrainer(Trainer):
             final = fit_churn(snaps.frame, config, encoder)
             log_trees(final)
             gains = final.boosters["main"].get_score(importance_type="total_gain")
-            mlflow.log_artifact(str(plots.importance_plot(encoder.columns, gains, tmp, self.kind.name)), "plots")
+            names = final.input_columns
+            mlflow.log_artifact(str(plots.importance_plot(names, gains, tmp, self.kind.name)), "plots")
             version, alias = job.register(final)
             return ModelResult(self.kind.name, version, alias, metrics)

@@ -1,0 +1,57 @@
+"""The churn booster's BG/NBD inputs: point-in-time like the features they read, and ordered as BG/NBD says."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from features.churn_blend import BGNBD_INPUTS, bgnbd_inputs
+from features.data import load_frames
+from features.pipeline import build_features
+
+T = datetime(2024, 6, 1)
+#: A fit with real dropout (complete-journey-like numbers, weeks).
+BG = {"r": 1.4, "alpha": 1.4, "a": 0.3, "b": 5.0, "time_unit_days": 7.0, "horizon_days": 90.0}
+
+
+def _features(rows: list[tuple[str, int, float]]) -> pd.DataFrame:
+    tx = pd.DataFrame(
+        {
+            "customer_id": [r[0] for r in rows],
+            "ts": pd.to_datetime([T + timedelta(days=r[1]) for r in rows]),
+            "amount": [r[2] for r in rows],
+        }
+    )
+    return build_features(load_frames({"transactions": tx}), T).set_index("customer_id")
+
+
+def _inputs(feats: pd.DataFrame) -> pd.DataFrame:
+    cols = list(feats.columns)
+    x = feats.to_numpy(dtype=np.float32, na_value=np.nan)
+    return pd.DataFrame(bgnbd_inputs(x, cols, BG), index=feats.index, columns=list(BGNBD_INPUTS))
+
+
+def test_rows_at_or_after_the_cutoff_change_no_bgnbd_input():
+    past = [("a", -300, 10.0), ("a", -200, 15.0), ("a", -20, 5.0), ("b", -90, 30.0), ("c", -5, 0.0)]
+    future = [("a", 0, 50.0), ("b", 1, 20.0), ("c", 30, 10.0), ("d", 2, 5.0)]
+    before = _inputs(_features(past))
+    after = _inputs(_features(past + future).loc[before.index])
+    pd.testing.assert_frame_equal(before, after)
+    # Not vacuous: a purchase before T does move them.
+    moved = _inputs(_features([*past, ("b", -1, 20.0)]))
+    assert not np.allclose(moved.loc["b"].to_numpy(), before.loc["b"].to_numpy())
+
+
+def test_an_overdue_regular_buyer_is_less_alive_and_expects_fewer_orders():
+    weekly = [("steady", -7 * k, 10.0) for k in range(1, 40)]
+    lapsed = [("lapsed", -7 * k - 150, 10.0) for k in range(1, 40)]
+    out = _inputs(_features([*weekly, *lapsed, ("once", -100, 10.0), ("nothing", -3, 0.0)]))
+    alive, orders = out.columns
+    assert out.loc["lapsed", alive] < out.loc["steady", alive] - 5  # log-odds: far less likely alive
+    assert out.loc["lapsed", orders] < out.loc["steady", orders]
+    # No repeat purchase: BG/NBD has seen no dropout yet, so P(alive) is at its upper clip; no purchase at all
+    # (a zero-amount line): alive by the model, orders unknown (missing to the booster).
+    assert out.loc["once", alive] == out[alive].max()
+    assert out.loc["nothing", alive] == out[alive].max() and np.isnan(out.loc["nothing", orders])
