@@ -118,6 +118,10 @@ class Backend(Protocol):
         """Count one answered request of a ``/v1`` route."""
         ...
 
+    def settling(self) -> bool:
+        """Whether the worker swapped in new models moments ago (its connections then stay where they are)."""
+        ...
+
 
 # --- errors ------------------------------------------------------------------------------------------------
 
@@ -464,7 +468,9 @@ class ConnectionRecycler:
     accepted it: a client that opens its connections at once often lands them all on one worker while the other
     idles (seen with ``hey -c 8`` against two workers: 8/0 and 5/3 splits). Closing a connection now and then
     (``Connection: close`` on its last response, as nginx's ``keepalive_requests`` does) makes the client reconnect,
-    and the worker that is least busy is the first to accept, so the load spreads again within a second.
+    and the worker that is least busy is the first to accept, so the load spreads again within a second. While the
+    worker has just swapped in new models (:meth:`Backend.settling`) it closes nothing: the other workers may still
+    serve the old ones, and a client's connection should not step back a version.
     """
 
     #: Connections tracked at most; a client that drops connections early leaves entries behind.
@@ -475,6 +481,13 @@ class ConnectionRecycler:
         self.limit = limit
         self._served: dict[tuple[str, int], int] = {}
 
+    @staticmethod
+    def _settling() -> bool:
+        try:
+            return _backend().settling()
+        except Exception:  # no service (a bare app in a test): nothing to wait for
+            return False
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one request; the connection's ``limit``-th response asks the client to reconnect."""
         client = scope.get("client") if scope["type"] == "http" else None
@@ -483,7 +496,7 @@ class ConnectionRecycler:
             return
         peer = (client[0], client[1])
         served = self._served.pop(peer, 0) + 1  # popped and re-added: the dict stays in least-recent order
-        if served < self.limit:
+        if served < self.limit or self._settling():
             self._served[peer] = served
             if len(self._served) > self.MAX_TRACKED:
                 del self._served[next(iter(self._served))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -137,6 +138,8 @@ class Runtime:
         except PolicyError as exc:
             raise StartupError(str(exc)) from exc
         self.reloads = 0
+        #: When (``time.monotonic()``) this worker last swapped in new models; never: minus infinity.
+        self.swapped_at = -math.inf
         self.reload_errors = 0
         #: Experiment problems seen (a broken experiments.yaml, an experiment that cannot be routed), each counted
         #: once when a manifest first reports it.
@@ -206,6 +209,7 @@ class Runtime:
             self.retired.retire(self.models)
             self.models = models  # one reference swap: in-flight requests keep their own `models`
             self.reloads += 1
+            self.swapped_at = time.monotonic()
             log.info("serving new models %s (were %s)", models.versions, old)
             return True
         finally:

@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -40,6 +41,8 @@ from serving.schemas import FeedbackRequest, PersonalizeRequest
 log = logging.getLogger("cxpredict.serving")
 
 RELOAD_POLL_SECONDS = 1.0
+#: Seconds after a worker swaps in new models during which it keeps its keep-alive connections (see ``settling``).
+SETTLE_SECONDS = 30.0
 #: How long a thread may hold the GIL while another waits for it (Python's default is 0.005).
 GIL_SWITCH_SECONDS = 0.0005
 #: The single-customer endpoints and the models each one answers with.
@@ -194,6 +197,14 @@ class CxPredict:
         except Exception as exc:  # the log is unusable: the client may retry (feedback is idempotent)
             log.exception("feedback could not be recorded")
             raise LogUnavailable(f"the feedback could not be recorded ({type(exc).__name__}); retry") from exc
+
+    def settling(self) -> bool:
+        """Whether this worker swapped in new models within :data:`SETTLE_SECONDS`.
+
+        Each worker reloads on its own, seconds apart: a connection moved from a worker that already serves a
+        promoted model to one that does not yet would see the old version again, so none is recycled meanwhile.
+        """
+        return time.monotonic() - self.runtime.swapped_at < SETTLE_SECONDS
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Count one answered request of a ``/v1`` route."""

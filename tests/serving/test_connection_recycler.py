@@ -53,3 +53,15 @@ def test_requests_without_a_peer_pass_untouched_and_tracking_is_bounded() -> Non
     for port in range(50):
         _request(small, ("127.0.0.1", port))
     assert len(small._served) <= 10
+
+
+def test_no_connection_is_closed_while_the_worker_settles_on_new_models(monkeypatch) -> None:
+    """Just after a reload the other workers may still serve the old models: connections stay, closing resumes after."""
+    settling = [True]
+    monkeypatch.setattr(ConnectionRecycler, "_settling", staticmethod(lambda: settling[0]))
+    app = ConnectionRecycler(_ok, limit=2)
+    peer = ("127.0.0.1", 7000)
+    assert [_closes(_request(app, peer)) for _ in range(5)] == [False] * 5
+    settling[0] = False
+    assert _closes(_request(app, peer))  # over its limit: closed at the first chance
+    assert not _closes(_request(app, peer))
