@@ -409,12 +409,18 @@ def bare_body(home: Path, customer_id: str) -> tuple[Path, list[float]]:
     """
     bundle = champion_churn_bundle(home)
     meta = json.loads((bundle / "bundle.json").read_text())
+    from features.kinds import open_bundle
     from features.online_store import SQLiteOnlineStore
-    from features.scoring import Encoder
 
+    churn = open_bundle(bundle)
     row = SQLiteOnlineStore(home / "online").get(customer_id) or {}
-    encoded = Encoder.from_json(meta["encoder"]).encode_rows([row])[0]
+    # The booster's own inputs: the encoded features and what the churn kind derives from them (BG/NBD inputs).
+    encoded = churn.inputs(churn.encoder.encode_rows([row]))[0]  # type: ignore[attr-defined]
     features = [0.0 if v != v else float(v) for v in encoded.tolist()]
+    if len(features) != churn.boosters["main"].num_features():
+        raise RuntimeError(
+            f"bare body has {len(features)} values for a booster of {churn.boosters['main'].num_features()}"
+        )
     return bundle / meta["boosters"]["main"], features
 
 
@@ -437,6 +443,8 @@ def verdicts(results: list[Result], target: str = "personalize") -> dict[str, An
         and at.max_ms < MAX_TARGET_MS,
         f"{target}: zero errors at every connection count": errors == 0
         and all(r.requests > 0 for r in results if r.target == target),
+        # A bare side that answers errors is no baseline: its ratio would compare with failures.
+        f"bare next to {target}: zero errors (a valid baseline)": all(r.errors == 0 for r in bare.values()),
     }
     return {"ratios": ratios, "checks": checks}
 
