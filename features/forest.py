@@ -64,7 +64,17 @@ _IDENTITY = ("reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "r
 
 
 def _base_margins(objective: str, base: np.float32) -> list[np.float32]:
-    """Candidate float32 base margins for ``base_score`` (XGBoost's own rounding is picked by the probe check)."""
+    """Candidate float32 base margins for ``base_score`` (XGBoost's own rounding is picked by the probe check).
+
+    The link computed two ways, then each one's float32 neighbours: XGBoost's own float32 arithmetic can land one
+    unit in the last place away from both (seen on a logistic booster with ``base_score`` 0.53793883).
+    """
+    exact = _link_candidates(objective, base)
+    near = [np.nextafter(c, _F32(s * np.inf)) for c in exact for s in (-1, 1)]
+    return list(dict.fromkeys([*exact, *near]))
+
+
+def _link_candidates(objective: str, base: np.float32) -> list[np.float32]:
     if objective in _LOGISTIC:
         if not 0.0 < base < 1.0:
             return []

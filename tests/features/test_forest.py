@@ -48,10 +48,10 @@ def test_a_forest_that_would_differ_in_one_bit_is_not_built(monkeypatch: pytest.
     x, y = _data(400, 4, seed=3)
     booster = train({"objective": "binary:logistic", "max_depth": 3}, (x > 0).astype(np.float32), y > 1, 40)
     assert Forest.from_booster(booster) is not None
-    right = forest_module._base_margins("binary:logistic", np.float32(0.5))
+    right = forest_module._link_candidates("binary:logistic", np.float32(0.5))
     assert right == [np.float32(0.0), np.float32(0.0)]
     # A base margin one float32 step off changes some predictions in the last bit: the probe check must notice.
-    real = forest_module._base_margins
+    real = forest_module._link_candidates
     monkeypatch.setattr(
         forest_module,
         "_base_margins",
@@ -131,3 +131,17 @@ def test_a_bundle_predicts_several_boosters_at_once_as_one_by_one() -> None:
         for g, b in zip(got, boosters.values(), strict=True):
             np.testing.assert_array_equal(g, b.inplace_predict(rows))
     assert len(bundle._stacks) == 1  # built once, for the small batches only
+
+
+def test_a_base_margin_one_unit_off_the_computed_link_is_found() -> None:
+    """XGBoost's own float32 logit of ``base_score`` can sit one unit in the last place from both computed ones."""
+    x, y = _data(400, 5, seed=3)
+    labels = (y > np.median(y)).astype(float)
+    booster = train({"objective": "binary:logistic", "max_depth": 3, "base_score": 0.53793883}, x, labels, 20)
+    forest = Forest.from_booster(booster)
+    assert forest is not None
+    assert forest.base_margin not in forest_module._link_candidates("binary:logistic", np.float32(0.53793883))
+    probe, _ = _data(300, 5, seed=4)
+    for start in range(0, len(probe), SMALL_BATCH):
+        rows = probe[start : start + SMALL_BATCH]
+        np.testing.assert_array_equal(forest.predict(rows), booster.inplace_predict(rows))
