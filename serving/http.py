@@ -36,7 +36,6 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from features.kinds import KINDS
-from serving.balance import WINDOW_SECONDS, WorkerShares
 from serving.decision_log import DecisionLogError, FeedbackReceipt
 from serving.errors import (
     UNKNOWN_CUSTOMER,
@@ -463,33 +462,24 @@ class DenyByDefault:
 
 
 class ConnectionRecycler:
-    """ASGI middleware of the whole BentoML app: spread keep-alive connections over the worker processes.
+    """ASGI middleware of the whole BentoML app: close a keep-alive connection after ``limit`` requests.
 
     The worker processes share one listening socket, and a keep-alive connection stays with the worker that
     accepted it: a client that opens its connections at once often lands them all on one worker while the other
-    idles (seen with ``hey -c 8`` against two workers: 8/0 and 5/3 splits). A worker that holds more connections
-    than its share (:class:`serving.balance.WorkerShares`: the workers' counts in a shared file) asks one client at a
-    time to reconnect (``Connection: close`` on its response), and every connection is closed after ``limit``
-    requests anyway (as nginx's ``keepalive_requests`` does); the reconnecting client lands on whichever worker
-    accepts first. While the worker has just swapped in new models (:meth:`Backend.settling`) it closes nothing: the
-    other workers may still serve the old ones, and a client's connection should not step back a version.
+    idles (seen with ``hey -c 8`` against two workers: 8/0 and 5/3 splits). Closing a connection now and then
+    (``Connection: close`` on its last response, as nginx's ``keepalive_requests`` does) makes the client reconnect,
+    and the worker that is least busy is the first to accept, so the load spreads again within a second. While the
+    worker has just swapped in new models (:meth:`Backend.settling`) it closes nothing: the other workers may still
+    serve the old ones, and a client's connection should not step back a version.
     """
 
     #: Connections tracked at most; a client that drops connections early leaves entries behind.
     MAX_TRACKED = 4096
-    #: Seconds between updates of this worker's count (and between two closes for balance).
-    EVERY_SECONDS = 0.1
 
     def __init__(self, app: ASGIApp, limit: int = KEEPALIVE_REQUESTS) -> None:
         self.app = app
         self.limit = limit
         self._served: dict[tuple[str, int], int] = {}
-        #: When each peer was last answered (``time.monotonic()``): the connections this worker holds.
-        self._seen: dict[tuple[str, int], float] = {}
-        self._shares: WorkerShares | None | bool = False  # False: not opened yet; None: none (a single process)
-        self._fair: int | None = None
-        self._next_update = 0.0
-        self._last_close = 0.0
 
     @staticmethod
     def _settling() -> bool:
@@ -498,50 +488,20 @@ class ConnectionRecycler:
         except Exception:  # no service (a bare app in a test): nothing to wait for
             return False
 
-    def _open_shares(self) -> WorkerShares | None:
-        index = bentoml.server_context.worker_index
-        if not index:
-            return None
-        try:
-            return WorkerShares(int(index))
-        except (OSError, ValueError) as exc:  # no shared file: recycling by count alone
-            log.warning("connection balancing across workers is off: %s", exc)
-            return None
-
-    def _over_share(self, peer: tuple[str, int], now: float) -> bool:
-        """Whether this worker holds more connections than its share (the count is refreshed every 0.1 s)."""
-        if self._shares is False:
-            self._shares = self._open_shares()
-        shares = self._shares
-        if not isinstance(shares, WorkerShares):
-            return False
-        self._seen[peer] = now
-        if now >= self._next_update:
-            self._next_update = now + self.EVERY_SECONDS
-            cutoff = now - WINDOW_SECONDS
-            self._seen = {peer: t for peer, t in self._seen.items() if t >= cutoff}
-            shares.publish(len(self._seen), now)
-            self._fair = shares.fair_share(now)
-        return self._fair is not None and len(self._seen) > self._fair and now - self._last_close >= self.EVERY_SECONDS
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one request; ask the client to reconnect when the worker is over its share or the limit is hit."""
+        """Answer one request; the connection's ``limit``-th response asks the client to reconnect."""
         client = scope.get("client") if scope["type"] == "http" else None
         if not client:
             await self.app(scope, receive, send)
             return
         peer = (client[0], client[1])
-        now = time.monotonic()
         served = self._served.pop(peer, 0) + 1  # popped and re-added: the dict stays in least-recent order
-        close = (self._over_share(peer, now) or served >= self.limit) and not self._settling()
-        if not close:
+        if served < self.limit or self._settling():
             self._served[peer] = served
             if len(self._served) > self.MAX_TRACKED:
                 del self._served[next(iter(self._served))]
             await self.app(scope, receive, send)
             return
-        self._seen.pop(peer, None)
-        self._last_close = now
 
         async def closing_send(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from serving.http import ConnectionRecycler
@@ -66,21 +65,3 @@ def test_no_connection_is_closed_while_the_worker_settles_on_new_models(monkeypa
     settling[0] = False
     assert _closes(_request(app, peer))  # over its limit: closed at the first chance
     assert not _closes(_request(app, peer))
-
-
-def test_a_worker_over_its_share_asks_one_client_at_a_time_to_reconnect(tmp_path, monkeypatch) -> None:
-    """Two workers sharing a file: the one holding 6 of 8 connections closes them, at most one per interval."""
-    from serving.balance import WorkerShares
-
-    monkeypatch.setattr(ConnectionRecycler, "_settling", staticmethod(lambda: False))
-    busy, idle = ConnectionRecycler(_ok, limit=1000), ConnectionRecycler(_ok, limit=1000)
-    busy._shares, idle._shares = WorkerShares(1, tmp_path / "s.bin"), WorkerShares(2, tmp_path / "s.bin")
-    for port in (1, 2):
-        _request(idle, ("127.0.0.1", port))
-    idle._next_update = 0.0
-    _request(idle, ("127.0.0.1", 1))  # publishes its 2 connections
-    # It answered six clients just now; its next request refreshes the counts.
-    busy._seen = {("127.0.0.1", 100 + port): time.monotonic() for port in range(6)}
-    assert _closes(_request(busy, ("127.0.0.1", 100)))  # 6 > ceil(8 / 2): over its share
-    assert not _closes(_request(busy, ("127.0.0.1", 101)))  # one close per interval
-    assert len(busy._seen) == 5
