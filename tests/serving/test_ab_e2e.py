@@ -55,7 +55,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     write_dataset(generate(SyntheticConfig(n_customers=1600, seed=21)), data)
     train(data, None, TrainConfig(xgb=XGBParams(n_estimators=80, max_depth=3), max_snapshots=3, seed=1), settings)
     # Version 2 of next_best_offer: the same data, but version 1's favourite offer is never eligible.
-    favourite = predict(data, None, settings)[0].next_best_offer.value_counts().index[0]
+    first = predict(data, None, settings)[0]
+    favourite = first.next_best_offer.value_counts().index[0]
     data_v2 = root / "data_v2"
     shutil.copytree(data, data_v2)
     catalog = pd.read_parquet(data_v2 / "offer_catalog.parquet")
@@ -94,6 +95,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                 "settings": settings,
                 "data": data,
                 "client": client,
+                "ids": first.customer_id.tolist(),  # every scored customer: no test depends on another's files
                 "log": log,
                 "proc": proc,
             }
@@ -138,7 +140,7 @@ def test_serving_equals_cxpredict_predict(world: dict) -> None:
 
 def test_ab_experiment_report_finds_the_better_variant(world: dict) -> None:
     client = world["client"]
-    ids = pd.read_parquet(world["root"] / "pred.parquet").customer_id.tolist()
+    ids = world["ids"]
     best = {cid: a["next_best_offer"].get("offer_id") for cid, a in champion_answers(world, ids).items()}
     out = cli(
         world,
@@ -206,7 +208,7 @@ def test_ab_experiment_report_finds_the_better_variant(world: dict) -> None:
 
 def test_promotion_under_load_drops_no_request(world: dict) -> None:
     client = world["client"]
-    ids = pd.read_parquet(world["root"] / "pred.parquet").customer_id.tolist()[:200]
+    ids = world["ids"][:200]
     # (status, next_best_offer version, experiment) per request, per connection. Connections may be served by
     # different worker processes, and each worker reloads on its own.
     seen: list[list[tuple[int, int | None, object]]] = [[] for _ in range(4)]
