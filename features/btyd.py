@@ -72,11 +72,19 @@ def p_alive(params: BGParams, x: FloatArray, tx: FloatArray, big_t: FloatArray) 
     return expit(-log_dropout_odds(params, x, tx, big_t))
 
 
-def expected_purchases(params: BGParams, t: FloatArray, x: FloatArray, tx: FloatArray, big_t: FloatArray) -> FloatArray:
+def expected_purchases(
+    params: BGParams,
+    t: FloatArray,
+    x: FloatArray,
+    tx: FloatArray,
+    big_t: FloatArray,
+    alive: FloatArray | None = None,
+) -> FloatArray:
     """Conditional expected purchases in the next ``t`` time units (equation 10 of Fader, Hardie & Lee 2005).
 
     The Gaussian hypergeometric term is evaluated after Euler's transformation (stable for frequent buyers); where
     ``hyp2f1`` breaks down (``a`` near 1, parameters at their bounds) the same expectation comes from quadrature.
+    ``alive`` is :func:`p_alive` of the same customers when the caller has it already.
     """
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     horizon = np.broadcast_to(np.asarray(t, dtype=float), x.shape)
@@ -89,7 +97,7 @@ def expected_purchases(params: BGParams, t: FloatArray, x: FloatArray, tx: Float
     if bad.any():
         numerator = numerator.copy()
         numerator[bad] = _alive_purchases_by_quadrature(params, horizon[bad], x[bad], big_t[bad])
-    return numerator * p_alive(params, x, tx, big_t)
+    return numerator * (p_alive(params, x, tx, big_t) if alive is None else alive)
 
 
 def _alive_purchases_by_quadrature(params: BGParams, t: FloatArray, x: FloatArray, big_t: FloatArray) -> FloatArray:
@@ -159,5 +167,5 @@ def customer_answers(
     if ok.any():
         alive[ok] = p_alive(params, x[ok], tx[ok], big_t[ok])
         t = np.full(int(ok.sum()), horizon_days / params.time_unit_days)
-        orders[ok] = expected_purchases(params, t, x[ok], tx[ok], big_t[ok])
+        orders[ok] = expected_purchases(params, t, x[ok], tx[ok], big_t[ok], alive[ok])
     return alive, orders
