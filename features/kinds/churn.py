@@ -88,9 +88,12 @@ class ChurnBundle(Bundle):
             return x
         return np.hstack([x, bgnbd_inputs(x, self.encoder.columns, self.meta.bgnbd)])
 
-    def churn_probability(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated churn probabilities for encoded rows; exactly 1.0 for a customer cancelled before T."""
-        raw = self._predictor("main").predict(self.inputs(x))
+    def churn_probability(self, x: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated churn probabilities for encoded rows; exactly 1.0 for a customer cancelled before T.
+
+        ``inputs`` is :meth:`inputs` of ``x`` when the caller has it already (an answer computes it once).
+        """
+        raw = self._predictor("main").predict(self.inputs(x) if inputs is None else inputs)
         if blend := self.meta.blend:
             p = blend_probability(raw, x, self.encoder.columns, blend)
         else:
@@ -98,9 +101,11 @@ class ChurnBundle(Bundle):
             p = np.asarray(raw, dtype=np.float64) if not cal else np.interp(raw, cal["x"], cal["y"])
         return np.where(self.cancelled(x), 1.0, p)
 
-    def churn_reasons(self, x: np.ndarray, top: int = TOP_REASONS) -> list[list[Reason]]:
+    def churn_reasons(
+        self, x: np.ndarray, top: int = TOP_REASONS, inputs: np.ndarray | None = None
+    ) -> list[list[Reason]]:
         """The churn reasons both ways (:meth:`reasons`); a cancelled customer's one reason is the cancellation."""
-        out = self.reasons(self.inputs(x), "main", top)
+        out = self.reasons(self.inputs(x) if inputs is None else inputs, "main", top)
         j = self.encoder._index.get(CANCELLED_FEATURE)
         for i in np.flatnonzero(self.cancelled(x)):
             out[i] = [self._reason(j, 1.0, None, "up")]  # type: ignore[arg-type]
@@ -137,7 +142,11 @@ class Churn(ModelKind):
         bundle = ctx.bundles.get(self.name)
         if bundle is None:
             return None
-        return ctx.shared(self.name, lambda: bundle.churn_probability(ctx.matrix(self.name)))
+        return ctx.shared(self.name, lambda: bundle.churn_probability(ctx.matrix(self.name), self._inputs(bundle, ctx)))
+
+    def _inputs(self, bundle: ChurnBundle, ctx: ScoreContext) -> np.ndarray:
+        """The booster's inputs for ``ctx.rows`` (BG/NBD quantities included), computed once per context."""
+        return ctx.shared(f"{self.name}.inputs", lambda: bundle.inputs(ctx.matrix(self.name)))
 
     def score(self, bundle: ChurnBundle, ctx: ScoreContext) -> list[ChurnPart]:
         """Probability, risk band, reasons per row."""
@@ -145,7 +154,7 @@ class Churn(ModelKind):
         probs = self.probabilities(ctx)
         assert probs is not None
         cancelled = bundle.cancelled(x)
-        reasons = bundle.churn_reasons(x)
+        reasons = bundle.churn_reasons(x, inputs=self._inputs(bundle, ctx))
         horizon = bundle.meta.horizon_days
         out = []
         for i in range(x.shape[0]):

@@ -134,16 +134,13 @@ def effect_uplift(
     return base, uplift
 
 
+#: The boosters each effect learner keeps per offer ``j`` (beside ``control``), as :func:`effect_uplift` reads them.
+EFFECT_BOOSTERS: dict[str, tuple[str, ...]] = {"t": ("arm{j}",), "x": ("tau{j}_c", "tau{j}_t"), "dr": ("tau{j}",)}
+
+
 def effect_boosters(learner: str, n_offers: int) -> list[str]:
-    """The boosters :func:`effect_uplift` reads for ``learner``, in the order it reads them."""
-    read: list[str] = []
-
-    def record(name: str, x: np.ndarray) -> np.ndarray:
-        read.append(name)
-        return np.zeros(x.shape[0])
-
-    effect_uplift(learner, [0.0] * n_offers, n_offers, np.zeros((1, 0), np.float32), record)
-    return read
+    """The boosters :func:`effect_uplift` reads for ``learner`` and ``n_offers`` offers."""
+    return ["control", *(name.format(j=j) for j in range(n_offers) for name in EFFECT_BOOSTERS[learner])]
 
 
 def best_offer(ranked: Sequence[Mapping[str, Any]], has_control: bool) -> Mapping[str, Any] | None:
@@ -171,8 +168,6 @@ class OfferBundle(Bundle):
 
     meta: OfferMeta  # type: ignore[assignment]
     rules: list[Rule] = field(default_factory=list)
-    #: The boosters an effect layout reads (:func:`effect_boosters`), once known.
-    _effect_names: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
     meta_type: ClassVar[type[BundleMeta]] = OfferMeta
 
     def __post_init__(self) -> None:
@@ -187,8 +182,7 @@ class OfferBundle(Bundle):
         if self.meta.layout == "effect":
             # Every booster's trees in one walk for a few rows (features.forest.ForestStack), then the learner's sums.
             meta = self.meta
-            names = self._effect_names or effect_boosters(str(meta.learner), n_off)
-            self._effect_names = names
+            names = effect_boosters(str(meta.learner), n_off)
             predicted = dict(zip(names, self.predict_many(names, x), strict=True))
             return effect_uplift(str(meta.learner), meta.x_weights, n_off, x, lambda name, _: predicted[name])
         k = n_off + 1

@@ -122,3 +122,19 @@ def test_reasons_both_ways_with_category_labels(bundles) -> None:
         assert x[i, j] in (0.0, 1.0, 2.0)
         assert churn._reason(j, float(x[i, j]), 0.5, "up")["value"] == frame.loc[i, "attr_region"]
     assert churn.encoder.label("attr_region", float("nan")) is None
+
+
+def test_an_answer_computes_the_churn_boosters_inputs_once(bundles, monkeypatch) -> None:
+    """Probability and reasons read the same BG/NBD inputs: one computation per scored set of rows."""
+    from features.kinds import CHURN, ScoreContext
+
+    churn = open_bundle(bundles["churn"])
+    rows = [{"recency_days": 10.0, "frequency_total": 3.0}, {"recency_days": 200.0}]
+    calls = []
+    real = type(churn).inputs
+    monkeypatch.setattr(type(churn), "inputs", lambda self, x: calls.append(1) or real(self, x))
+    ctx = ScoreContext(rows, {"churn": churn}, lambda name: churn.encoder.encode_rows(rows))
+    parts = CHURN.score(churn, ctx)
+    assert len(parts) == 2 and len(calls) == 1
+    x = churn.encoder.encode_rows(rows)
+    assert [p["probability"] for p in parts] == churn.churn_probability(x).tolist()
