@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/quality.py [--datasets online-retail,complete-journey,hillstrom,synthetic]
-                                           [--out docs/benchmarks-quality.md]
+                                           [--synthetic-draws 1,2,3] [--out docs/benchmarks-quality.md]
 
 For every data set the canonical tables are written to a temporary directory (``run_import`` for the public
 data sets in ``../shared/datasets``, the seeded generator for ``synthetic``), loaded with ``load_data_dir`` and
@@ -20,6 +20,10 @@ Baselines, scored on the very same holdout rows:
   Qini and uplift@30% per offer when there is a control);
 * retention targeting under a budget (``cxpredict target``'s choice, ``serving.target.compare_targeting``) against
   the same budget spent on the highest churn risk, the highest CLTV and random customers, on the holdout offers.
+
+One synthetic draw holds about 800 holdout offers, too few for the targeting and policy differences to be told from
+noise; ``--synthetic-draws`` repeats the synthetic run on more generator seeds (new data, same generator) and
+reports each draw's differences beside their pooled mean.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -75,6 +80,8 @@ FOLDERS = {
 }
 RFM_COLUMNS = ("recency_days", "frequency_365d", "monetary_365d")
 SYNTHETIC = SyntheticConfig(n_customers=5000, seed=7)
+#: Generator seeds of the extra synthetic draws (the main synthetic section is seed 7).
+SYNTHETIC_DRAWS = (1, 2, 3)
 #: Online Retail covers one year only: 60 days of history before a cut-off still leaves training snapshots.
 CONFIGS: dict[str, TrainConfig] = {
     "online-retail": TrainConfig(min_history_days=60, seed=0),
@@ -117,18 +124,21 @@ class Result:
     target_info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: The generator seed of a synthetic run.
+    seed: int | None = None
 
 
 # --- data ---------------------------------------------------------------------------------------------------
-def prepare(name: str, out: Path) -> None:
+def prepare(name: str, out: Path, synthetic: SyntheticConfig = SYNTHETIC) -> None:
     """Write the canonical tables of data set ``name`` into ``out``.
 
     Args:
         name: One of ``ALL_DATASETS``.
         out: Target data directory.
+        synthetic: The generator's configuration for ``synthetic``.
     """
     if name == "synthetic":
-        write_dataset(generate(SYNTHETIC), out)
+        write_dataset(generate(synthetic), out)
     else:
         run_import(name, SHARED / FOLDERS[name], out)
 
@@ -389,6 +399,50 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0) -> None:
     ] = "; ".join(knapsack)
 
 
+# --- synthetic draws ----------------------------------------------------------------------------------------
+def pooled(diffs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """Mean of independent estimates ``(value, low, high)`` with its 95% interval.
+
+    Each estimate's standard error is read back from its 95% normal interval, ``se = (high - low) / (2 z)``; the
+    mean of ``k`` independent estimates has ``se = sqrt(sum se_i^2) / k``.
+    """
+    z = NormalDist().inv_cdf(0.975)
+    values = np.array([d[0] for d in diffs], dtype=np.float64)
+    se = np.array([(d[2] - d[1]) / (2 * z) for d in diffs], dtype=np.float64)
+    mean, half = float(values.mean()), z * float(np.sqrt((se**2).sum())) / len(diffs)
+    return mean, mean - half, mean + half
+
+
+def draws_table(results: list[Result]) -> pd.DataFrame | None:
+    """``target`` minus each baseline, per budget share: each synthetic draw's paired difference and their mean.
+
+    Args:
+        results: Synthetic runs on different generator seeds (those without a targeting table are left out).
+
+    Returns:
+        One row per (budget share, baseline), a column per draw and the pooled mean, or None without two draws.
+    """
+    runs = [r for r in results if r.targeting is not None]
+    if len(runs) < 2:
+        return None
+    rows: dict[str, dict[str, str]] = {}
+    for k, share in enumerate(TARGET_SHARES):
+        for p in POLICIES[1:]:
+            diffs = []
+            for r in runs:
+                budget = list(dict.fromkeys(b for b, _ in r.targeting.index))[k]  # type: ignore[union-attr]
+                row = r.targeting.loc[(budget, TARGET_NAMES[p])]  # type: ignore[union-attr]
+                diffs.append((row["target minus policy"], row["diff low_95"], row["diff high_95"]))
+            cells = {f"seed {r.seed}": _interval(*d) for r, d in zip(runs, diffs, strict=True)}
+            cells[f"mean of {len(runs)} draws"] = _interval(*pooled(diffs))
+            rows[f"{share:.0%} budget: target minus {TARGET_NAMES[p]}"] = cells
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    return f"{value:+,.1f} [{low:+,.1f}, {high:+,.1f}]"
+
+
 # --- reporting ----------------------------------------------------------------------------------------------
 def _fmt(value: Any) -> str:
     if isinstance(value, float | np.floating):
@@ -517,13 +571,14 @@ def print_result(res: Result) -> None:
     print("  timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()))
 
 
-def render(results: list[Result], command: str, total_seconds: float) -> str:
+def render(results: list[Result], command: str, total_seconds: float, draws: list[Result] | None = None) -> str:
     """The Markdown report.
 
     Args:
         results: One result per data set.
         command: The command that reproduces the report.
         total_seconds: Wall time of the whole run.
+        draws: Extra synthetic runs on other generator seeds (their targeting differences are summarised).
 
     Returns:
         The document text.
@@ -616,23 +671,39 @@ def render(results: list[Result], command: str, total_seconds: float) -> str:
         lines += ["", "**Verdict**", ""]
         lines += [f"- {line}" for line in verdict(res)] or ["- nothing evaluated"]
         lines.append("")
+    main_synthetic = [r for r in results if r.name == "synthetic"]
+    table = draws_table(main_synthetic + list(draws or []))
+    if table is not None:
+        seeds = ", ".join(str(r.seed) for r in draws or [])
+        lines += [
+            "## synthetic: retention targeting over several draws",
+            "",
+            f"The synthetic run above repeated on generator seeds {seeds} (new customers and offers from the same "
+            "generator, everything refitted). Each cell: `target`'s doubly robust value saved minus the baseline's, "
+            "paired on that draw's holdout offers, with its 95% interval; the last column is the mean over the draws "
+            "(independent data sets, so its standard error is the root of the summed variances over their count).",
+            "",
+            markdown_table(table, "budget: difference"),
+            "",
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def run(name: str, workdir: Path) -> Result:
+def run(name: str, workdir: Path, synthetic: SyntheticConfig = SYNTHETIC) -> Result:
     """Benchmark one data set.
 
     Args:
         name: One of ``ALL_DATASETS``.
         workdir: Scratch directory for the canonical tables.
+        synthetic: The generator's configuration for ``synthetic``.
 
     Returns:
         The measurements.
     """
-    res = Result(name=name)
+    res = Result(name=name, seed=synthetic.seed if name == "synthetic" else None)
     t0 = time.perf_counter()
-    data_dir = workdir / name
-    prepare(name, data_dir)
+    data_dir = workdir / f"{name}-{synthetic.seed}" if name == "synthetic" else workdir / name
+    prepare(name, data_dir, synthetic)
     # One DuckDB thread: with parallel aggregation the float sums (and so the features) vary in their last
     # bits from run to run, which is enough to change XGBoost splits; one thread makes reruns identical.
     con = connect()
@@ -661,13 +732,24 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(ALL_DATASETS), help="comma-separated subset of data sets")
+    parser.add_argument(
+        "--synthetic-draws",
+        default=",".join(str(s) for s in SYNTHETIC_DRAWS),
+        help="comma-separated extra generator seeds for the synthetic targeting summary ('' for none)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-quality.md", help="Markdown output")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     unknown = sorted(set(names) - set(ALL_DATASETS))
     if unknown:
         parser.error(f"unknown data set(s) {unknown}; choose from {', '.join(ALL_DATASETS)}")
+    try:
+        seeds = [int(x) for x in args.synthetic_draws.split(",") if x.strip()] if "synthetic" in names else []
+    except ValueError:
+        parser.error(f"--synthetic-draws must be comma-separated integers, got {args.synthetic_draws!r}")
     command = ".venv/bin/python benchmarks/quality.py --datasets " + ",".join(names)
+    if "synthetic" in names and tuple(seeds) != SYNTHETIC_DRAWS:
+        command += f" --synthetic-draws '{','.join(str(x) for x in seeds)}'"
     if args.out != ROOT / "docs" / "benchmarks-quality.md":
         command += f" --out {args.out}"
     start = time.perf_counter()
@@ -677,9 +759,14 @@ def main(argv: list[str] | None = None) -> int:
             res = run(name, Path(tmp))
             print_result(res)
             results.append(res)
+        draws = [run("synthetic", Path(tmp), SYNTHETIC.model_copy(update={"seed": seed})) for seed in seeds]
+    table = draws_table([r for r in results if r.name == "synthetic"] + draws)
+    if table is not None:
+        with pd.option_context("display.width", 200, "display.max_columns", 10):
+            print(f"\n=== synthetic targeting over draws ===\n{table.to_string()}")
     total = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(results, command, total))
+    args.out.write_text(render(results, command, total, draws))
     print(f"\nwrote {args.out} in {total:.0f} s")
     return 0
 
