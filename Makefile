@@ -10,6 +10,10 @@ EXTRAS ?= --extra spark
 export UV_PYTHON_DOWNLOADS := never
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
+# Keep compiled bytecode (some shells set PYTHONDONTWRITEBYTECODE): every server a test starts imports BentoML and
+# MLflow afresh, ~4 s of CPU each without it. The cache lives in .venv, not beside the sources.
+export PYTHONDONTWRITEBYTECODE :=
+export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
 
 .PHONY: demo test test-fast lint venv bench clean
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+
+# XGBoost's OpenMP threads spin ~0.2 s after each call by default: with servers and trainers sharing two cores
+# that spinning is lost CPU. Set before any test module imports xgboost; child processes inherit it.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 #: The development machines' and CI's PostgreSQL (trust auth) and Redis; tests skip when they are unreachable.
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

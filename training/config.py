@@ -36,6 +36,20 @@ class XGBParams(BaseModel):
     min_child_weight: float = Field(5.0, ge=0)
 
 
+class EffectLearnerParams(BaseModel):
+    """Tree counts of the next-best-offer T-, X- and DR-learners (:mod:`training.learners`).
+
+    Attributes:
+        n_estimators: Trees of each per-arm outcome model.
+        effect_estimators: Trees of each effect (pseudo-outcome) model: effects are small and noisy, so fewer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_estimators: int = Field(200, ge=1)
+    effect_estimators: int = Field(100, ge=1)
+
+
 class TrainConfig(BaseModel):
     """Everything that decides what ``cxpredict train`` fits.
 
@@ -52,6 +66,8 @@ class TrainConfig(BaseModel):
         seed: Seed of every random choice.
         min_customers: Fewer customers in a snapshot is an error.
         engine: Where the snapshots' feature and label SQL runs (``--engine``): the same values either way.
+        xgb: Booster settings of churn, CLTV and the S-learner.
+        effect_learners: Tree counts of the T-, X- and DR-learners.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -67,4 +83,5 @@ class TrainConfig(BaseModel):
     seed: int = 0
     min_customers: int = Field(50, ge=1)
     xgb: XGBParams = Field(default_factory=XGBParams)
+    effect_learners: EffectLearnerParams = Field(default_factory=EffectLearnerParams)
     engine: EngineName = "duckdb"

@@ -93,7 +93,12 @@ def fit_nbo(
         offers, boosters, has_control = [str(o) for o in model.offers_], {"main": model.booster_}, model.has_control_
         meta = {"layout": "s", "learner": "s"}
     else:
-        params = LearnerParams(learning_rate=config.xgb.learning_rate, seed=config.seed)
+        params = LearnerParams(
+            n_estimators=config.effect_learners.n_estimators,
+            effect_estimators=config.effect_learners.effect_estimators,
+            learning_rate=config.xgb.learning_rate,
+            seed=config.seed,
+        )
         effect = fit_effect_model(learner, x, offer, y, CONTROL_OFFER, prop, params)  # type: ignore[arg-type]
         offers, boosters, has_control = effect.offers, effect.boosters, True
         meta = effect.meta()

@@ -33,6 +33,7 @@ from serving.ab_stats import analyze
 from serving.cli_serve import default_workers
 from serving.experiments import HOLDOUT, assign
 from tests.serving.conftest import ROOT, free_port, stop
+from tests.training.conftest import SMALL_EFFECTS
 from training.config import TrainConfig, XGBParams
 from training.predict import predict
 from training.train import train
@@ -53,7 +54,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     settings = load_settings(env)
     data = root / "data"
     write_dataset(generate(SyntheticConfig(n_customers=1600, seed=21)), data)
-    train(data, None, TrainConfig(xgb=XGBParams(n_estimators=80, max_depth=3), max_snapshots=3, seed=1), settings)
+    train(
+        data,
+        None,
+        TrainConfig(
+            xgb=XGBParams(n_estimators=80, max_depth=3), max_snapshots=3, seed=1, effect_learners=SMALL_EFFECTS
+        ),
+        settings,
+    )
     # Version 2 of next_best_offer: the same data, but version 1's favourite offer is never eligible.
     first = predict(data, None, settings)[0]
     favourite = first.next_best_offer.value_counts().index[0]
@@ -62,7 +70,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     catalog = pd.read_parquet(data_v2 / "offer_catalog.parquet")
     catalog.loc[catalog.offer_id == favourite, "eligible_if"] = "tenure_days < 0"
     catalog.to_parquet(data_v2 / "offer_catalog.parquet", index=False)
-    v2 = TrainConfig(xgb=XGBParams(n_estimators=40, max_depth=3), max_snapshots=2, models=("next_best_offer",))
+    v2 = TrainConfig(
+        xgb=XGBParams(n_estimators=40, max_depth=3),
+        max_snapshots=2,
+        models=("next_best_offer",),
+        effect_learners=SMALL_EFFECTS,
+    )
     train(data_v2, None, v2, settings)
     materialize(data, None, settings)
     port = free_port()

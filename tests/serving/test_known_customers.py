@@ -23,6 +23,7 @@ from serving.manifest import resolve_champions
 from serving.runtime import Runtime, UnknownCustomer
 from serving.schemas import MAX_BATCH
 from tests.serving.conftest import API_KEY, launch, stop
+from tests.training.conftest import SMALL_EFFECTS
 from training.config import TrainConfig, XGBParams
 from training.predict import predict
 from training.train import train
@@ -62,7 +63,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     write_dataset(tables, train_dir)
     write_dataset(_planted(tables), data_dir)
     settings = Settings(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", home=root / "home", api_keys=("k",))
-    config = TrainConfig(xgb=XGBParams(n_estimators=40, max_depth=3), max_snapshots=2)
+    config = TrainConfig(xgb=XGBParams(n_estimators=40, max_depth=3), max_snapshots=2, effect_learners=SMALL_EFFECTS)
     result = train(train_dir, AS_OF, config, settings)
     assert all(r.version for r in result.models.values())
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["cxpredict"], output_format="list")}

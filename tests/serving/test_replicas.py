@@ -26,6 +26,7 @@ from features.settings import load_settings
 from features.synthetic import SyntheticConfig, generate, write_dataset
 from tests.conftest import redis_db, throwaway_database
 from tests.serving.conftest import ROOT, free_port, stop
+from tests.training.conftest import SMALL_EFFECTS
 from training.config import TrainConfig, XGBParams
 from training.train import train
 
@@ -85,7 +86,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         data = root / "data"
         write_dataset(generate(SyntheticConfig(n_customers=400, seed=3)), data)
         small = XGBParams(n_estimators=40, max_depth=3)
-        train(data, None, TrainConfig(xgb=small, max_snapshots=2, seed=1), settings)
+        train(data, None, TrainConfig(xgb=small, max_snapshots=2, seed=1, effect_learners=SMALL_EFFECTS), settings)
         # Version 2 of churn, not promoted yet: the experiment and the promotion below use it.
         train(data, None, TrainConfig(xgb=small, max_snapshots=2, seed=2, models=("churn",)), settings)
         materialize(data, None, settings)

@@ -7,7 +7,7 @@ import pytest
 
 from features.settings import Settings
 from features.synthetic import SyntheticConfig, generate, write_dataset
-from training.config import TrainConfig, XGBParams
+from training.config import EffectLearnerParams, TrainConfig, XGBParams
 
 AS_OF = datetime(2025, 1, 1)
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +37,10 @@ def synthetic_dir(tmp_path_factory) -> Path:
 
 def make_settings(root: Path) -> Settings:
     return Settings(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", home=root / "home")
+
+
+#: Small T/X/DR-learners for tests that need a trained next-best-offer model but not its quality.
+SMALL_EFFECTS = EffectLearnerParams(n_estimators=40, effect_estimators=30)
 
 
 def small_config(**kw) -> TrainConfig:

@@ -9,9 +9,9 @@ import pytest
 from features.kinds import open_bundle
 from features.kinds.next_best_offer import best_offer
 from features.scoring import Encoder
-from training.config import TrainConfig, XGBParams
+from training.config import EffectLearnerParams, TrainConfig, XGBParams
 from training.learners import LEARNERS, LearnerParams, fit_effect_model
-from training.nbo import train_offer_policy
+from training.nbo import fit_nbo, train_offer_policy
 from training.policy import BEST_SINGLE, LEARNED, choose_policy, dr_scores
 
 PARAMS = LearnerParams(n_estimators=80, effect_estimators=60, learning_rate=0.1, seed=0)
@@ -136,3 +136,15 @@ def test_one_offer_for_all_honours_eligibility() -> None:
     assert single_offer_picks(scores, eligible).tolist() == [2, 1, 0]
     choice = choose_policy(scores, {"t": np.array([2, 1, 0])}, eligible=eligible)
     assert choice.gain.value == 0.0 and choice.served == BEST_SINGLE
+
+
+def test_train_config_sets_the_effect_learners_tree_counts():
+    x, arm, y = planted(800, seed=8)
+    frame = _offer_frame(x, arm, y)
+    encoder = Encoder.fit(frame[[c for c in frame.columns if c.startswith("attr_")]])
+    small = CONFIG.model_copy(update={"effect_learners": EffectLearnerParams(n_estimators=7, effect_estimators=5)})
+    t = fit_nbo(frame, CATALOG, small, encoder, learner="t")
+    assert {b.num_boosted_rounds() for b in t.boosters.values()} == {7}
+    dr = fit_nbo(frame, CATALOG, small, encoder, learner="dr")
+    rounds = {name: b.num_boosted_rounds() for name, b in dr.boosters.items()}
+    assert rounds.pop("control") == 7 and set(rounds.values()) == {5}

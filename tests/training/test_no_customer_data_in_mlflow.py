@@ -13,7 +13,7 @@ import pytest
 
 from features import registry
 from features.synthetic import SyntheticConfig, generate, write_dataset
-from tests.training.conftest import AS_OF, make_settings, small_config
+from tests.training.conftest import AS_OF, SMALL_EFFECTS, make_settings, small_config
 from training.train import train
 
 #: Every customer id gets this prefix, so any trace of one is found by a byte search.
@@ -50,7 +50,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     settings = make_settings(root)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)  # MLflow's default artifact root (./mlruns) lands here, to be searched
-        result = train(root / "data", AS_OF, small_config(), settings)
+        result = train(root / "data", AS_OF, small_config(effect_learners=SMALL_EFFECTS), settings)
     return root, settings, result, customers
 
 
