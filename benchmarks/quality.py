@@ -118,6 +118,10 @@ class Result:
     churn: pd.DataFrame | None = None
     cltv: pd.DataFrame | None = None
     nbo: pd.DataFrame | None = None
+    #: The same policies valued in logged spend, where the offers log it.
+    nbo_spend: pd.DataFrame | None = None
+    #: The served policy's paired gain in spend over one offer for all: value, low, high.
+    spend_gain: tuple[float, float, float] | None = None
     nbo_info: dict[str, Any] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     targeting: pd.DataFrame | None = None
@@ -325,6 +329,16 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
             metrics["policy_value_model_high"],
         ]
         res.nbo = table
+        if ev.spend_values is not None:
+            spend = ev.spend_values.copy()
+            spend.loc["served policy (what predict and serving do)"] = [
+                metrics["spend_value_model"],
+                metrics["spend_value_model_low"],
+                metrics["spend_value_model_high"],
+            ]
+            res.nbo_spend = spend
+            low, high = metrics["spend_gain_served_vs_single_low"], metrics["spend_gain_served_vs_single_high"]
+            res.spend_gain = (metrics["spend_gain_served_vs_single"], low, high)
     else:
         res.nbo = pd.DataFrame({"dr_value": {"logged policy": metrics.get("policy_value_logged", float("nan"))}})
     res.nbo_info["per_offer"] = pd.DataFrame(per_offer).T if per_offer else None
@@ -518,8 +532,27 @@ def verdict(res: Result) -> list[str]:
             + res.nbo_info["policy decision"]
             + "."
         )
+        if res.nbo_spend is not None and res.spend_gain is not None:
+            sv = res.nbo_spend.dr_value
+            gain, low, high = res.spend_gain
+            out.append(
+                "Next best offer in logged spend: served policy "
+                f"{sv['served policy (what predict and serving do)']:.4f} vs {single_key} {sv[single_key]:.4f}, "
+                f"paired gain {gain:+.4f} [{low:+.4f}, {high:+.4f}] ({_interval_word(gain, low, high)})."
+            )
     out += targeting_verdict(res)
     return out
+
+
+def _interval_word(diff: float, low: float, high: float) -> str:
+    """ "wins" / "LOSES" only where the interval excludes 0; otherwise ahead or behind, said to include 0."""
+    if low > 0:
+        return "wins"
+    if high < 0:
+        return "LOSES"
+    if diff == 0:
+        return "tie"
+    return f"{'ahead' if diff > 0 else 'BEHIND'}, interval includes 0"
 
 
 def targeting_verdict(res: Result) -> list[str]:
@@ -535,12 +568,7 @@ def targeting_verdict(res: Result) -> list[str]:
         for p in POLICIES[1:]:
             row = t.loc[(budget, TARGET_NAMES[p])]
             diff, low, high = row["target minus policy"], row["diff low_95"], row["diff high_95"]
-            if low > 0:
-                word = "wins"
-            elif high < 0:
-                word = "LOSES"
-            else:
-                word = f"{'ahead' if diff > 0 else 'BEHIND'}, interval includes 0"
+            word = _interval_word(diff, low, high)
             parts.append(f"{TARGET_NAMES[p]} {diff:+,.1f} [{low:+,.1f}, {high:+,.1f}] ({word})")
         out.append(f"Retention targeting, budget {budget}: value saved minus " + "; ".join(parts) + ".")
     return out
@@ -556,7 +584,12 @@ def print_result(res: Result) -> None:
     for key, value in res.info.items():
         print(f"  {key}: {_fmt(value)}")
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
-        for title, df in (("churn", res.churn), ("cltv (90-day spend)", res.cltv), ("next best offer", res.nbo)):
+        for title, df in (
+            ("churn", res.churn),
+            ("cltv (90-day spend)", res.cltv),
+            ("next best offer", res.nbo),
+            ("next best offer, valued in logged spend", res.nbo_spend),
+        ):
             if df is not None:
                 print(f"\n  {title}\n{df.to_string()}")
         if res.nbo_info.get("per_offer") is not None:
@@ -620,7 +653,9 @@ def render(results: list[Result], command: str, total_seconds: float, draws: lis
         "admits), the top eligible one per customer, none where none pays; the best single arm chosen on the "
         "holdout itself is shown beside it as hindsight (it has seen the answers). The best learner is served only "
         "where its paired gain over one offer for all has a Bonferroni-corrected interval above 0, otherwise one "
-        "offer for all. Retention targeting: on the holdout offers (first per customer), `cxpredict target`'s "
+        "offer for all. Where the offers log spend (a `revenue` on every accepted row: Hillstrom, synthetic), the "
+        "same policies are also valued in that spend: doubly robust on `revenue`, the uplift in spend over no "
+        "contact minus cost (`training.nbo.spend_scores`). Retention targeting: on the holdout offers (first per customer), `cxpredict target`'s "
         "choice (`serving.target.compare_targeting`: per-customer value saved from the offer model's own uplift, "
         "the offer the served policy gives, a knapsack under the budget) against the same budget spent on the "
         "highest churn risk, the highest CLTV and random customers, each given the best single offer; values are "
@@ -654,6 +689,15 @@ def render(results: list[Result], command: str, total_seconds: float, draws: lis
                 if key not in ("per_offer", "single_logged_arm"):
                     lines.append(f"- {key}: {value}")
             lines += ["", markdown_table(res.nbo, "policy"), ""]
+            if res.nbo_spend is not None:
+                lines += [
+                    "The same policies valued in the spend the offers logged (doubly robust on `revenue`: uplift in "
+                    "spend over no contact, minus cost; outcome model: acceptance x the arm's mean revenue per "
+                    "acceptance on the training offers):",
+                    "",
+                    markdown_table(res.nbo_spend, "policy"),
+                    "",
+                ]
             if res.nbo_info.get("per_offer") is not None:
                 lines += [markdown_table(res.nbo_info["per_offer"], "offer vs control (T-learner uplift)"), ""]
         if res.target_info:

@@ -10,6 +10,10 @@ interval clears one offer for all, otherwise the bundle is told to serve one off
 for all" is valued as that bundle serves it (offers ranked by their average value saved on the training rows,
 eligibility honoured, nothing where nothing pays), so the served policy is never compared with a baseline it could
 not serve.
+
+Where the offers log spend (``revenue`` on every accepted row), the same policies are also valued in spend: doubly
+robust scores of the logged revenue, uplift over no contact minus cost (:func:`spend_scores`), so a policy chosen
+on acceptance x the catalog's value is checked against what the customers actually spent.
 """
 
 from __future__ import annotations
@@ -193,6 +197,44 @@ def value_scores(
     return dr_scores(mu * value - cost, logged, propensity, y * value[logged] - cost[logged])
 
 
+def spend_logged(frame: pd.DataFrame) -> bool:
+    """Whether the offer rows log spend: a control arm, a ``revenue`` on every accepted row and some of it positive."""
+    if "revenue" not in frame or not (frame.offer_id.astype(str) == CONTROL_OFFER).any():
+        return False
+    accepted = frame.accepted.astype(bool).to_numpy()
+    revenue = frame.revenue.to_numpy(dtype=float)
+    return bool(accepted.any() and not np.isnan(revenue[accepted]).any() and (revenue[accepted] > 0).any())
+
+
+def order_values(frame: pd.DataFrame) -> dict[str, float]:
+    """Mean revenue per accepted row, per logged arm (the overall mean for an arm nobody accepted)."""
+    accepted = frame[frame.accepted.astype(bool)]
+    overall = float(accepted.revenue.mean()) if len(accepted) else 0.0
+    per_arm = accepted.groupby(accepted.offer_id.astype(str)).revenue.mean()
+    return {str(arm): float(per_arm.get(str(arm), overall)) for arm in frame.offer_id.astype(str).unique()}
+
+
+def spend_scores(
+    reference: Bundle,
+    frame: pd.DataFrame,
+    logged: np.ndarray,
+    propensity: np.ndarray,
+    revenue: np.ndarray,
+    order_value: dict[str, float],
+) -> np.ndarray:
+    """Doubly robust spend saved of every arm per row: uplift in logged revenue over no contact, minus the cost.
+
+    The outcome model is two-part: ``reference``'s acceptance per arm times the arm's mean revenue per acceptance
+    on the training rows (``order_value``). It only has to be reasonable: with the logged propensities the scores
+    are unbiased whatever it is (:func:`training.policy.dr_scores`).
+    """
+    names = arms(reference)
+    per_arm = np.array([order_value.get(n, 0.0) for n in names], dtype=np.float64)
+    cost = np.array([o["cost"] for o in reference.meta.offers], dtype=np.float64)
+    mu = outcome_matrix(reference, frame) * per_arm
+    return incremental_scores(mu, logged, propensity, np.nan_to_num(revenue), np.ones_like(cost), cost)
+
+
 def _holdout(reference: Bundle, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """The rows logging an arm of ``reference``, the logged arm's index, its propensity and the outcome."""
     names = arms(reference)
@@ -216,6 +258,7 @@ class NBOEvaluation:
     values: pd.DataFrame | None = None
     picks: dict[str, np.ndarray] = field(default_factory=dict)
     arms: list[str] = field(default_factory=list)
+    spend_values: pd.DataFrame | None = None
 
 
 def _top_single_offer(bundle: Bundle) -> str:
@@ -227,7 +270,9 @@ def _top_single_offer(bundle: Bundle) -> str:
     return max(offers, key=lambda o: avg.get(o["offer_id"], 0.0) * o["value"] - o["cost"])["offer_id"]
 
 
-def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> NBOEvaluation:
+def evaluate_nbo(
+    bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int, order_value: dict[str, float] | None = None
+) -> NBOEvaluation:
     """Doubly robust values (95% intervals) of each candidate's policy, one offer for all, random and logged.
 
     Values are the value saved per customer over no contact (:func:`value_scores`). The outcome model of the doubly
@@ -239,6 +284,8 @@ def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> 
         bundles: Candidate bundles fitted on the training rows, by learner name.
         frame: Holdout offer rows.
         seed: Unused by the estimators (kept for a seeded random policy elsewhere).
+        order_value: Mean revenue per acceptance per arm on the training rows where the offers log spend
+            (:func:`order_values`): the policies are then valued in spend too (``spend_values``, ``spend_value_*``).
 
     Returns:
         The evaluation; ``choice`` is None when the holdout logs fewer than two arms (nothing to compare).
@@ -303,15 +350,54 @@ def evaluate_nbo(bundles: dict[str, Bundle], frame: pd.DataFrame, seed: int) -> 
             "policy_served_learned": float(ev.choice.served == LEARNED),
         }
     )
+    if order_value is not None and ref.meta.has_control:
+        spend = spend_scores(ref, frame, a, prop, frame.revenue.to_numpy(dtype=float), order_value)
+        policies = {f"{name}-learner policy": pick for name, pick in ev.picks.items()}
+        policies[f"best single offer ({ev.best_single_offer})"] = single_pick
+        policies["logged policy"] = a
+        spend_table = {name: mean_ci(spend[rows, pick]) for name, pick in policies.items()}
+        spend_table["random arm"] = mean_ci(spend.mean(axis=1))
+        ev.spend_values = pd.DataFrame(
+            {k: (e.value, e.low, e.high) for k, e in spend_table.items()}, index=["dr_value", "low_95", "high_95"]
+        ).T
+        best = spend_table[f"best single offer ({ev.best_single_offer})"]
+        ev.metrics.update(
+            {f"spend_value_{name}_learner": spend_table[f"{name}-learner policy"].value for name in ev.picks}
+        )
+        ev.metrics.update(
+            {
+                "spend_value_best_single": best.value,
+                "spend_value_best_single_low": best.low,
+                "spend_value_best_single_high": best.high,
+                "spend_value_random": spend_table["random arm"].value,
+                "spend_value_logged": spend_table["logged policy"].value,
+            }
+        )
     return ev
 
 
-def served_value(bundle: Bundle, frame: pd.DataFrame, reference: Bundle) -> dict[str, float]:
-    """Doubly robust value saved (95% interval) of what ``bundle`` serves on ``frame``, by the path serving takes."""
+def served_value(
+    bundle: Bundle, frame: pd.DataFrame, reference: Bundle, order_value: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Doubly robust value saved (95% interval) of what ``bundle`` serves on ``frame``, by the path serving takes.
+
+    With ``order_value`` (the offers log spend) also its spend saved and its paired gain in spend over one offer
+    for all (``spend_value_model*``, ``spend_gain_served_vs_single*``).
+    """
     frame, a, prop, y = _holdout(reference, frame)
-    scores = value_scores(reference, frame, a, prop, y)
-    est = mean_ci(scores[np.arange(len(a)), chosen_arms(bundle, frame, a)])
-    return {"policy_value_model": est.value, "policy_value_model_low": est.low, "policy_value_model_high": est.high}
+    rows = np.arange(len(a))
+    pick = chosen_arms(bundle, frame, a)
+    est = mean_ci(value_scores(reference, frame, a, prop, y)[rows, pick])
+    out = {"policy_value_model": est.value, "policy_value_model_low": est.low, "policy_value_model_high": est.high}
+    if order_value is not None and reference.meta.has_control:
+        spend = spend_scores(reference, frame, a, prop, frame.revenue.to_numpy(dtype=float), order_value)
+        single = chosen_arms(one_offer_for_all(reference), frame, a)
+        for key, e in (
+            ("spend_value_model", mean_ci(spend[rows, pick])),
+            ("spend_gain_served_vs_single", mean_ci(spend[rows, pick] - spend[rows, single])),
+        ):
+            out.update({key: e.value, f"{key}_low": e.low, f"{key}_high": e.high})
+    return out
 
 
 def _qini(
@@ -355,11 +441,12 @@ def train_offer_policy(
     """
     train, hold = frame[~hold_mask], frame[hold_mask].reset_index(drop=True)
     bundles = {name: fit_nbo(train, catalog, config, encoder, name) for name in candidate_learners(train)}
-    ev = evaluate_nbo(bundles, hold, config.seed)
+    order_value = order_values(train) if spend_logged(train) and spend_logged(hold) else None
+    ev = evaluate_nbo(bundles, hold, config.seed, order_value)
     learner = ev.choice.learner if ev.choice is not None else "s"
     served = apply_choice(bundles[learner], ev.choice, ev.reason)
     metrics = dict(ev.metrics)
     if ev.choice is not None:
-        metrics.update(served_value(served, hold, bundles.get("t") or bundles["s"]))
+        metrics.update(served_value(served, hold, bundles.get("t") or bundles["s"], order_value))
     final = apply_choice(fit_nbo(frame, catalog, config, encoder, learner), ev.choice, ev.reason)
     return OfferTraining(ev, metrics, served, final)
