@@ -11,9 +11,10 @@ export UV_PYTHON_DOWNLOADS := never
 export BENTOML_DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 # Keep compiled bytecode (some shells set PYTHONDONTWRITEBYTECODE): every server a test starts imports BentoML and
-# MLflow afresh, ~4 s of CPU each without it. The cache lives in .venv, not beside the sources.
+# MLflow afresh, ~4 s of CPU each without it. The cache lives in .pycache/, not beside the sources (and not in
+# .venv: the uv bootstrap compiles before .venv exists, and uv refuses a .venv that is not an environment).
 export PYTHONDONTWRITEBYTECODE :=
-export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
+export PYTHONPYCACHEPREFIX := $(CURDIR)/.pycache
 
 .PHONY: demo test test-fast lint venv bench clean
 
@@ -45,4 +46,4 @@ bench: venv
 	$(VENV)/bin/python benchmarks/feature_pipeline.py
 
 clean:
-	rm -rf $(VENV) $(UV_BOOT) demo-data .cxpredict mlruns mlflow.db
+	rm -rf $(VENV) $(UV_BOOT) .pycache demo-data .cxpredict mlruns mlflow.db

@@ -435,7 +435,8 @@ def draws_table(results: list[Result]) -> pd.DataFrame | None:
         results: Synthetic runs on different generator seeds (those without a targeting table are left out).
 
     Returns:
-        One row per (budget share, baseline), a column per draw and the pooled mean, or None without two draws.
+        One row per (budget share, baseline), a column per draw, the pooled mean and its verdict ("wins" only where
+        the mean's interval is above 0), or None without two draws.
     """
     runs = [r for r in results if r.targeting is not None]
     if len(runs) < 2:
@@ -449,7 +450,9 @@ def draws_table(results: list[Result]) -> pd.DataFrame | None:
                 row = r.targeting.loc[(budget, TARGET_NAMES[p])]  # type: ignore[union-attr]
                 diffs.append((row["target minus policy"], row["diff low_95"], row["diff high_95"]))
             cells = {f"seed {r.seed}": _interval(*d) for r, d in zip(runs, diffs, strict=True)}
-            cells[f"mean of {len(runs)} draws"] = _interval(*pooled(diffs))
+            mean = pooled(diffs)
+            cells[f"mean of {len(runs)} draws"] = _interval(*mean)
+            cells["verdict (mean)"] = _interval_word(*mean)
             rows[f"{share:.0%} budget: target minus {TARGET_NAMES[p]}"] = cells
     return pd.DataFrame.from_dict(rows, orient="index")
 

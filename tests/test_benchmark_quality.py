@@ -51,11 +51,15 @@ def test_draws_table_lines_up_budgets_by_share_and_pools_them(bench: ModuleType)
     for r, diff in zip(runs, (2.0, -1.0, 5.0), strict=True):
         r.targeting = _targeting(bench, diff)
     table = bench.draws_table(runs)
-    assert list(table.columns) == ["seed 7", "seed 1", "seed 2", "mean of 3 draws"]
+    assert list(table.columns) == ["seed 7", "seed 1", "seed 2", "mean of 3 draws", "verdict (mean)"]
     assert len(table) == len(bench.TARGET_SHARES) * (len(bench.POLICIES) - 1)
     row = table.loc["50% budget: target minus highest CLTV"]
     assert row["seed 1"] == "-1.0 [-2.0, +0.0]"
     assert row["mean of 3 draws"].startswith("+2.0 [")
+    # The mean of +2, -1 and +5 (each +-1) has a 95% half-width of 1/sqrt(3): above 0, so it wins.
+    assert row["verdict (mean)"] == "wins"
+    assert bench._interval_word(0.3, -0.2, 0.8) == "ahead, interval includes 0"
+    assert bench._interval_word(-0.3, -0.8, -0.1) == "LOSES"
 
 
 def test_draws_table_needs_two_draws_with_targeting(bench: ModuleType) -> None:
