@@ -323,29 +323,28 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
             if key.startswith(prefix):
                 per_offer.setdefault(key[len(prefix) :], {})[col] = value
     if ev.values is not None:
-        table = ev.values.copy()
-        table.loc["served policy (what predict and serving do)"] = [
-            metrics["policy_value_model"],
-            metrics["policy_value_model_low"],
-            metrics["policy_value_model_high"],
-        ]
-        res.nbo = table
+        res.nbo = _with_served(ev.values, metrics, "policy_value_model")
         if ev.spend_values is not None:
-            spend = ev.spend_values.copy()
-            spend.loc["served policy (what predict and serving do)"] = [
-                metrics["spend_value_model"],
-                metrics["spend_value_model_low"],
-                metrics["spend_value_model_high"],
-            ]
-            res.nbo_spend = spend
-            low, high = metrics["spend_gain_served_vs_single_low"], metrics["spend_gain_served_vs_single_high"]
-            res.spend_gain = (metrics["spend_gain_served_vs_single"], low, high)
+            res.nbo_spend = _with_served(ev.spend_values, metrics, "spend_value_model")
+            key = "spend_gain_served_vs_single"
+            res.spend_gain = (metrics[key], metrics[f"{key}_low"], metrics[f"{key}_high"])
     else:
         res.nbo = pd.DataFrame({"dr_value": {"logged policy": metrics.get("policy_value_logged", float("nan"))}})
     res.nbo_info["per_offer"] = pd.DataFrame(per_offer).T if per_offer else None
     t0 = time.perf_counter()
     targeting(hold, served, res)
     res.timings["targeting"] = time.perf_counter() - t0
+
+
+def _with_served(values: pd.DataFrame, metrics: dict[str, float], key: str) -> pd.DataFrame:
+    """A policy-value table with the served policy's row (``key``, ``key_low``, ``key_high`` of ``metrics``)."""
+    table = values.copy()
+    table.loc["served policy (what predict and serving do)"] = [
+        metrics[key],
+        metrics[f"{key}_low"],
+        metrics[f"{key}_high"],
+    ]
+    return table
 
 
 # --- retention targeting ------------------------------------------------------------------------------------
