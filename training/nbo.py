@@ -351,29 +351,41 @@ def evaluate_nbo(
         }
     )
     if order_value is not None and ref.meta.has_control:
-        spend = spend_scores(ref, frame, a, prop, frame.revenue.to_numpy(dtype=float), order_value)
-        policies = {f"{name}-learner policy": pick for name, pick in ev.picks.items()}
-        policies[f"best single offer ({ev.best_single_offer})"] = single_pick
-        policies["logged policy"] = a
-        spend_table = {name: mean_ci(spend[rows, pick]) for name, pick in policies.items()}
-        spend_table["random arm"] = mean_ci(spend.mean(axis=1))
-        ev.spend_values = pd.DataFrame(
-            {k: (e.value, e.low, e.high) for k, e in spend_table.items()}, index=["dr_value", "low_95", "high_95"]
-        ).T
-        best = spend_table[f"best single offer ({ev.best_single_offer})"]
-        ev.metrics.update(
-            {f"spend_value_{name}_learner": spend_table[f"{name}-learner policy"].value for name in ev.picks}
-        )
-        ev.metrics.update(
-            {
-                "spend_value_best_single": best.value,
-                "spend_value_best_single_low": best.low,
-                "spend_value_best_single_high": best.high,
-                "spend_value_random": spend_table["random arm"].value,
-                "spend_value_logged": spend_table["logged policy"].value,
-            }
-        )
+        _value_in_spend(ev, ref, frame, (a, prop), single_pick, order_value)
     return ev
+
+
+def _value_in_spend(
+    ev: NBOEvaluation,
+    ref: Bundle,
+    frame: pd.DataFrame,
+    logged: tuple[np.ndarray, np.ndarray],
+    single_pick: np.ndarray,
+    order_value: dict[str, float],
+) -> None:
+    """Fill ``ev.spend_values`` and the ``spend_value_*`` metrics: the policies of ``ev`` valued in logged spend."""
+    a, prop = logged
+    rows = np.arange(len(a))
+    spend = spend_scores(ref, frame, a, prop, frame.revenue.to_numpy(dtype=float), order_value)
+    policies = {f"{name}-learner policy": pick for name, pick in ev.picks.items()}
+    policies[f"best single offer ({ev.best_single_offer})"] = single_pick
+    policies["logged policy"] = a
+    table = {name: mean_ci(spend[rows, pick]) for name, pick in policies.items()}
+    table["random arm"] = mean_ci(spend.mean(axis=1))
+    ev.spend_values = pd.DataFrame(
+        {k: (e.value, e.low, e.high) for k, e in table.items()}, index=["dr_value", "low_95", "high_95"]
+    ).T
+    best = table[f"best single offer ({ev.best_single_offer})"]
+    ev.metrics.update({f"spend_value_{name}_learner": table[f"{name}-learner policy"].value for name in ev.picks})
+    ev.metrics.update(
+        {
+            "spend_value_best_single": best.value,
+            "spend_value_best_single_low": best.low,
+            "spend_value_best_single_high": best.high,
+            "spend_value_random": table["random arm"].value,
+            "spend_value_logged": table["logged policy"].value,
+        }
+    )
 
 
 def served_value(
