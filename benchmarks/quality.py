@@ -548,7 +548,7 @@ def verdict(res: Result) -> list[str]:
 
 
 def _interval_word(diff: float, low: float, high: float) -> str:
-    """ "wins" / "LOSES" only where the interval excludes 0; otherwise ahead or behind, said to include 0."""
+    """The verdict word: wins or LOSES only where the interval excludes 0, else ahead or behind (or a tie)."""
     if low > 0:
         return "wins"
     if high < 0:
