@@ -54,8 +54,9 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from features.data import connect, load_data_dir  # noqa: E402
 from features.importers import run_import  # noqa: E402
 from features.pipeline import FeatureConfig, build_snapshots, data_end, data_start  # noqa: E402
+from features.schema import CONTROL_OFFER  # noqa: E402
 from features.scoring import Encoder  # noqa: E402
-from features.synthetic import SyntheticConfig, generate, write_dataset  # noqa: E402
+from features.synthetic import SyntheticConfig, generate_with_truth, write_dataset  # noqa: E402
 from serving.target import POLICIES, Champions, compare_targeting, score_pairs  # noqa: E402
 from training.btyd import BTYDModel, rfm_summary  # noqa: E402
 from training.calibration import expected_calibration_error  # noqa: E402
@@ -63,6 +64,7 @@ from training.cltv_model import daily_spend  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.metrics import churn_metrics, cltv_metrics  # noqa: E402
 from training.nbo import train_offer_policy  # noqa: E402
+from training.policy import BEST_SINGLE  # noqa: E402
 from training.train import (  # noqa: E402
     encoder_input_columns,
     fit_churn,
@@ -134,18 +136,24 @@ class Result:
 
 
 # --- data ---------------------------------------------------------------------------------------------------
-def prepare(name: str, out: Path, synthetic: SyntheticConfig = SYNTHETIC) -> None:
+def prepare(name: str, out: Path, synthetic: SyntheticConfig = SYNTHETIC) -> pd.DataFrame | None:
     """Write the canonical tables of data set ``name`` into ``out``.
 
     Args:
         name: One of ``ALL_DATASETS``.
         out: Target data directory.
         synthetic: The generator's configuration for ``synthetic``.
+
+    Returns:
+        For ``synthetic``, the offers' true acceptance probabilities per arm
+        (:func:`features.synthetic.generate_with_truth`); None for real data, whose truth nobody knows.
     """
     if name == "synthetic":
-        write_dataset(generate(synthetic), out)
-    else:
-        run_import(name, SHARED / FOLDERS[name], out)
+        tables, truth = generate_with_truth(synthetic)
+        write_dataset(tables, out)
+        return truth
+    run_import(name, SHARED / FOLDERS[name], out)
+    return None
 
 
 def _transactions(con: Any, before: datetime) -> pd.DataFrame:
@@ -263,7 +271,9 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
 
 
 # --- next best offer ----------------------------------------------------------------------------------------
-def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> None:
+def next_best_offer(
+    con: Any, as_of: datetime, config: TrainConfig, res: Result, truth: pd.DataFrame | None = None
+) -> None:
     """Fit the offer model on all but the holdout offers and report ``nbo_metrics`` on the holdout.
 
     The holdout is the newest offer window, or a seeded 30% random split when there is only one window
@@ -274,6 +284,7 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
         as_of: Training time T.
         config: Training configuration.
         res: Filled in place (``nbo``, ``nbo_info``).
+        truth: The offers' true acceptance probabilities (synthetic data only), for the targeting's true values.
     """
     t0 = time.perf_counter()
     frame = offer_frame(
@@ -324,6 +335,9 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
                 per_offer.setdefault(key[len(prefix) :], {})[col] = value
     if ev.values is not None:
         res.nbo = _with_served(ev.values, metrics, "policy_value_model")
+        if truth is not None and ev.single_pick is not None:
+            true = true_policy_values(hold, ev, truth, served)
+            res.nbo["true value"] = [true.get(str(name), float("nan")) for name in res.nbo.index]
         if ev.spend_values is not None:
             res.nbo_spend = _with_served(ev.spend_values, metrics, "spend_value_model")
             key = "spend_gain_served_vs_single"
@@ -332,7 +346,7 @@ def next_best_offer(con: Any, as_of: datetime, config: TrainConfig, res: Result)
         res.nbo = pd.DataFrame({"dr_value": {"logged policy": metrics.get("policy_value_logged", float("nan"))}})
     res.nbo_info["per_offer"] = pd.DataFrame(per_offer).T if per_offer else None
     t0 = time.perf_counter()
-    targeting(hold, served, res)
+    targeting(hold, served, res, truth=truth)
     res.timings["targeting"] = time.perf_counter() - t0
 
 
@@ -348,7 +362,7 @@ def _with_served(values: pd.DataFrame, metrics: dict[str, float], key: str) -> p
 
 
 # --- retention targeting ------------------------------------------------------------------------------------
-def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0) -> None:
+def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0, truth: pd.DataFrame | None = None) -> None:
     """``target``'s choice against the three baselines at several budgets, on the holdout offers (first per customer).
 
     Churn risk and CLTV come from the models fitted in :func:`churn_cltv` (on snapshots whose labels end before
@@ -360,6 +374,9 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0) -> None:
         hold: The holdout offer rows with the customers' features at the offer's window.
         nbo: The offer bundle evaluated on them (fitted on the training offers, policy chosen).
         res: Filled in place (``targeting``, ``target_info``).
+        seed: Seed of the random baseline.
+        truth: The offers' true acceptance probabilities per arm (synthetic data): each choice is then also valued
+            exactly (``true value saved``), which no estimate from the logged arm can do.
     """
     frame = hold.drop_duplicates("customer_id").rename(columns={"offer_id": "logged_offer"}).reset_index(drop=True)
     models = Champions(nbo, res.models.get("churn"), res.models.get("cltv"))
@@ -407,10 +424,87 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0) -> None:
                 "diff low_95": diff.low if diff else float("nan"),
                 "diff high_95": diff.high if diff else float("nan"),
             }
+        if truth is not None:
+            true = {p: true_value_saved(frame, out["choices"][p], truth, nbo.meta.offers) for p in POLICIES}
+            for p in POLICIES:
+                rows[(label, TARGET_NAMES[p])]["true value saved"] = true[p]
+                rows[(label, TARGET_NAMES[p])]["target minus policy (true)"] = (
+                    true["value_saved"] - true[p] if p != "value_saved" else float("nan")
+                )
     res.targeting = pd.DataFrame.from_dict(rows, orient="index")
     res.target_info[
         "knapsack: greedy's value saved by the models vs the LP bound (no choice exceeds it), per budget"
     ] = "; ".join(knapsack)
+
+
+def true_policy_values(hold: pd.DataFrame, ev: Any, truth: pd.DataFrame, served: Any) -> dict[str, float]:
+    """Each offer policy's exact value saved per holdout offer, from the generator's truth (synthetic data).
+
+    Row names as in the policy-value table (``ev.values``); an arm's value for a customer is
+    ``(p_arm - p_none) * value - cost``, 0 for no contact.
+
+    Args:
+        hold: The holdout offer rows (in the order ``ev``'s picks index them).
+        ev: The offer evaluation (``picks``, ``single_pick``, ``arms``).
+        truth: :func:`features.synthetic.generate_with_truth`'s probabilities.
+        served: The bundle serving decides by (its ``meta.policy`` and ``meta.learner``).
+    """
+    keys = hold[["customer_id", "offer_ts"]].astype({"customer_id": str, "offer_ts": "datetime64[ns]"})
+    probs = keys.merge(truth.astype({"offer_ts": "datetime64[ns]"}), on=["customer_id", "offer_ts"], how="left")
+    catalog = {str(o["offer_id"]): (float(o["value"]), float(o["cost"])) for o in served.meta.offers}
+    p0 = probs[f"p_{CONTROL_OFFER}"].to_numpy(float)
+    value = np.column_stack(
+        [
+            np.zeros(len(probs))
+            if arm == CONTROL_OFFER
+            else (probs[f"p_{arm}"].to_numpy(float) - p0) * catalog[arm][0] - catalog[arm][1]
+            for arm in ev.arms
+        ]
+    )
+    rows = np.arange(len(value))
+    out = {f"{name}-learner policy": float(value[rows, pick].mean()) for name, pick in ev.picks.items()}
+    single = float(value[rows, ev.single_pick].mean())
+    out[f"best single offer ({ev.best_single_offer})"] = single
+    out["random arm"] = float(value.mean())
+    logged = {arm: i for i, arm in enumerate(ev.arms)}
+    out["logged policy"] = float(value[rows, hold["offer_id"].astype(str).map(logged).to_numpy()].mean())
+    learned = served.meta.policy != BEST_SINGLE
+    out["served policy (what predict and serving do)"] = (
+        out[f"{served.meta.learner}-learner policy"] if learned else single
+    )
+    return out
+
+
+def true_value_saved(
+    frame: pd.DataFrame, choice: dict[str, str], truth: pd.DataFrame, offers: list[dict[str, Any]]
+) -> float:
+    """The exact value saved of ``choice`` on the logged customers of ``frame``, from the generator's truth.
+
+    For every customer given offer *a*: ``(p_a - p_none) * value_a - cost_a``, with the true acceptance probabilities
+    at the customer's logged offer (the same moment the doubly robust estimate scores); the catalog's value and
+    cost, as ``target`` uses them.
+
+    Args:
+        frame: The logged customers (``customer_id``, ``offer_ts``).
+        choice: Customer -> offer of a policy (customers not in it are not contacted).
+        truth: :func:`features.synthetic.generate_with_truth`'s probabilities.
+        offers: The catalog (``offer_id``, ``value``, ``cost``).
+
+    Raises:
+        ValueError: a chosen customer's logged offer is not in the truth.
+    """
+    keys = frame[["customer_id", "offer_ts"]].astype({"customer_id": str, "offer_ts": "datetime64[ns]"})
+    probs = keys.merge(truth.astype({"offer_ts": "datetime64[ns]"}), on=["customer_id", "offer_ts"], how="left")
+    probs = probs.drop_duplicates("customer_id").set_index("customer_id")
+    catalog = {str(o["offer_id"]): (float(o["value"]), float(o["cost"])) for o in offers}
+    total = 0.0
+    for cid, offer in choice.items():
+        p, p0 = probs.at[cid, f"p_{offer}"], probs.at[cid, f"p_{CONTROL_OFFER}"]
+        if pd.isna(p) or pd.isna(p0):
+            raise ValueError(f"customer {cid}: no true acceptance probability for its logged offer")
+        value, cost = catalog[offer]
+        total += (p - p0) * value - cost
+    return total
 
 
 # --- synthetic draws ----------------------------------------------------------------------------------------
@@ -452,6 +546,34 @@ def draws_table(results: list[Result]) -> pd.DataFrame | None:
             mean = pooled(diffs)
             cells[f"mean of {len(runs)} draws"] = _interval(*mean)
             cells["verdict (mean)"] = _interval_word(*mean)
+            rows[f"{share:.0%} budget: target minus {TARGET_NAMES[p]}"] = cells
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def true_draws_table(results: list[Result]) -> pd.DataFrame | None:
+    """``target`` minus each baseline by the generator's truth, per budget share and draw, with the mean over draws.
+
+    Args:
+        results: Synthetic runs on different generator seeds (those without true values are left out).
+
+    Returns:
+        One row per (budget share, baseline): each draw's exact difference, the mean, and in how many draws
+        ``target`` was ahead; None without two such draws.
+    """
+    key = "target minus policy (true)"
+    runs = [r for r in results if r.targeting is not None and key in r.targeting.columns]
+    if len(runs) < 2:
+        return None
+    rows: dict[str, dict[str, str]] = {}
+    for k, share in enumerate(TARGET_SHARES):
+        for p in POLICIES[1:]:
+            diffs = []
+            for r in runs:
+                budget = list(dict.fromkeys(b for b, _ in r.targeting.index))[k]  # type: ignore[union-attr]
+                diffs.append(float(r.targeting.loc[(budget, TARGET_NAMES[p]), key]))  # type: ignore[union-attr]
+            cells = {f"seed {r.seed}": f"{d:+,.1f}" for r, d in zip(runs, diffs, strict=True)}
+            cells[f"mean of {len(runs)} draws"] = f"{np.mean(diffs):+,.1f}"
+            cells["target ahead in"] = f"{sum(d > 0 for d in diffs)} of {len(diffs)} draws"
             rows[f"{share:.0%} budget: target minus {TARGET_NAMES[p]}"] = cells
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -535,6 +657,14 @@ def verdict(res: Result) -> list[str]:
             + res.nbo_info["policy decision"]
             + "."
         )
+        if "true value" in res.nbo.columns:
+            true = res.nbo["true value"]
+            best_true = max(learned, key=lambda k: true[k])
+            out.append(
+                "Next best offer by the generator's truth (exact value per offer): served policy "
+                f"{true['served policy (what predict and serving do)']:.4f} vs {single_key} {true[single_key]:.4f}; "
+                f"best learned policy {best_true} {true[best_true]:.4f}."
+            )
         if res.nbo_spend is not None and res.spend_gain is not None:
             sv = res.nbo_spend.dr_value
             gain, low, high = res.spend_gain
@@ -572,7 +702,9 @@ def targeting_verdict(res: Result) -> list[str]:
             row = t.loc[(budget, TARGET_NAMES[p])]
             diff, low, high = row["target minus policy"], row["diff low_95"], row["diff high_95"]
             word = _interval_word(diff, low, high)
-            parts.append(f"{TARGET_NAMES[p]} {diff:+,.1f} [{low:+,.1f}, {high:+,.1f}] ({word})")
+            true = row.get("target minus policy (true)")
+            exact = f"; exactly {true:+,.1f} by the generator's truth" if true is not None and pd.notna(true) else ""
+            parts.append(f"{TARGET_NAMES[p]} {diff:+,.1f} [{low:+,.1f}, {high:+,.1f}] ({word}{exact})")
         out.append(f"Retention targeting, budget {budget}: value saved minus " + "; ".join(parts) + ".")
     return out
 
@@ -693,6 +825,13 @@ def render(results: list[Result], command: str, total_seconds: float, draws: lis
                 if key not in ("per_offer", "single_logged_arm"):
                     lines.append(f"- {key}: {value}")
             lines += ["", markdown_table(res.nbo, "policy"), ""]
+            if "true value" in res.nbo.columns:
+                lines += [
+                    "`true value`: the same policies' exact value saved per holdout offer, from the generator's "
+                    "acceptance probabilities under every arm (`features.synthetic.generate_with_truth`; simulated "
+                    "data only): what the doubly robust column estimates.",
+                    "",
+                ]
             if res.nbo_spend is not None:
                 lines += [
                     "The same policies valued in the spend the offers logged (doubly robust on `revenue`: uplift in "
@@ -712,6 +851,12 @@ def render(results: list[Result], command: str, total_seconds: float, draws: lis
                 table = res.targeting.copy()
                 table.index = [f"{b} / {p}" for b, p in table.index]
                 lines += [markdown_table(table, "budget / policy"), ""]
+                if "true value saved" in table.columns:
+                    lines += [
+                        "`true value saved`: each choice's exact total, from the generator's acceptance "
+                        "probabilities under every arm (simulated data only).",
+                        "",
+                    ]
         elif res.name in SKIP_NBO:
             lines += [f"Next best offer: skipped ({SKIP_NBO[res.name]}).", ""]
         for note in res.notes:
@@ -734,6 +879,17 @@ def render(results: list[Result], command: str, total_seconds: float, draws: lis
             markdown_table(table, "budget: difference"),
             "",
         ]
+    truth = true_draws_table(main_synthetic + list(draws or []))
+    if truth is not None:
+        lines += [
+            "The same choices valued exactly, which only simulated data allows: the generator knows every logged "
+            "customer's acceptance probability under every arm (`features.synthetic.generate_with_truth`), so each "
+            "policy's value saved is the sum over the customers it contacts of (p_offer - p_none) x value - cost, "
+            "with no estimation noise. Each cell: `target`'s true value saved minus the baseline's on that draw.",
+            "",
+            markdown_table(truth, "budget: true difference"),
+            "",
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -751,7 +907,7 @@ def run(name: str, workdir: Path, synthetic: SyntheticConfig = SYNTHETIC) -> Res
     res = Result(name=name, seed=synthetic.seed if name == "synthetic" else None)
     t0 = time.perf_counter()
     data_dir = workdir / f"{name}-{synthetic.seed}" if name == "synthetic" else workdir / name
-    prepare(name, data_dir, synthetic)
+    truth = prepare(name, data_dir, synthetic)
     # One DuckDB thread: with parallel aggregation the float sums (and so the features) vary in their last
     # bits from run to run, which is enough to change XGBoost splits; one thread makes reruns identical.
     con = connect()
@@ -764,7 +920,7 @@ def run(name: str, workdir: Path, synthetic: SyntheticConfig = SYNTHETIC) -> Res
     if name not in SKIP_CHURN_CLTV:
         churn_cltv(con, res.as_of, config, res)
     if name not in SKIP_NBO:
-        next_best_offer(con, res.as_of, config, res)
+        next_best_offer(con, res.as_of, config, res, truth)
     res.timings["total"] = time.perf_counter() - t0
     return res
 

@@ -34,7 +34,16 @@ import pydantic
 
 from features.schema import CONTROL_OFFER, TABLES, TRANSACTION_CHANNELS
 
-__all__ = ["CATEGORIES", "OFFER_IDS", "REGIONS", "SEGMENTS", "SyntheticConfig", "generate", "write_dataset"]
+__all__ = [
+    "CATEGORIES",
+    "OFFER_IDS",
+    "REGIONS",
+    "SEGMENTS",
+    "SyntheticConfig",
+    "generate",
+    "generate_with_truth",
+    "write_dataset",
+]
 
 CATEGORIES: tuple[str, ...] = ("apparel", "beauty", "books", "electronics", "grocery", "home", "sports", "toys")
 REGIONS: tuple[str, ...] = ("north", "south", "east", "west")
@@ -140,6 +149,25 @@ def generate(config: SyntheticConfig) -> dict[str, pd.DataFrame]:
         in ``[config.start, config.end)``. Survey scores are integers where higher is better for all three
         kinds (NPS 0-10, CSAT 1-5, CES 1-7).
     """
+    return generate_with_truth(config)[0]
+
+
+def generate_with_truth(config: SyntheticConfig) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """:func:`generate`, plus what no real data set can show: every offer's true acceptance probability per arm.
+
+    An offer sent to customer *i* is accepted with probability ``sigmoid(b_i + u_ia)``, where ``b_i`` is the
+    customer's base log-odds at the send time and ``u_ia`` the arm's effect on them (0 for the control). The
+    truth holds that probability for *every* arm, the one drawn and the ones not drawn, so a policy's value
+    can be computed exactly rather than estimated from the logged arm (for benchmarks: it is not a contract
+    table and :func:`write_dataset` is never given it).
+
+    Args:
+        config: As for :func:`generate` (the tables are the same frames).
+
+    Returns:
+        The tables, and one row per row of ``offers`` (``customer_id``, ``offer_ts`` = the offer's ``ts``) with a
+        column ``p_<offer_id>`` per arm, the control's included; empty without offers.
+    """
     rng = np.random.default_rng(config.seed)
     n = config.n_customers
     start_ns = pd.Timestamp(config.start).as_unit("ns").value
@@ -199,6 +227,7 @@ def generate(config: SyntheticConfig) -> dict[str, pd.DataFrame]:
 
     offer_parts: dict[str, list[np.ndarray]] = {k: [] for k in ("idx", "ts", "arm", "acc", "order_ts", "value")}
     campaign_weeks: set[int] = set()
+    true_p: list[np.ndarray] = []  # per offer: acceptance probability under every arm (the truth)
     if config.with_offers:
         w = int(rng.integers(2, 6))
         last_ok = (end_ns - start_ns - (_OFFER_WINDOW_DAYS + 2) * _DAY_NS) // _WEEK_NS
@@ -249,7 +278,7 @@ def generate(config: SyntheticConfig) -> dict[str, pd.DataFrame]:
             send_ns = week_start_ns[w] + (rng.random(target.size) * _DAY_NS).astype(np.int64)
             tenure = (send_ns - signup_ns[target]) / _DAY_NS
             loyal = _sigmoid((tenure - 365.0) / 60.0) * _sigmoid(2.5 * np.log(lam[target] / lam_med))
-            uplift = np.stack(
+            arm_effects = np.stack(
                 [
                     np.zeros(target.size),
                     2.0 * price_sens[target] - 0.5,
@@ -257,7 +286,8 @@ def generate(config: SyntheticConfig) -> dict[str, pd.DataFrame]:
                     2.4 * loyal - 0.3,
                 ],
                 axis=1,
-            )[np.arange(target.size), arm]
+            )
+            uplift = arm_effects[np.arange(target.size), arm]
             base = (
                 -2.0
                 + 0.6 * np.log(lam[target] / lam_med)
@@ -266,6 +296,7 @@ def generate(config: SyntheticConfig) -> dict[str, pd.DataFrame]:
                 + 0.4 * satisfaction[target]
             )
             acc = rng.random(target.size) < _sigmoid(base + uplift)
+            true_p.append(_sigmoid(base[:, None] + arm_effects))
             order_ns = send_ns + (rng.uniform(0.02, _OFFER_WINDOW_DAYS, target.size) * _DAY_NS).astype(np.int64)
             value = rng.gamma(5.0, spend[target] / 5.0) * np.where(arm == 1, 0.9, 1.0)
             for key, arr in zip(offer_parts, (target, send_ns, arm, acc, order_ns, value), strict=True):
@@ -455,7 +486,12 @@ def generate(config: SyntheticConfig) -> dict[str, pd.DataFrame]:
         spec = TABLES[name]
         known = [c.name for c in spec.columns if c.name in frame.columns]
         tables[name] = frame[known + [c for c in frame.columns if c not in known]]
-    return tables
+    probs = np.concatenate(true_p) if true_p else np.empty((0, len(OFFER_IDS)))
+    sent = parts.get("ts", np.empty(0)).astype(np.int64)
+    truth = pd.DataFrame({"customer_id": cust_ids[o_idx], "offer_ts": _ts(sent)})
+    for j, offer_id in enumerate(OFFER_IDS):
+        truth[f"p_{offer_id}"] = probs[:, j]
+    return tables, truth
 
 
 def write_dataset(tables: dict[str, pd.DataFrame], out: Path) -> None:

@@ -303,7 +303,8 @@ def compare_targeting(
     Returns:
         The figures, or ``{"skipped": why}`` without a control arm among the logged offers. ``knapsack`` says how
         close the greedy choice is to optimal: its total value saved by the models (``greedy``) against the LP
-        relaxation's bound (``lp_bound``), which no choice within the budget can exceed.
+        relaxation's bound (``lp_bound``), which no choice within the budget can exceed. ``choices`` holds each
+        policy's picks (customer -> offer), so a benchmark that knows the true effects can value them exactly.
     """
     if CONTROL_OFFER not in set(frame["logged_offer"].astype(str)) or not models.nbo.meta.has_control:
         return {"skipped": "no control arm among the logged offers: the value saved is not identified"}
@@ -333,7 +334,7 @@ def compare_targeting(
     best = choices.pop("_best_single_offer")["offer"]
     ids = list(frame["customer_id"].astype(str))
     terms = {p: dr_policy_terms([choices[p].get(c) for c in ids], dr, value, cost) for p in POLICIES}
-    out: dict[str, Any] = {"customers": n, "budget": budget, "best_single_offer": best}
+    out: dict[str, Any] = {"customers": n, "budget": budget, "best_single_offer": best, "choices": choices}
     # How close the greedy choice is to the best any choice could do, by the models' own value saved.
     _, greedy, bound = knapsack(pairs_all[pairs_all["allowed"] & (pairs_all["value_saved"] > 0)], budget)
     out["knapsack"] = {"greedy": greedy, "lp_bound": bound, "share_of_bound": greedy / bound if bound > 0 else 1.0}

@@ -1,12 +1,13 @@
-"""How ``benchmarks/quality.py`` pools the synthetic draws' targeting differences (made-up results, no training)."""
+"""How ``benchmarks/quality.py`` pools the synthetic draws and values choices by the truth (made-up data)."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,3 +67,61 @@ def test_draws_table_needs_two_draws_with_targeting(bench: ModuleType) -> None:
     one = bench.Result("synthetic", seed=7)
     one.targeting = _targeting(bench, 1.0)
     assert bench.draws_table([one, bench.Result("synthetic", seed=1)]) is None
+
+
+def test_true_value_saved_is_the_uplift_times_value_minus_cost_of_the_contacted(bench: ModuleType) -> None:
+    ts = pd.Timestamp("2024-11-02 10:00:00")
+    frame = pd.DataFrame({"customer_id": ["a", "b", "c"], "offer_ts": [ts, ts, ts + pd.Timedelta(days=1)]})
+    truth = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "c"],
+            # c's second offer: the logged one is the first, so this row must not be read.
+            "offer_ts": [ts, ts, ts + pd.Timedelta(days=1), ts + pd.Timedelta(days=9)],
+            "p_none": [0.1, 0.2, 0.3, 0.0],
+            "p_gift": [0.5, 0.2, 0.4, 1.0],
+        }
+    )
+    offers = [{"offer_id": "gift", "value": 10.0, "cost": 1.0}]
+    # a: (0.5 - 0.1) * 10 - 1 = 3; c: (0.4 - 0.3) * 10 - 1 = 0; b is not contacted.
+    assert bench.true_value_saved(frame, {"a": "gift", "c": "gift"}, truth, offers) == pytest.approx(3.0)
+    assert bench.true_value_saved(frame, {"b": "gift"}, truth, offers) == pytest.approx(-1.0)
+    assert bench.true_value_saved(frame, {}, truth, offers) == 0.0
+    with pytest.raises(ValueError, match="customer a"):
+        bench.true_value_saved(frame, {"a": "gift"}, truth.iloc[1:], offers)
+
+
+def test_true_draws_table_counts_the_draws_target_is_ahead_in(bench: ModuleType) -> None:
+    runs = [bench.Result("synthetic", seed=7), bench.Result("synthetic", seed=1), bench.Result("synthetic", seed=2)]
+    for r, diff in zip(runs, (2.0, -1.0, 5.0), strict=True):
+        r.targeting = _targeting(bench, 0.0)
+        r.targeting["target minus policy (true)"] = [
+            float("nan") if p == "value_saved" else diff for _ in bench.TARGET_SHARES for p in bench.POLICIES
+        ]
+    table = bench.true_draws_table(runs)
+    row = table.loc["10% budget: target minus random"]
+    assert row["seed 1"] == "-1.0" and row["mean of 3 draws"] == "+2.0" and row["target ahead in"] == "2 of 3 draws"
+    runs[1].targeting = runs[1].targeting.drop(columns="target minus policy (true)")  # a draw without truth
+    assert bench.true_draws_table(runs[:2]) is None
+
+
+def test_true_policy_values_reads_each_policys_picks(bench: ModuleType) -> None:
+    ts = pd.Timestamp("2024-11-02")
+    hold = pd.DataFrame({"customer_id": ["a", "b"], "offer_ts": [ts, ts], "offer_id": ["none", "gift"]})
+    truth = pd.DataFrame({"customer_id": ["a", "b"], "offer_ts": [ts, ts], "p_none": [0.1, 0.2], "p_gift": [0.5, 0.1]})
+    # Arm values: a gains (0.5 - 0.1) * 10 - 1 = 3 from the gift, b loses (0.1 - 0.2) * 10 - 1 = -2.
+    ev = SimpleNamespace(
+        arms=["none", "gift"],
+        picks={"t": np.array([1, 0])},
+        single_pick=np.array([1, 1]),
+        best_single_offer="gift",
+    )
+    offers = [{"offer_id": "gift", "value": 10.0, "cost": 1.0}]
+    served = SimpleNamespace(meta=SimpleNamespace(offers=offers, policy=bench.BEST_SINGLE, learner="t"))
+    out = bench.true_policy_values(hold, ev, truth, served)
+    assert out["t-learner policy"] == pytest.approx(1.5)
+    assert out["best single offer (gift)"] == pytest.approx(0.5)
+    assert out["random arm"] == pytest.approx(0.25)
+    assert out["logged policy"] == pytest.approx(-1.0)
+    assert out["served policy (what predict and serving do)"] == pytest.approx(0.5)
+    served.meta.policy = "learned"
+    assert bench.true_policy_values(hold, ev, truth, served)["served policy (what predict and serving do)"] == 1.5

@@ -257,6 +257,8 @@ class NBOEvaluation:
     qini_curves: dict[str, Any] = field(default_factory=dict)
     values: pd.DataFrame | None = None
     picks: dict[str, np.ndarray] = field(default_factory=dict)
+    #: What one offer for all gives per holdout row (index into ``arms``), beside the learners' ``picks``.
+    single_pick: np.ndarray | None = None
     arms: list[str] = field(default_factory=list)
     spend_values: pd.DataFrame | None = None
 
@@ -312,7 +314,7 @@ def evaluate_nbo(
     scores = value_scores(ref, frame, a, prop, y)
     eligible = eligibility(ref, frame, names)
     ev.picks = {name: chosen_arms(b, frame, a) for name, b in bundles.items()}
-    single_pick = chosen_arms(one_offer_for_all(ref), frame, a)
+    single_pick = ev.single_pick = chosen_arms(one_offer_for_all(ref), frame, a)
     ev.choice = choose_policy(scores, ev.picks, eligible=eligible, single_pick=single_pick)
     ev.best_single_offer = names[ev.choice.best_single]
     ev.reason = ev.choice.reason

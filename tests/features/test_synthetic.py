@@ -21,7 +21,7 @@ from features.schema import (
     TABLES,
     TRANSACTION_CHANNELS,
 )
-from features.synthetic import OFFER_IDS, SyntheticConfig, generate, write_dataset
+from features.synthetic import OFFER_IDS, SyntheticConfig, generate, generate_with_truth, write_dataset
 
 H = pd.Timedelta(days=90)
 START, END = pd.Timestamp("2023-01-01"), pd.Timestamp("2025-01-01")
@@ -237,6 +237,29 @@ def test_offer_effects_are_heterogeneous(data: dict[str, pd.DataFrame]) -> None:
         assert (uplift > 0).any(), (name, rates)
         best[name] = uplift.idxmax()
     assert len(set(best.values())) == 2, best
+
+
+def test_truth_is_the_acceptance_probability_of_every_arm() -> None:
+    """One truth row per offer; the drawn arm's probability is what the draws show, the others counterfactual."""
+    config = SyntheticConfig(n_customers=800, seed=11)
+    tables, truth = generate_with_truth(config)
+    offers = tables["offers"]
+    assert all(a.equals(b) for a, b in zip(tables.values(), generate(config).values(), strict=True))
+    assert list(truth.columns) == ["customer_id", "offer_ts", *(f"p_{o}" for o in OFFER_IDS)]
+    joined = offers.merge(truth, left_on=["customer_id", "ts"], right_on=["customer_id", "offer_ts"], how="left")
+    assert len(truth) == len(offers) == len(joined) and joined["p_none"].notna().all()
+    probs = truth.filter(like="p_").to_numpy()
+    assert ((probs > 0) & (probs < 1)).all()
+    drawn = joined.apply(lambda r: r[f"p_{r['offer_id']}"], axis=1)
+    # Per arm, the drawn acceptances match the truth's mean probability (binomial 4-sigma band).
+    for arm, group in joined.groupby("offer_id"):
+        p = drawn[group.index]
+        assert abs(group["accepted"].mean() - p.mean()) < 4 * np.sqrt((p * (1 - p)).sum()) / len(p), arm
+    # Effects differ by customer (the point of the generator): some gain from loyalty points, some lose.
+    gain = truth["p_loyalty_points"] - truth["p_none"]
+    assert (gain > 0.05).any() and (gain < 0).any()
+    _, none = generate_with_truth(SyntheticConfig(n_customers=50, seed=1, with_offers=False))
+    assert none.empty and "p_none" in none.columns
 
 
 def test_returns_zero_prices_and_december_peak(data: dict[str, pd.DataFrame]) -> None:
