@@ -437,6 +437,12 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0, truth: p
     ] = "; ".join(knapsack)
 
 
+def _truth_at(frame: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """The truth's probabilities at each row's logged offer (``customer_id``, ``offer_ts``), in ``frame``'s order."""
+    keys = frame[["customer_id", "offer_ts"]].astype({"customer_id": str, "offer_ts": "datetime64[ns]"})
+    return keys.merge(truth.astype({"offer_ts": "datetime64[ns]"}), on=["customer_id", "offer_ts"], how="left")
+
+
 def true_policy_values(hold: pd.DataFrame, ev: Any, truth: pd.DataFrame, served: Any) -> dict[str, float]:
     """Each offer policy's exact value saved per holdout offer, from the generator's truth (synthetic data).
 
@@ -449,8 +455,7 @@ def true_policy_values(hold: pd.DataFrame, ev: Any, truth: pd.DataFrame, served:
         truth: :func:`features.synthetic.generate_with_truth`'s probabilities.
         served: The bundle serving decides by (its ``meta.policy`` and ``meta.learner``).
     """
-    keys = hold[["customer_id", "offer_ts"]].astype({"customer_id": str, "offer_ts": "datetime64[ns]"})
-    probs = keys.merge(truth.astype({"offer_ts": "datetime64[ns]"}), on=["customer_id", "offer_ts"], how="left")
+    probs = _truth_at(hold, truth)
     catalog = {str(o["offer_id"]): (float(o["value"]), float(o["cost"])) for o in served.meta.offers}
     p0 = probs[f"p_{CONTROL_OFFER}"].to_numpy(float)
     value = np.column_stack(
@@ -462,16 +467,15 @@ def true_policy_values(hold: pd.DataFrame, ev: Any, truth: pd.DataFrame, served:
         ]
     )
     rows = np.arange(len(value))
-    out = {f"{name}-learner policy": float(value[rows, pick].mean()) for name, pick in ev.picks.items()}
-    single = float(value[rows, ev.single_pick].mean())
-    out[f"best single offer ({ev.best_single_offer})"] = single
+    logged = hold["offer_id"].astype(str).map({arm: i for i, arm in enumerate(ev.arms)}).to_numpy()
+    out = {name: float(value[rows, pick].mean()) for name, pick in ev.policy_picks(logged).items()}
     out["random arm"] = float(value.mean())
-    logged = {arm: i for i, arm in enumerate(ev.arms)}
-    out["logged policy"] = float(value[rows, hold["offer_id"].astype(str).map(logged).to_numpy()].mean())
-    learned = served.meta.policy != BEST_SINGLE
-    out["served policy (what predict and serving do)"] = (
-        out[f"{served.meta.learner}-learner policy"] if learned else single
+    served_name = (
+        f"{served.meta.learner}-learner policy"
+        if served.meta.policy != BEST_SINGLE
+        else f"best single offer ({ev.best_single_offer})"
     )
+    out["served policy (what predict and serving do)"] = out[served_name]
     return out
 
 
@@ -493,9 +497,7 @@ def true_value_saved(
     Raises:
         ValueError: a chosen customer's logged offer is not in the truth.
     """
-    keys = frame[["customer_id", "offer_ts"]].astype({"customer_id": str, "offer_ts": "datetime64[ns]"})
-    probs = keys.merge(truth.astype({"offer_ts": "datetime64[ns]"}), on=["customer_id", "offer_ts"], how="left")
-    probs = probs.drop_duplicates("customer_id").set_index("customer_id")
+    probs = _truth_at(frame, truth).drop_duplicates("customer_id").set_index("customer_id")
     catalog = {str(o["offer_id"]): (float(o["value"]), float(o["cost"])) for o in offers}
     total = 0.0
     for cid, offer in choice.items():
@@ -535,19 +537,27 @@ def draws_table(results: list[Result]) -> pd.DataFrame | None:
     if len(runs) < 2:
         return None
     rows: dict[str, dict[str, str]] = {}
+    for label, per_run in _draw_rows(runs):
+        diffs = [(row["target minus policy"], row["diff low_95"], row["diff high_95"]) for row in per_run]
+        cells = {f"seed {r.seed}": _interval(*d) for r, d in zip(runs, diffs, strict=True)}
+        mean = pooled(diffs)
+        cells[f"mean of {len(runs)} draws"] = _interval(*mean)
+        cells["verdict (mean)"] = _interval_word(*mean)
+        rows[label] = cells
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _draw_rows(runs: list[Result]) -> list[tuple[str, list[pd.Series]]]:
+    """Per (budget share, baseline): its label and each run's targeting row (budgets line up by share, not amount)."""
+    out = []
     for k, share in enumerate(TARGET_SHARES):
         for p in POLICIES[1:]:
-            diffs = []
+            per_run = []
             for r in runs:
                 budget = list(dict.fromkeys(b for b, _ in r.targeting.index))[k]  # type: ignore[union-attr]
-                row = r.targeting.loc[(budget, TARGET_NAMES[p])]  # type: ignore[union-attr]
-                diffs.append((row["target minus policy"], row["diff low_95"], row["diff high_95"]))
-            cells = {f"seed {r.seed}": _interval(*d) for r, d in zip(runs, diffs, strict=True)}
-            mean = pooled(diffs)
-            cells[f"mean of {len(runs)} draws"] = _interval(*mean)
-            cells["verdict (mean)"] = _interval_word(*mean)
-            rows[f"{share:.0%} budget: target minus {TARGET_NAMES[p]}"] = cells
-    return pd.DataFrame.from_dict(rows, orient="index")
+                per_run.append(r.targeting.loc[(budget, TARGET_NAMES[p])])  # type: ignore[union-attr]
+            out.append((f"{share:.0%} budget: target minus {TARGET_NAMES[p]}", per_run))
+    return out
 
 
 def true_draws_table(results: list[Result]) -> pd.DataFrame | None:
@@ -565,16 +575,12 @@ def true_draws_table(results: list[Result]) -> pd.DataFrame | None:
     if len(runs) < 2:
         return None
     rows: dict[str, dict[str, str]] = {}
-    for k, share in enumerate(TARGET_SHARES):
-        for p in POLICIES[1:]:
-            diffs = []
-            for r in runs:
-                budget = list(dict.fromkeys(b for b, _ in r.targeting.index))[k]  # type: ignore[union-attr]
-                diffs.append(float(r.targeting.loc[(budget, TARGET_NAMES[p]), key]))  # type: ignore[union-attr]
-            cells = {f"seed {r.seed}": f"{d:+,.1f}" for r, d in zip(runs, diffs, strict=True)}
-            cells[f"mean of {len(runs)} draws"] = f"{np.mean(diffs):+,.1f}"
-            cells["target ahead in"] = f"{sum(d > 0 for d in diffs)} of {len(diffs)} draws"
-            rows[f"{share:.0%} budget: target minus {TARGET_NAMES[p]}"] = cells
+    for label, per_run in _draw_rows(runs):
+        diffs = [float(row[key]) for row in per_run]
+        cells = {f"seed {r.seed}": f"{d:+,.1f}" for r, d in zip(runs, diffs, strict=True)}
+        cells[f"mean of {len(runs)} draws"] = f"{np.mean(diffs):+,.1f}"
+        cells["target ahead in"] = f"{sum(d > 0 for d in diffs)} of {len(diffs)} draws"
+        rows[label] = cells
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

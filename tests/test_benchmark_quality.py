@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from training.nbo import NBOEvaluation
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
 
@@ -109,11 +111,8 @@ def test_true_policy_values_reads_each_policys_picks(bench: ModuleType) -> None:
     hold = pd.DataFrame({"customer_id": ["a", "b"], "offer_ts": [ts, ts], "offer_id": ["none", "gift"]})
     truth = pd.DataFrame({"customer_id": ["a", "b"], "offer_ts": [ts, ts], "p_none": [0.1, 0.2], "p_gift": [0.5, 0.1]})
     # Arm values: a gains (0.5 - 0.1) * 10 - 1 = 3 from the gift, b loses (0.1 - 0.2) * 10 - 1 = -2.
-    ev = SimpleNamespace(
-        arms=["none", "gift"],
-        picks={"t": np.array([1, 0])},
-        single_pick=np.array([1, 1]),
-        best_single_offer="gift",
+    ev = NBOEvaluation(
+        arms=["none", "gift"], picks={"t": np.array([1, 0])}, single_pick=np.array([1, 1]), best_single_offer="gift"
     )
     offers = [{"offer_id": "gift", "value": 10.0, "cost": 1.0}]
     served = SimpleNamespace(meta=SimpleNamespace(offers=offers, policy=bench.BEST_SINGLE, learner="t"))

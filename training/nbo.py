@@ -262,6 +262,14 @@ class NBOEvaluation:
     arms: list[str] = field(default_factory=list)
     spend_values: pd.DataFrame | None = None
 
+    def policy_picks(self, logged: np.ndarray) -> dict[str, np.ndarray]:
+        """Each policy's arm per holdout row, named as in ``values``: the learners, one offer for all, the logged."""
+        picks = {f"{name}-learner policy": pick for name, pick in self.picks.items()}
+        if self.single_pick is not None:
+            picks[f"best single offer ({self.best_single_offer})"] = self.single_pick
+        picks["logged policy"] = logged
+        return picks
+
 
 def _top_single_offer(bundle: Bundle) -> str:
     """The offer one offer for all gives where it is eligible: the best average value on the training rows."""
@@ -353,7 +361,7 @@ def evaluate_nbo(
         }
     )
     if order_value is not None and ref.meta.has_control:
-        _value_in_spend(ev, ref, frame, (a, prop), single_pick, order_value)
+        _value_in_spend(ev, ref, frame, (a, prop), order_value)
     return ev
 
 
@@ -362,17 +370,13 @@ def _value_in_spend(
     ref: Bundle,
     frame: pd.DataFrame,
     logged: tuple[np.ndarray, np.ndarray],
-    single_pick: np.ndarray,
     order_value: dict[str, float],
 ) -> None:
     """Fill ``ev.spend_values`` and the ``spend_value_*`` metrics: the policies of ``ev`` valued in logged spend."""
     a, prop = logged
     rows = np.arange(len(a))
     spend = spend_scores(ref, frame, a, prop, frame.revenue.to_numpy(dtype=float), order_value)
-    policies = {f"{name}-learner policy": pick for name, pick in ev.picks.items()}
-    policies[f"best single offer ({ev.best_single_offer})"] = single_pick
-    policies["logged policy"] = a
-    table = {name: mean_ci(spend[rows, pick]) for name, pick in policies.items()}
+    table = {name: mean_ci(spend[rows, pick]) for name, pick in ev.policy_picks(a).items()}
     table["random arm"] = mean_ci(spend.mean(axis=1))
     ev.spend_values = pd.DataFrame(
         {k: (e.value, e.low, e.high) for k, e in table.items()}, index=["dr_value", "low_95", "high_95"]
