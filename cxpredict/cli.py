@@ -500,7 +500,7 @@ def target_cmd(
         typer.echo(f"baselines not evaluated: {ev['skipped']}")
     else:
         note = " (IN-SAMPLE: the offer model saw these offers)" if ev["in_sample"] else ""
-        typer.echo(f"doubly robust value on {ev['customers']} logged offers from {ev['cut'][:10]}{note}:")
+        typer.echo(f"doubly robust value on {ev['customers']} logged offers from {ev['cut'][:10]}{note}, {ev['on']}:")
         for name in ("value_saved", "churn_risk", "cltv", "random"):
             est = ev[name]["total"]
             typer.echo(f"  {name:<12} {est.value:>10,.2f}  [{est.low:,.2f}, {est.high:,.2f}]")

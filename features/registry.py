@@ -22,6 +22,8 @@ from features.settings import Settings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: Artifact path, in a version's training run, of the bundle fitted without that run's holdout (where it has one).
+HOLDOUT_BUNDLE = "holdout_bundle"
 
 #: Aliases MLflow accepts, minus its reserved ``latest`` and ``v<digits>`` (those name versions).
 _ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")
@@ -84,6 +86,22 @@ def download_bundle(client: MlflowClient, name: str, version: int, dest: Path) -
     private_dir(dest)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest)))
     return _bundle_in(local)
+
+
+def load_holdout_bundle(client: MlflowClient, name: str, version: int, cache_dir: Path) -> Bundle | None:
+    """The bundle the training run of ``version`` fitted without its holdout, or None where it logged none.
+
+    Its ``trained_as_of`` is where the holdout starts: rows from there on are out of its sample, so a decision
+    procedure can be evaluated on them although the registered version was refitted on every row.
+    """
+    target = cache_dir / name / f"{version}-{HOLDOUT_BUNDLE}"
+    if not (target / HOLDOUT_BUNDLE / META_FILE).is_file():
+        run_id = client.get_model_version(name, str(version)).run_id
+        if not run_id or not any(f.path == HOLDOUT_BUNDLE for f in client.list_artifacts(run_id)):
+            return None
+        private_dir(target)
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=HOLDOUT_BUNDLE, dst_path=str(target))
+    return open_bundle(target / HOLDOUT_BUNDLE)
 
 
 def _bundle_in(model_dir: Path) -> Path:

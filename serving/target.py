@@ -6,7 +6,8 @@ for each customer (CONTRACT §2: the uplift in acceptance the offer causes for t
 times its value, minus its cost; :func:`score_pairs`), keep the offers the served policy may give, drop customers
 the contact policy holds back (holdout, opt-out, caps counted from the decision log), choose at most one offer per
 customer under the budget (a multiple-choice knapsack, see :func:`knapsack`), write the campaign file atomically,
-log the picks as decisions (channel ``campaign``) and the run to MLflow with the baselines of :func:`evaluate`.
+log the picks as decisions (channel ``campaign``) and the run to MLflow with the baselines of
+:func:`evaluate_baselines`.
 
 Whom to contact is ranked by the customer's own value saved even when the served offer policy is one offer for
 all: that policy says which offer to give, not who is worth contacting (an average uplift ranks nobody).
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -482,10 +483,7 @@ def run_target(
         finally:
             dlog.close()
         logged = len(records)
-    n_known = len(frame)
-    evaluation = evaluate(
-        con, models, _eval_cut(models, t, eval_window_days), budget / max(n_known, 1), eval_window_days, seed
-    )
+    evaluation = evaluate_baselines(con, settings, models, t, budget / max(len(frame), 1), eval_window_days, seed)
     result = TargetResult(
         campaign=campaign,
         as_of=t,
@@ -499,6 +497,55 @@ def run_target(
     )
     result.run_id = _log_run(settings, result, models, dry_run, len(held))
     return result
+
+
+def evaluate_baselines(
+    con: Any,
+    settings: Settings,
+    models: Champions,
+    t: datetime,
+    budget_per_customer: float,
+    window_days: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`evaluate` out of sample: after the offer model's training data, else on its training holdout.
+
+    The offers logged in the ``window_days`` after the champion's training data are preferred: the champion itself
+    decides them. Where there are too few (``target`` right after ``train`` on the same data), the offer model's
+    training holdout is used, decided by the bundle the training run fitted without it
+    (:func:`features.registry.load_holdout_bundle`), since the registered version was refitted on those offers.
+    ``on`` says which. Churn and CLTV are the champions either way: they rank the baselines, so whatever they saw
+    favours the baselines, not ``target``.
+    """
+    after = evaluate(con, models, _eval_cut(models, t, window_days), budget_per_customer, window_days, seed)
+    if "skipped" not in after:
+        after["on"] = "offers logged after the offer model's training data, decided by the champion"
+        return after
+    holdout = _holdout_models(settings, models)
+    if holdout is None:
+        return after
+    start = datetime.fromisoformat(str(holdout.nbo.meta.trained_as_of))
+    end = datetime.fromisoformat(str(models.nbo.meta.trained_as_of))
+    out = evaluate(con, holdout, start, budget_per_customer, max(1, (end - start).days), seed)
+    if "skipped" in out:
+        return {"skipped": f"{after['skipped']}; on the offer model's training holdout: {out['skipped']}"}
+    out["on"] = (
+        f"the offer model's training holdout (offers from {start:%Y-%m-%d} to {end:%Y-%m-%d}), decided by the offer "
+        "model its training run fitted without them"
+    )
+    return out
+
+
+def _holdout_models(settings: Settings, models: Champions) -> Champions | None:
+    """``models`` with the offer champion replaced by the bundle fitted without its holdout, where one was logged."""
+    version = models.versions.get(NEXT_BEST_OFFER.name)
+    if version is None:
+        return None
+    client = registry.configure(settings)
+    bundle = registry.load_holdout_bundle(client, NEXT_BEST_OFFER.name, version, settings.home / "models")
+    if bundle is None or not bundle.meta.trained_as_of:
+        return None
+    return replace(models, nbo=bundle)
 
 
 def _eval_cut(models: Champions, t: datetime, window_days: int) -> datetime:
@@ -538,6 +585,7 @@ def _log_run(settings: Settings, result: TargetResult, models: Champions, dry_ru
             mlflow.set_tag("baselines", ev["skipped"])
         else:
             mlflow.set_tag("baselines_in_sample", str(ev["in_sample"]))
+            mlflow.set_tag("baselines_on", ev["on"])
             mlflow.set_tag("best_single_offer", ev["best_single_offer"])
             for p in POLICIES:
                 est: Estimate = ev[p]["per_customer"]

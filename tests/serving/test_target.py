@@ -114,6 +114,45 @@ def test_target_respects_budget_policy_and_beats_baselines(tmp_path: Path, train
     assert result.overall.cost.value == pytest.approx(first.spent)
 
 
+@pytest.mark.slow  # trains and registers three models, MLflow runs
+def test_right_after_training_the_baselines_are_evaluated_on_the_offer_models_holdout(
+    tmp_path: Path, trained: tuple[Path, Settings]
+) -> None:
+    """No offer logged after the training data (``target`` run on the data the models were trained on): the
+    comparison uses the newest offer window the training held out, decided by the bundle fitted without it."""
+    import shutil
+
+    import mlflow
+
+    from features import registry
+    from serving.target import load_champions
+
+    data, settings = trained
+    # The same data without the offers logged after T: what `train` then `target` on one data set sees.
+    before = tmp_path / "data"
+    shutil.copytree(data, before)
+    offers = pd.read_parquet(before / "offers.parquet")
+    offers[offers["ts"] < T].to_parquet(before / "offers.parquet", index=False)
+    result = run_target(before, T, 300.0, tmp_path / "c.csv", settings, dry_run=True)
+    ev = result.evaluation
+    assert "skipped" not in ev and not ev["in_sample"] and "training holdout" in ev["on"]
+    holdout = registry.load_holdout_bundle(
+        registry.configure(settings),
+        "next_best_offer",
+        load_champions(settings).versions["next_best_offer"],
+        tmp_path / "cache",
+    )
+    assert holdout is not None and datetime.fromisoformat(str(holdout.meta.trained_as_of)) < T
+    assert ev["cut"] == holdout.meta.trained_as_of and ev["customers"] >= 100
+    # The campaign's own choice beats targeting the highest churn risk there (futility: Ascarza 2018).
+    assert ev["diff_churn_risk"].value > 0, ev["diff_churn_risk"]
+    run = mlflow.get_run(result.run_id)
+    assert "training holdout" in run.data.tags["baselines_on"]
+    assert {"dr_gain_over_cltv", "expected_value_saved_dr_low", "expected_value_saved_dr_high"} <= set(run.data.metrics)
+    # Only the offer model logs one; a version without it says so with None.
+    assert registry.load_holdout_bundle(registry.configure(settings), "churn", 1, tmp_path / "cache") is None
+
+
 def _planted_offers(n: int, seed: int) -> pd.DataFrame:
     """Randomised none / a: a lifts acceptance by 0.4 where x0 > 0.5 only (about 30% of customers), else nothing."""
     rng = np.random.default_rng(seed)

@@ -24,6 +24,7 @@ import xgboost as xgb
 from features.data import LoadReport
 from features.kinds import ModelKind
 from features.pipeline import FeatureConfig, build_snapshots, data_start
+from features.registry import HOLDOUT_BUNDLE
 from features.scoring import Bundle, Encoder
 from training import registry
 from training.config import TrainConfig
@@ -245,11 +246,24 @@ class Job:
             params=params,
         )
 
-    def register(self, bundle: Bundle) -> tuple[int, str]:
-        """Log ``bundle`` to the active run as a new version of its kind; return the version and its alias."""
-        bundle.meta.trained_as_of = self.as_of.isoformat()
+    def _stamp(self, bundle: Bundle, trained_as_of: datetime) -> None:
+        bundle.meta.trained_as_of = trained_as_of.isoformat()
         bundle.meta.feature_set_version = self.feat_cfg.feature_set_version
         bundle.meta.response_window_days = self.feat_cfg.response_window_days
+
+    def log_holdout_bundle(self, bundle: Bundle, holdout_start: datetime) -> None:
+        """Log ``bundle``, fitted on the rows before ``holdout_start`` only, beside the version the run registers.
+
+        ``cxpredict target`` evaluates its decisions against the baselines on the holdout with it
+        (:func:`features.registry.load_holdout_bundle`): the registered version saw those rows.
+        """
+        self._stamp(bundle, holdout_start)
+        path = bundle.save(self.tmp / f"{bundle.kind}_{HOLDOUT_BUNDLE}")
+        mlflow.log_artifacts(str(path), HOLDOUT_BUNDLE)
+
+    def register(self, bundle: Bundle) -> tuple[int, str]:
+        """Log ``bundle`` to the active run as a new version of its kind; return the version and its alias."""
+        self._stamp(bundle, self.as_of)
         path = bundle.save(self.tmp / f"{bundle.kind}_bundle")
         _log_dropped(bundle.encoder)
         version = registry.log_bundle(path, bundle.kind, self.feat_cfg.feature_set_version)

@@ -78,6 +78,9 @@ class OfferTrainer(Trainer):
                 log_table(ev.values, "policy_values.csv", job.tmp)
             if ev.qini_curves:
                 mlflow.log_artifact(str(plots.qini_plot(ev.qini_curves, job.tmp)), "plots")
+            if split == "time":
+                # The offer model fitted without the newest window: `target` evaluates its choices on that window.
+                job.log_holdout_bundle(trained.eval_bundle, pd.Timestamp(snaps[-1]).to_pydatetime())
             version, alias = job.register(final)
             notes = (
                 []
