@@ -71,6 +71,27 @@ def test_draws_table_needs_two_draws_with_targeting(bench: ModuleType) -> None:
     assert bench.draws_table([one, bench.Result("synthetic", seed=1)]) is None
 
 
+def test_window_mean_pools_each_rows_windows_and_averages_the_truth(bench: ModuleType) -> None:
+    newest, older = _targeting(bench, 4.0), _targeting(bench, -2.0)
+    older.index = [(f"older {b}", p) for b, p in older.index]  # budget amounts differ between windows
+    newest["target minus policy (true)"], older["target minus policy (true)"] = 3.0, 1.0
+    mean = bench.window_mean([newest, older])
+    assert list(mean.index) == list(newest.index)
+    row = mean.loc[(newest.index[1][0], bench.TARGET_NAMES["cltv"])]
+    # Two windows, each +-1 at 95%: the mean +1 has a half-width of sqrt(2) / 2.
+    assert row["target minus policy"] == pytest.approx(1.0)
+    assert row["diff high_95"] - row["target minus policy"] == pytest.approx(np.sqrt(2) / 2)
+    assert row["target minus policy (true)"] == pytest.approx(2.0)
+    del older["target minus policy (true)"]
+    assert "target minus policy (true)" not in bench.window_mean([newest, older]).columns
+    # A draw with one window has nothing to pool: the section is left out.
+    one = bench.Result("synthetic", seed=7, targeting=newest, targeting_windows=[newest])
+    assert bench.windows_section([one]) == []
+    two = [bench.Result("synthetic", seed=s, targeting=newest, targeting_windows=[newest, older]) for s in (7, 1)]
+    text = "\n".join(bench.windows_section(two))
+    assert "rolling origin" in text and "+1.0 [" in text
+
+
 def test_true_value_saved_is_the_uplift_times_value_minus_cost_of_the_contacted(bench: ModuleType) -> None:
     ts = pd.Timestamp("2024-11-02 10:00:00")
     frame = pd.DataFrame({"customer_id": ["a", "b", "c"], "offer_ts": [ts, ts, ts + pd.Timedelta(days=1)]})
