@@ -523,7 +523,10 @@ def evaluate_baselines(
         return after
     holdout = _holdout_models(settings, models)
     if holdout is None:
-        return after
+        return {
+            "skipped": f"{after['skipped']}, and the offer model logged no training holdout to evaluate on (it has "
+            "one only where its offers span several windows and were split in time)"
+        }
     start = datetime.fromisoformat(str(holdout.nbo.meta.trained_as_of))
     end = datetime.fromisoformat(str(models.nbo.meta.trained_as_of))
     out = evaluate(con, holdout, start, budget_per_customer, max(1, (end - start).days), seed)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import itertools
+import shutil
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+from features import registry
+from features.data import load_data_dir
 from features.policy import in_holdout
 from features.settings import Settings
 from features.synthetic import SyntheticConfig, generate, write_dataset
 from serving.decision_log import SQLiteDecisionLog
 from serving.outcomes import sync
 from serving.roi import roi
-from serving.target import COLUMNS, knapsack, run_target
+from serving.target import COLUMNS, evaluate_baselines, knapsack, load_champions, run_target
 
 T = datetime(2024, 10, 1)
 
@@ -120,13 +125,6 @@ def test_right_after_training_the_baselines_are_evaluated_on_the_offer_models_ho
 ) -> None:
     """No offer logged after the training data (``target`` run on the data the models were trained on): the
     comparison uses the newest offer window the training held out, decided by the bundle fitted without it."""
-    import shutil
-
-    import mlflow
-
-    from features import registry
-    from serving.target import load_champions
-
     data, settings = trained
     # The same data without the offers logged after T: what `train` then `target` on one data set sees.
     before = tmp_path / "data"
@@ -151,6 +149,10 @@ def test_right_after_training_the_baselines_are_evaluated_on_the_offer_models_ho
     assert {"dr_gain_over_cltv", "expected_value_saved_dr_low", "expected_value_saved_dr_high"} <= set(run.data.metrics)
     # Only the offer model logs one; a version without it says so with None.
     assert registry.load_holdout_bundle(registry.configure(settings), "churn", 1, tmp_path / "cache") is None
+    # Without one (a registry trained before it was logged), the skip says what is missing.
+    con, _ = load_data_dir(before)
+    bare = replace(load_champions(settings), versions={})
+    assert "no training holdout" in evaluate_baselines(con, settings, bare, T, 0.1, 30)["skipped"]
 
 
 def _planted_offers(n: int, seed: int) -> pd.DataFrame:
