@@ -955,19 +955,21 @@ def render(results: list[Result], command: str, total_seconds: float, draws: lis
 
 def windows_section(results: list[Result]) -> list[str]:
     """The targeting differences pooled over each draw's offer windows (rolling origin), estimated and true."""
-    runs = [replace(r, targeting=window_mean(r.targeting_windows)) for r in results if len(r.targeting_windows) > 1]
+    if not any(len(r.targeting_windows) > 1 for r in results):
+        return []
+    runs = [replace(r, targeting=window_mean(r.targeting_windows)) for r in results if r.targeting_windows]
     table = draws_table(runs)
     if table is None:
         return []
-    counts = sorted({len(r.targeting_windows) for r in results if len(r.targeting_windows) > 1})
+    counts = ", ".join(f"seed {r.seed}: {len(r.targeting_windows)}" for r in runs)
     lines = [
         "## synthetic: retention targeting over draws and offer windows (rolling origin)",
         "",
-        f"The same comparison on the newest {'/'.join(str(c) for c in counts)} offer windows of every draw: the "
-        "newest as above, and each earlier window decided by an offer model fitted on the windows before it only "
-        "(churn and CLTV rank the baselines as above). Only windows starting at or after the churn and CLTV "
-        "holdout cut-off T - H count: those models' training labels end there, and in an earlier window the "
-        "baselines would rank customers by outcomes the models were fitted on. "
+        f"The same comparison on up to {TARGET_WINDOWS} of the newest offer windows of every draw: the newest as "
+        "above, and each earlier window decided by an offer model fitted on the windows before it only (churn and "
+        "CLTV rank the baselines as above). Only windows starting at or after the churn and CLTV holdout cut-off "
+        "T - H count: those models' training labels end there, and in an earlier window the baselines would rank "
+        f"customers by outcomes the models were fitted on. Windows per draw ({counts}). "
         "Each cell: the mean over that draw's windows of `target`'s doubly robust value saved minus the "
         "baseline's (windows hold different logged offers, so the estimates are pooled as independent); the last "
         "columns pool the draws.",

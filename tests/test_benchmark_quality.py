@@ -90,6 +90,10 @@ def test_window_mean_pools_each_rows_windows_and_averages_the_truth(bench: Modul
     two = [bench.Result("synthetic", seed=s, targeting=newest, targeting_windows=[newest, older]) for s in (7, 1)]
     text = "\n".join(bench.windows_section(two))
     assert "rolling origin" in text and "+1.0 [" in text
+    # A draw with a single window from T - H on still counts, with that window alone.
+    single = bench.Result("synthetic", seed=3, targeting=newest, targeting_windows=[newest])
+    text = "\n".join(bench.windows_section([two[0], single]))
+    assert "seed 3: 1" in text and "mean of 2 draws" in text and "+4.0 [+3.0, +5.0]" in text
 
 
 def test_true_value_saved_is_the_uplift_times_value_minus_cost_of_the_contacted(bench: ModuleType) -> None:
