@@ -514,8 +514,9 @@ def evaluate_baselines(
     decides them. Where there are too few (``target`` right after ``train`` on the same data), the offer model's
     training holdout is used, decided by the bundle the training run fitted without it
     (:func:`features.registry.load_holdout_bundle`), since the registered version was refitted on those offers.
-    ``on`` says which. Churn and CLTV are the champions either way: they rank the baselines, so whatever they saw
-    favours the baselines, not ``target``.
+    ``on`` says which. Churn and CLTV are the champions either way, and only rank the baselines; on the training
+    holdout their training labels may cover the window, so those rankings may have seen its outcomes
+    (``in_sample`` speaks of the offer model only).
     """
     after = evaluate(con, models, _eval_cut(models, t, window_days), budget_per_customer, window_days, seed)
     if "skipped" not in after:
