@@ -503,7 +503,11 @@ def target_cmd(
         typer.echo(f"doubly robust value on {ev['customers']} logged offers from {ev['cut'][:10]}{note}, {ev['on']}:")
         for name in ("value_saved", "churn_risk", "cltv", "random"):
             est = ev[name]["total"]
-            typer.echo(f"  {name:<12} {est.value:>10,.2f}  [{est.low:,.2f}, {est.high:,.2f}]")
+            line = f"  {name:<12} {est.value:>10,.2f}  [{est.low:,.2f}, {est.high:,.2f}]"
+            if name != "value_saved":
+                gain = ev[f"diff_{name}"]
+                line += f"   target minus it {gain.value:+,.2f} [{gain.low:+,.2f}, {gain.high:+,.2f}]"
+            typer.echo(line)
     logged = "nothing logged (--dry-run)" if dry_run else f"{result.logged} decisions logged (channel campaign)"
     typer.echo(f"wrote {out}; {logged}; MLflow run {result.run_id}")
 

@@ -12,7 +12,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from cxpredict.cli import app
 from features import registry
 from features.data import load_data_dir
 from features.policy import in_holdout
@@ -147,6 +149,12 @@ def test_right_after_training_the_baselines_are_evaluated_on_the_offer_models_ho
     run = mlflow.get_run(result.run_id)
     assert "training holdout" in run.data.tags["baselines_on"]
     assert {"dr_gain_over_cltv", "expected_value_saved_dr_low", "expected_value_saved_dr_high"} <= set(run.data.metrics)
+    # The command says where it compared and by how much target leads each baseline.
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "CXPREDICT_HOME": str(settings.home)}
+    args = ["target", "--data", str(before), "--as-of", f"{T:%Y-%m-%d}", "--budget", "300", "--dry-run"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "cli.csv")], env=env)
+    assert res.exit_code == 0, res.output
+    assert "training holdout" in res.output and res.output.count("target minus it") == 3
     # Only the offer model logs one; a version without it says so with None.
     assert registry.load_holdout_bundle(registry.configure(settings), "churn", 1, tmp_path / "cache") is None
     # Without one (a registry trained before it was logged), the skip says what is missing.
