@@ -514,9 +514,10 @@ def evaluate_baselines(
     decides them. Where there are too few (``target`` right after ``train`` on the same data), the offer model's
     training holdout is used, decided by the bundle the training run fitted without it
     (:func:`features.registry.load_holdout_bundle`), since the registered version was refitted on those offers.
-    ``on`` says which. Churn and CLTV are the champions either way, and only rank the baselines; on the training
-    holdout their training labels may cover the window, so those rankings may have seen its outcomes
-    (``in_sample`` speaks of the offer model only).
+    ``on`` says which. On the training holdout, churn and CLTV (which rank the baselines) are their own holdout
+    bundles too where logged, fitted on labels that end at their holdout cut-off T - H, and ``on`` says whether
+    that is before the offers (else their rankings may have seen the outcomes; ``in_sample`` speaks of the offer
+    model only).
     """
     after = evaluate(con, models, _eval_cut(models, t, window_days), budget_per_customer, window_days, seed)
     if "skipped" not in after:
@@ -535,21 +536,46 @@ def evaluate_baselines(
         return {"skipped": f"{after['skipped']}; on the offer model's training holdout: {out['skipped']}"}
     out["on"] = (
         f"the offer model's training holdout (offers from {start:%Y-%m-%d} to {end:%Y-%m-%d}), decided by the offer "
-        "model its training run fitted without them"
+        "model its training run fitted without them" + _rankings_note(holdout, start)
     )
     return out
 
 
 def _holdout_models(settings: Settings, models: Champions) -> Champions | None:
-    """``models`` with the offer champion replaced by the bundle fitted without its holdout, where one was logged."""
-    version = models.versions.get(NEXT_BEST_OFFER.name)
-    if version is None:
-        return None
+    """``models`` with each champion replaced by the bundle its training run fitted without its holdout.
+
+    None without one for the offer model. Churn or CLTV without one keep their champion.
+    """
     client = registry.configure(settings)
-    bundle = registry.load_holdout_bundle(client, NEXT_BEST_OFFER.name, version, settings.home / "models")
-    if bundle is None or not bundle.meta.trained_as_of:
+    found = {}
+    for name, version in models.versions.items():
+        bundle = registry.load_holdout_bundle(client, name, version, settings.home / "models")
+        if bundle is not None and bundle.meta.trained_as_of:
+            found[name] = bundle
+    if NEXT_BEST_OFFER.name not in found:
         return None
-    return replace(models, nbo=bundle)
+    return replace(
+        models,
+        nbo=found[NEXT_BEST_OFFER.name],
+        churn=found.get(CHURN.name, models.churn),
+        cltv=found.get(CLTV.name, models.cltv),
+    )
+
+
+def _rankings_note(models: Champions, start: datetime) -> str:
+    """Whether churn and CLTV, which rank the baselines, were fitted on labels that end before ``start``."""
+    parts = []
+    for name, bundle in ((CHURN.name, models.churn), (CLTV.name, models.cltv)):
+        if bundle is None:
+            continue
+        trained = bundle.meta.trained_as_of
+        clean = trained is not None and datetime.fromisoformat(str(trained)) <= start
+        parts.append(
+            f"{name} by a model whose training labels end {str(trained)[:10]}"
+            if clean
+            else f"{name} by a model trained on data that covers these offers"
+        )
+    return "; the baselines rank " + " and ".join(parts) if parts else ""
 
 
 def _eval_cut(models: Champions, t: datetime, window_days: int) -> datetime:

@@ -144,6 +144,7 @@ def test_right_after_training_the_baselines_are_evaluated_on_the_offer_models_ho
     )
     assert holdout is not None and datetime.fromisoformat(str(holdout.meta.trained_as_of)) < T
     assert ev["cut"] == holdout.meta.trained_as_of and ev["customers"] >= 100
+    holdout_start = datetime.fromisoformat(str(holdout.meta.trained_as_of))
     # The campaign's own choice beats targeting the highest churn risk there (futility: Ascarza 2018).
     assert ev["diff_churn_risk"].value > 0, ev["diff_churn_risk"]
     run = mlflow.get_run(result.run_id)
@@ -155,8 +156,11 @@ def test_right_after_training_the_baselines_are_evaluated_on_the_offer_models_ho
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "cli.csv")], env=env)
     assert res.exit_code == 0, res.output
     assert "training holdout" in res.output and res.output.count("target minus it") == 3
-    # Only the offer model logs one; a version without it says so with None.
-    assert registry.load_holdout_bundle(registry.configure(settings), "churn", 1, tmp_path / "cache") is None
+    # Churn and CLTV log theirs too, fitted on labels that end at their holdout cut-off, before these offers.
+    for name in ("churn", "cltv"):
+        bundle = registry.load_holdout_bundle(registry.configure(settings), name, 1, tmp_path / "cache")
+        assert bundle is not None and datetime.fromisoformat(str(bundle.meta.trained_as_of)) <= holdout_start
+    assert "churn by a model whose training labels end" in ev["on"] and "cltv by a model" in ev["on"]
     # Without one (a registry trained before it was logged), the skip says what is missing.
     con, _ = load_data_dir(before)
     bare = replace(load_champions(settings), versions={})

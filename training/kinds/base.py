@@ -254,8 +254,9 @@ class Job:
     def log_holdout_bundle(self, bundle: Bundle, holdout_start: datetime) -> None:
         """Log ``bundle``, fitted on the rows before ``holdout_start`` only, beside the version the run registers.
 
-        ``cxpredict target`` evaluates its decisions against the baselines on the holdout with it
-        (:func:`features.registry.load_holdout_bundle`): the registered version saw those rows.
+        ``cxpredict target`` evaluates its decisions against the baselines on the offer model's holdout with the
+        three kinds' holdout bundles (:func:`features.registry.load_holdout_bundle`): the registered versions saw
+        those rows.
         """
         self._stamp(bundle, holdout_start)
         path = bundle.save(self.tmp / f"{bundle.kind}_{HOLDOUT_BUNDLE}")

@@ -156,6 +156,7 @@ class ChurnTrainer(Trainer):
             mlflow.set_tag("churn_calibration", (eval_bundle.meta.blend or {})["note"][:5000])
             for path in plots.churn_plots(y, p, tmp):
                 mlflow.log_artifact(str(path), "plots")
+            job.log_holdout_bundle(eval_bundle, snaps.holdout_cut)
             final = fit_churn(snaps.frame, config, encoder)
             log_trees(final)
             gains = final.boosters["main"].get_score(importance_type="total_gain")

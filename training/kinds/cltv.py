@@ -109,6 +109,7 @@ class CltvTrainer(Trainer):
             deciles = decile_table(hold.spend_h.to_numpy(), spend)
             log_table(deciles, "cltv_deciles.csv", tmp)
             mlflow.log_artifact(str(plots.decile_plot(deciles, tmp)), "plots")
+            job.log_holdout_bundle(eval_bundle, snaps.holdout_cut)
             scale_final, btyd, summary = btyd_scale(tx, as_of, config)
             bgnbd = bgnbd_metadata(btyd, summary)
             mlflow.log_params(
