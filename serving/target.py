@@ -547,7 +547,7 @@ def _holdout_models(settings: Settings, models: Champions) -> Champions | None:
     None without one for the offer model. Churn or CLTV without one keep their champion.
     """
     client = registry.configure(settings)
-    found = {}
+    found: dict[str, Bundle] = {}
     for name, version in models.versions.items():
         bundle = registry.load_holdout_bundle(client, name, version, settings.home / "models")
         if bundle is not None and bundle.meta.trained_as_of:
