@@ -47,9 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # First on the path: this folder's own serving.py (a benchmark) must not shadow the serving package.
 sys.path.insert(0, str(ROOT))
 
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from features.data import connect, load_data_dir  # noqa: E402
 from features.importers import run_import  # noqa: E402
@@ -58,8 +55,7 @@ from features.schema import CONTROL_OFFER  # noqa: E402
 from features.scoring import Encoder  # noqa: E402
 from features.synthetic import SyntheticConfig, generate_with_truth, write_dataset  # noqa: E402
 from serving.target import POLICIES, Champions, compare_targeting, score_pairs  # noqa: E402
-from training.btyd import BTYDModel, rfm_summary  # noqa: E402
-from training.calibration import expected_calibration_error  # noqa: E402
+from training.baselines import LABELS, BTYDAtCut, churn_baselines, churn_scores, cltv_baselines  # noqa: E402
 from training.cltv_model import daily_spend  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.metrics import churn_metrics, cltv_metrics  # noqa: E402
@@ -80,7 +76,6 @@ FOLDERS = {
     "complete-journey": "dunnhumby_complete_journey",
     "hillstrom": "hillstrom_email",
 }
-RFM_COLUMNS = ("recency_days", "frequency_365d", "monetary_365d")
 SYNTHETIC = SyntheticConfig(n_customers=5000, seed=7)
 #: Generator seeds of the extra synthetic draws: 1 to 11 but the main synthetic section's 7 (one draw's ~800
 #: holdout offers leave intervals too wide to tell the targeting policies apart; ten more narrow the pooled mean).
@@ -207,27 +202,19 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     y = hold.churned.to_numpy(dtype=int)
     x_hold = encoder.encode_frame(hold)
 
-    # BTYD on the transactions before the holdout cut-off (as training.train.btyd_scale does).
+    # BTYD on the purchases before the holdout cut-off, as the train run's baselines (training.baselines).
     t0 = time.perf_counter()
-    summary = rfm_summary(_transactions(con, holdout_cut), pd.Timestamp(holdout_cut))
-    btyd = BTYDModel().fit(summary)
-    prm = btyd.bg_.params_
-    alive = btyd.p_alive(summary)
+    btyd = BTYDAtCut.fit(_transactions(con, holdout_cut), holdout_cut)
+    prm = btyd.model.bg_.params_
+    alive = 1.0 - btyd.churn(hold.customer_id)
     res.info["BG/NBD fit before the holdout cut-off"] = (
         f"r={prm['r']:.3g}, alpha={prm['alpha']:.3g}, a={prm['a']:.3g}, b={prm['b']:.3g} "
         f"(mean dropout prob. per purchase a/(a+b)={prm['a'] / (prm['a'] + prm['b']):.2g}); "
-        f"P(alive) on the holdout population: min {alive.min():.4f}, median {alive.median():.4f}"
+        f"P(alive) on the holdout population: min {alive.min():.4f}, median {np.median(alive):.4f}"
     )
-    ids = hold.customer_id.astype(str)
-    summary.index = summary.index.astype(str)
-    p_dead = 1.0 - btyd.p_alive(summary)
-    btyd_churn = ids.map(p_dead)
-    btyd_spend = ids.map(btyd.predict_spend(summary, config.horizon_days))
-    missing = int(btyd_churn.isna().sum())
+    missing = int((~hold.customer_id.astype(str).isin(btyd.summary.index)).sum())
     if missing:
         res.notes.append(f"{missing} holdout customers missing from the BTYD summary got the mean prediction")
-    btyd_churn = btyd_churn.fillna(p_dead.mean()).to_numpy(float)
-    btyd_spend = btyd_spend.fillna(float(btyd_spend.mean())).to_numpy(float)
     res.timings["btyd"] = time.perf_counter() - t0
 
     # Churn.
@@ -236,26 +223,16 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     res.models["churn"] = model
     p_model = model.churn_probability(x_hold)
     res.info["churn trees kept (early stopping)"] = model.boosters["main"].num_boosted_rounds()
-    rfm = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=config.seed))
-    medians = train[list(RFM_COLUMNS)].median()
-    rfm.fit(train[list(RFM_COLUMNS)].fillna(medians).to_numpy(), train.churned.to_numpy(int))
-    p_rfm = rfm.predict_proba(hold[list(RFM_COLUMNS)].fillna(medians).to_numpy())[:, 1]
+    scores = {"model (XGBoost, calibrated)": p_model}
+    scores |= {LABELS[k]: p for k, p in churn_baselines(train, hold, btyd, config.seed).items()}
+    rows = {name: churn_scores(y, p) for name, p in scores.items()}
     recency = hold.recency_days.fillna(hold.recency_days.max()).to_numpy(float)
-    rows = {
-        "model (XGBoost, calibrated)": churn_metrics(y, p_model),
-        "RFM logistic regression": churn_metrics(y, p_rfm),
-        "BG/NBD 1 - P(alive)": churn_metrics(y, btyd_churn),
-        "recency alone (rank)": churn_metrics(y, _rank_score(recency)),
-    }
-    probs = {
-        "model (XGBoost, calibrated)": p_model,
-        "RFM logistic regression": p_rfm,
-        "BG/NBD 1 - P(alive)": btyd_churn,
-    }
-    for key, p in probs.items():
-        rows[key]["ece"] = expected_calibration_error(y, p)
     # Recency is a score, not a probability: only its ranking metrics mean anything.
-    rows["recency alone (rank)"].update({"brier": float("nan"), "log_loss": float("nan"), "ece": float("nan")})
+    rows["recency alone (rank)"] = churn_metrics(y, _rank_score(recency)) | {
+        "brier": float("nan"),
+        "log_loss": float("nan"),
+        "ece": float("nan"),
+    }
     res.churn = pd.DataFrame(rows).T[["roc_auc", "pr_auc", "brier", "ece", "lift_at_10pct"]]
     res.timings["churn"] = time.perf_counter() - t0
 
@@ -269,11 +246,9 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     res.info["cltv trees kept (early stopping)"] = cltv_bundle.boosters["main"].num_boosted_rounds()
     res.info["cltv total calibration"] = cltv_bundle.meta.spend_scale_note
     spend_model, _ = cltv_bundle.spend(x_hold)
-    rows = {
-        "model (XGBoost Tweedie)": cltv_metrics(actual, spend_model),
-        "last-period spend (monetary_90d)": cltv_metrics(actual, hold.monetary_90d.fillna(0).to_numpy(float)),
-        "BG/NBD + Gamma-Gamma": cltv_metrics(actual, btyd_spend),
-    }
+    spends = {"model (XGBoost Tweedie)": spend_model}
+    spends |= {LABELS[k]: v for k, v in cltv_baselines(hold, btyd, config.horizon_days).items()}
+    rows = {name: cltv_metrics(actual, v) for name, v in spends.items()}
     res.cltv = pd.DataFrame(rows).T[["normalized_gini", "spearman", "mae", "total_spend_error"]]
     res.timings["cltv"] = time.perf_counter() - t0
 
@@ -830,11 +805,12 @@ def render(results: list[Result], command: str, total_seconds: float, draws: lis
         "calendar window a year earlier over the training windows' a year earlier, 1 without that history). "
         "Default `TrainConfig` (seed 0, XGBoost at most 300 trees, depth 4 for CLTV, eta 0.05; churn and CLTV stop "
         "once 30 trees in a row bring no improvement on the newest training snapshot, the offer model fits all 300). "
-        "Baselines are scored on the same "
+        "Baselines (`training.baselines`, the same the train run logs beside each model) are scored on the same "
         "holdout rows: RFM logistic regression (standardized `recency_days`, `frequency_365d`, `monetary_365d`, "
         "fitted on the training snapshots), BG/NBD / Gamma-Gamma fitted on the transactions before the holdout "
-        "cut-off (customers missing from its summary get the mean prediction), recency alone (percentile rank: "
-        "it is a score, so Brier is n/a), and last-period spend (`monetary_90d` used as the 90-day prediction). "
+        "cut-off (customers missing from its summary get the mean prediction of those present), recency alone "
+        "(percentile rank: it is a score, so Brier is n/a), and last-period spend (`monetary_90d` used as the 90-day "
+        "prediction, returns counted as 0). "
         "ECE is the expected calibration error over 10 equal-count bins. "
         "CLTV is evaluated on the 90-day spend (`spend_h`). Next-best-offer numbers are those of "
         "`training.nbo.train_offer_policy`: S-, T-, X- and DR-learners are fitted on the training offers; each "

@@ -27,6 +27,7 @@ from features.pipeline import FeatureConfig, build_snapshots, data_start
 from features.registry import HOLDOUT_BUNDLE
 from features.scoring import Bundle, Encoder
 from training import registry
+from training.baselines import BTYDAtCut, Comparison
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,13 @@ def log_table(df: pd.DataFrame, name: str, out: Path) -> None:
     mlflow.log_artifact(str(path))
 
 
+def log_comparison(comparison: Comparison, out: Path) -> None:
+    """Log the holdout comparison with the baselines: their metrics, the table (``baselines.csv``), the verdict."""
+    mlflow.log_metrics(comparison.metrics)
+    log_table(comparison.table, "baselines.csv", out)
+    mlflow.set_tag("baselines_verdict", comparison.verdict[:5000])
+
+
 def warn_dropped(encoder: Encoder) -> None:
     """Say in the run's log which attributes were refused as features, and why (no values are named)."""
     for column, reason in encoder.dropped.items():
@@ -245,6 +253,27 @@ class Job:
             encoder=encoder,
             params=params,
         )
+
+    @functools.cached_property
+    def transactions(self) -> pd.DataFrame:
+        """``customer_id``, ``ts`` and ``amount`` of every transaction before T (read once per job)."""
+        return self.con.execute(
+            f"SELECT customer_id, ts, amount FROM transactions WHERE ts < TIMESTAMP '{self.as_of:%Y-%m-%d %H:%M:%S}'"
+        ).df()
+
+    @functools.cached_property
+    def holdout_btyd(self) -> BTYDAtCut | None:
+        """BG/NBD + Gamma-Gamma on the purchases before the holdout cut-off: the baselines, CLTV's horizon ratio.
+
+        None (said in the log) where it cannot be fitted, such as without a purchase before the cut-off.
+        """
+        cut = self.snapshots.holdout_cut
+        tx = self.transactions
+        try:
+            return BTYDAtCut.fit(tx[tx.ts < pd.Timestamp(cut)], cut)
+        except ValueError as exc:
+            log.warning("BG/NBD + Gamma-Gamma not fitted at the holdout cut-off %s: %s", f"{cut:%Y-%m-%d}", exc)
+            return None
 
     def _stamp(self, bundle: Bundle, trained_as_of: datetime) -> None:
         bundle.meta.trained_as_of = trained_as_of.isoformat()

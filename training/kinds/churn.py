@@ -14,7 +14,8 @@ from features.kinds import CHURN
 from features.kinds.churn import ChurnBundle, ChurnMeta
 from features.scoring import Encoder
 from training import churn_model, plots
-from training.calibration import expected_calibration_error, reliability_table
+from training.baselines import churn_baselines, churn_scores, compare_churn
+from training.calibration import reliability_table
 from training.config import TrainConfig
 from training.kinds.base import (
     Job,
@@ -22,11 +23,11 @@ from training.kinds.base import (
     Trainer,
     TrainingDataError,
     fit_booster,
+    log_comparison,
     log_table,
     log_trees,
     xgb_params,
 )
-from training.metrics import churn_metrics
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,10 @@ class ChurnTrainer(Trainer):
             y = hold.churned.to_numpy()
             if y.min() == y.max():
                 raise TrainingDataError("the holdout snapshot has no churners (or only churners): cannot evaluate")
-            metrics = churn_metrics(y, p)
-            metrics["ece"] = expected_calibration_error(y, p)
+            metrics = churn_scores(y, p)
             mlflow.log_metrics(metrics)
+            vs = compare_churn(y, metrics, churn_baselines(train, hold, job.holdout_btyd, config.seed))
+            log_comparison(vs, tmp)
             log_table(reliability_table(y, p), "reliability_table.csv", tmp)
             mlflow.set_tag("churn_calibration", (eval_bundle.meta.blend or {})["note"][:5000])
             for path in plots.churn_plots(y, p, tmp):
@@ -163,4 +165,4 @@ class ChurnTrainer(Trainer):
             names = final.input_columns
             mlflow.log_artifact(str(plots.importance_plot(names, gains, tmp, self.kind.name)), "plots")
             version, alias = job.register(final)
-            return ModelResult(self.kind.name, version, alias, metrics)
+            return ModelResult(self.kind.name, version, alias, metrics, notes=[f"holdout {vs.verdict}"])

@@ -13,9 +13,10 @@ from features.kinds import CLTV
 from features.kinds.cltv import VALUE_BOOSTER, CltvBundle
 from features.scoring import Encoder
 from training import cltv_model, plots
-from training.btyd import BTYDModel, bgnbd_metadata, rfm_summary
+from training.baselines import BTYDAtCut, cltv_baselines, compare_cltv
+from training.btyd import BTYDModel, bgnbd_metadata
 from training.config import TrainConfig
-from training.kinds.base import Job, ModelResult, Trainer, fit_booster, log_table, log_trees
+from training.kinds.base import Job, ModelResult, Trainer, fit_booster, log_comparison, log_table, log_trees
 from training.metrics import cltv_metrics, decile_table
 
 
@@ -67,13 +68,19 @@ def spend_total_scale(frame: pd.DataFrame, config: TrainConfig, daily: pd.Series
     return level.scale, level.note
 
 
+def btyd_ratio(fitted: BTYDAtCut | None, config: TrainConfig) -> float:
+    """Ratio of BG/NBD + Gamma-Gamma value over the CLTV horizon to value over H (the horizons' ratio without it)."""
+    if fitted is None:
+        return config.cltv_horizon_days / config.horizon_days
+    short = float(np.sum(fitted.model.predict_spend(fitted.summary, config.horizon_days)))
+    long = float(np.sum(fitted.model.predict_clv(fitted.summary, config.cltv_horizon_days)))
+    return long / short if short > 0 else config.cltv_horizon_days / config.horizon_days
+
+
 def btyd_scale(transactions: pd.DataFrame, as_of: datetime, config: TrainConfig) -> tuple[float, BTYDModel, Any]:
-    """Ratio of BG/NBD + Gamma-Gamma value over the CLTV horizon to value over H, fitted on data before T."""
-    summary = rfm_summary(transactions, pd.Timestamp(as_of))
-    model = BTYDModel().fit(summary)
-    short = float(np.sum(model.predict_spend(summary, config.horizon_days)))
-    long = float(np.sum(model.predict_clv(summary, config.cltv_horizon_days)))
-    return (long / short if short > 0 else config.cltv_horizon_days / config.horizon_days), model, summary
+    """:func:`btyd_ratio` of a BG/NBD + Gamma-Gamma fitted on ``transactions`` before ``as_of``; model; summary."""
+    fitted = BTYDAtCut.fit(transactions, as_of)
+    return btyd_ratio(fitted, config), fitted.model, fitted.summary
 
 
 class CltvTrainer(Trainer):
@@ -94,17 +101,18 @@ class CltvTrainer(Trainer):
         )
         with mlflow.start_run(run_name=self.kind.name, nested=True):
             mlflow.log_params(snaps.params | {"cltv_horizon_days": config.cltv_horizon_days})
-            tx = job.con.execute(
-                f"SELECT customer_id, ts, amount FROM transactions WHERE ts < TIMESTAMP '{as_of:%Y-%m-%d %H:%M:%S}'"
-            ).df()
+            tx = job.transactions
             observed = frame.cltv_observed.astype(bool)
             method = "model" if observed.sum() >= config.min_customers * 2 else "btyd_ratio"
-            scale, _, _ = btyd_scale(tx[tx.ts < pd.Timestamp(holdout_cut)], holdout_cut, config)
+            scale = btyd_ratio(job.holdout_btyd, config)
             daily_hold = cltv_model.daily_spend(tx[tx.ts < pd.Timestamp(holdout_cut)])
             eval_bundle = fit_cltv(train, config, encoder, scale, method, daily_hold)
             spend, _ = eval_bundle.spend(encoder.encode_frame(hold))
-            metrics = cltv_metrics(hold.spend_h.to_numpy(), spend)
+            actual = hold.spend_h.to_numpy(float)
+            metrics = cltv_metrics(actual, spend)
             mlflow.log_metrics(metrics)
+            vs = compare_cltv(actual, metrics, cltv_baselines(hold, job.holdout_btyd, config.horizon_days))
+            log_comparison(vs, tmp)
             mlflow.set_tag("spend_scale_note", (eval_bundle.meta.spend_scale_note or "")[:5000])
             deciles = decile_table(hold.spend_h.to_numpy(), spend)
             log_table(deciles, "cltv_deciles.csv", tmp)
@@ -132,4 +140,4 @@ class CltvTrainer(Trainer):
             mlflow.log_param("spend_scale", round(float(final.meta.spend_scale), 6))
             log_trees(final)
             version, alias = job.register(final)
-            return ModelResult(self.kind.name, version, alias, metrics, notes=[note])
+            return ModelResult(self.kind.name, version, alias, metrics, notes=[note, f"holdout {vs.verdict}"])

@@ -1,0 +1,181 @@
+"""The baselines a data scientist tries first, scored on the same holdout rows as the churn and CLTV models.
+
+Churn (probabilities of churning within H days):
+
+* ``rfm_logit``: a logistic regression on the standardized ``recency_days``, ``frequency_365d`` and
+  ``monetary_365d`` (missing values take the training medians), fitted on the training snapshots' rows;
+* ``bgnbd``: ``1 - P(alive)`` of a BG/NBD fitted on the purchases before the holdout cut-off
+  (Fader, Hardie & Lee 2005, "Counting Your Customers the Easy Way").
+
+CLTV (spend over the next H days):
+
+* ``last_period``: the last 90 days' spend carried forward (``monetary_90d``, times H / 90);
+* ``bgnbd_gg``: BG/NBD expected purchases times the Gamma-Gamma expected value per purchase, fitted on the
+  purchases before the holdout cut-off (Fader, Hardie & Lee 2005, "RFM and CLV: Using Iso-Value Curves").
+
+A holdout customer without a purchase before the cut-off is absent from the BG/NBD summary and gets the mean
+BG/NBD prediction of the holdout customers who have one. :func:`compare` sets the model's metrics beside the
+baselines' and says, per metric, where the model is ahead or behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from training.btyd import BTYDModel, rfm_summary
+from training.calibration import expected_calibration_error
+from training.metrics import churn_metrics, cltv_metrics
+
+#: The RFM logistic regression's inputs.
+RFM_COLUMNS = ("recency_days", "frequency_365d", "monetary_365d")
+#: Each baseline's name in metric keys (``baseline_<name>_<metric>``) and how a report calls it.
+LABELS = {
+    "rfm_logit": "RFM logistic regression",
+    "bgnbd": "BG/NBD 1 - P(alive)",
+    "last_period": "last-period spend (monetary_90d)",
+    "bgnbd_gg": "BG/NBD + Gamma-Gamma",
+}
+#: Metrics compared with the baselines and whether higher is better (total spend error: closer to 0 is better).
+CHURN_METRICS = {"roc_auc": True, "pr_auc": True, "brier": False, "log_loss": False, "ece": False}
+CLTV_METRICS = {"normalized_gini": True, "spearman": True, "mae": False, "total_spend_error": False}
+
+
+@dataclass(frozen=True)
+class BTYDAtCut:
+    """A BG/NBD + Gamma-Gamma fitted on the purchases before ``cut``, with the summary it was fitted on.
+
+    Attributes:
+        model: The fitted model.
+        summary: :func:`training.btyd.rfm_summary` at ``cut``, indexed by customer id (str).
+        cut: The cut-off.
+    """
+
+    model: BTYDModel
+    summary: pd.DataFrame
+    cut: datetime
+
+    @classmethod
+    def fit(cls, transactions: pd.DataFrame, cut: datetime) -> BTYDAtCut:
+        """Fit on ``transactions`` (``customer_id``, ``ts``, ``amount``) before ``cut``.
+
+        Raises:
+            ValueError: No purchase before ``cut``, or either fit failed.
+        """
+        summary = rfm_summary(transactions, pd.Timestamp(cut))
+        summary.index = summary.index.astype(str)
+        return cls(BTYDModel().fit(summary), summary, cut)
+
+    def churn(self, ids: pd.Series) -> np.ndarray:
+        """``1 - P(alive)`` per id (the mean for ids without a purchase before the cut-off)."""
+        return _per_customer(1.0 - self.model.p_alive(self.summary), ids)
+
+    def spend(self, ids: pd.Series, horizon_days: int) -> np.ndarray:
+        """Expected spend over the next ``horizon_days`` per id (the mean for ids without a purchase)."""
+        return _per_customer(self.model.predict_spend(self.summary, horizon_days), ids)
+
+
+def _per_customer(values: pd.Series, ids: pd.Series) -> np.ndarray:
+    out = ids.astype(str).map(values)
+    return out.fillna(float(out.mean()) if out.notna().any() else 0.0).to_numpy(float)
+
+
+def rfm_logit(train: pd.DataFrame, hold: pd.DataFrame, seed: int) -> np.ndarray:
+    """Churn probabilities of the RFM logistic regression fitted on ``train`` (``churned``), for ``hold``'s rows."""
+    cols = list(RFM_COLUMNS)
+    medians = train[cols].median().fillna(0.0)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    model.fit(train[cols].fillna(medians).to_numpy(float), train.churned.to_numpy(int))
+    return model.predict_proba(hold[cols].fillna(medians).to_numpy(float))[:, 1]
+
+
+def churn_baselines(
+    train: pd.DataFrame, hold: pd.DataFrame, btyd: BTYDAtCut | None, seed: int
+) -> dict[str, np.ndarray]:
+    """Each churn baseline's probabilities for ``hold``'s rows (``bgnbd`` only with a fitted BG/NBD)."""
+    out = {"rfm_logit": rfm_logit(train, hold, seed)}
+    if btyd is not None:
+        out["bgnbd"] = btyd.churn(hold.customer_id)
+    return out
+
+
+def cltv_baselines(hold: pd.DataFrame, btyd: BTYDAtCut | None, horizon_days: int) -> dict[str, np.ndarray]:
+    """Each CLTV baseline's spend over ``horizon_days`` for ``hold``'s rows (``bgnbd_gg`` only with a BG/NBD)."""
+    last = hold.monetary_90d.fillna(0.0).clip(lower=0.0).to_numpy(float) * (horizon_days / 90.0)
+    out = {"last_period": last}
+    if btyd is not None:
+        out["bgnbd_gg"] = btyd.spend(hold.customer_id, horizon_days)
+    return out
+
+
+def churn_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """The churn metrics (:func:`training.metrics.churn_metrics`) and the expected calibration error."""
+    return {**churn_metrics(y, p), "ece": expected_calibration_error(y, p)}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The model's holdout metrics beside each baseline's.
+
+    Attributes:
+        table: One row per scorer (``model`` first, then the baselines by name), one column per metric.
+        metrics: The baselines' metrics as MLflow keys, ``baseline_<name>_<metric>``.
+        verdict: Per baseline, the metrics where the model is ahead, behind and level, in a sentence.
+        behind: ``(baseline, metric)`` pairs where the model is behind.
+    """
+
+    table: pd.DataFrame
+    metrics: dict[str, float]
+    verdict: str
+    behind: list[tuple[str, str]]
+
+
+def compare(model: dict[str, float], baselines: dict[str, dict[str, float]], better: dict[str, bool]) -> Comparison:
+    """Set ``model``'s metrics beside each baseline's on the metrics in ``better`` (True: higher is better).
+
+    A metric named ``total_spend_error`` is compared by its distance from 0.
+    """
+    rows = {"model": {m: model[m] for m in better}}
+    rows |= {name: {m: values[m] for m in better} for name, values in baselines.items()}
+    metrics = {
+        f"baseline_{name}_{m}": float(v) for name, values in rows.items() if name != "model" for m, v in values.items()
+    }
+    behind: list[tuple[str, str]] = []
+    parts = []
+    for name, values in baselines.items():
+        ahead, lost, level = [], [], []
+        for m, higher in better.items():
+            mine, theirs = _oriented(m, model[m]), _oriented(m, values[m])
+            if np.isnan(mine) or np.isnan(theirs):
+                continue
+            if mine == theirs:
+                level.append(m)
+            elif (mine > theirs) == higher:
+                ahead.append(m)
+            else:
+                lost.append(m)
+                behind.append((name, m))
+        text = f"vs {name}: ahead on {', '.join(ahead) or 'nothing'}"
+        text += f"; behind on {', '.join(lost)}" if lost else ""
+        parts.append(text + (f"; level on {', '.join(level)}" if level else ""))
+    return Comparison(pd.DataFrame(rows).T, metrics, " | ".join(parts), behind)
+
+
+def _oriented(metric: str, value: float) -> float:
+    return abs(value) if metric == "total_spend_error" else float(value)
+
+
+def compare_churn(y: np.ndarray, model: dict[str, float], baselines: dict[str, np.ndarray]) -> Comparison:
+    """The churn model's holdout metrics (:func:`churn_scores`) beside each churn baseline's."""
+    return compare(model, {name: churn_scores(y, p) for name, p in baselines.items()}, CHURN_METRICS)
+
+
+def compare_cltv(actual: np.ndarray, model: dict[str, float], baselines: dict[str, np.ndarray]) -> Comparison:
+    """The CLTV model's holdout spend metrics (:func:`training.metrics.cltv_metrics`) beside each CLTV baseline's."""
+    return compare(model, {name: cltv_metrics(actual, s) for name, s in baselines.items()}, CLTV_METRICS)
