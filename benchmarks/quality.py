@@ -55,7 +55,7 @@ from features.schema import CONTROL_OFFER  # noqa: E402
 from features.scoring import Encoder  # noqa: E402
 from features.synthetic import SyntheticConfig, generate_with_truth, write_dataset  # noqa: E402
 from serving.target import POLICIES, Champions, compare_targeting, score_pairs  # noqa: E402
-from training.baselines import LABELS, BTYDAtCut, churn_baselines, churn_scores, cltv_baselines  # noqa: E402
+from training.baselines import LABELS, BTYDAtCut, churn_baselines, cltv_baselines  # noqa: E402
 from training.cltv_model import daily_spend  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.metrics import churn_metrics, cltv_metrics  # noqa: E402
@@ -225,7 +225,7 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     res.info["churn trees kept (early stopping)"] = model.boosters["main"].num_boosted_rounds()
     scores = {"model (XGBoost, calibrated)": p_model}
     scores |= {LABELS[k]: p for k, p in churn_baselines(train, hold, btyd, config.seed).items()}
-    rows = {name: churn_scores(y, p) for name, p in scores.items()}
+    rows = {name: churn_metrics(y, p) for name, p in scores.items()}
     recency = hold.recency_days.fillna(hold.recency_days.max()).to_numpy(float)
     # Recency is a score, not a probability: only its ranking metrics mean anything.
     rows["recency alone (rank)"] = churn_metrics(y, _rank_score(recency)) | {

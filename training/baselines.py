@@ -30,7 +30,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from training.btyd import BTYDModel, rfm_summary
-from training.calibration import expected_calibration_error
 from training.metrics import churn_metrics, cltv_metrics
 
 #: The RFM logistic regression's inputs.
@@ -114,11 +113,6 @@ def cltv_baselines(hold: pd.DataFrame, btyd: BTYDAtCut | None, horizon_days: int
     return out
 
 
-def churn_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """The churn metrics (:func:`training.metrics.churn_metrics`) and the expected calibration error."""
-    return {**churn_metrics(y, p), "ece": expected_calibration_error(y, p)}
-
-
 @dataclass(frozen=True)
 class Comparison:
     """The model's holdout metrics beside each baseline's.
@@ -172,8 +166,8 @@ def _oriented(metric: str, value: float) -> float:
 
 
 def compare_churn(y: np.ndarray, model: dict[str, float], baselines: dict[str, np.ndarray]) -> Comparison:
-    """The churn model's holdout metrics (:func:`churn_scores`) beside each churn baseline's."""
-    return compare(model, {name: churn_scores(y, p) for name, p in baselines.items()}, CHURN_METRICS)
+    """The churn model's holdout metrics (:func:`training.metrics.churn_metrics`) beside each churn baseline's."""
+    return compare(model, {name: churn_metrics(y, p) for name, p in baselines.items()}, CHURN_METRICS)
 
 
 def compare_cltv(actual: np.ndarray, model: dict[str, float], baselines: dict[str, np.ndarray]) -> Comparison:

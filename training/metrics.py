@@ -7,6 +7,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from training.calibration import expected_calibration_error
+
 
 def lift_at(y: np.ndarray, score: np.ndarray, fraction: float = 0.1) -> float:
     """Churn rate among the top ``fraction`` by score divided by the overall churn rate."""
@@ -17,9 +19,10 @@ def lift_at(y: np.ndarray, score: np.ndarray, fraction: float = 0.1) -> float:
 
 
 def churn_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, log loss, Brier score and lift in the top 10% for churn probabilities ``p``."""
+    """ROC-AUC, PR-AUC, log loss, Brier score, lift in the top 10% and expected calibration error of ``p``."""
     y = np.asarray(y, dtype=int)
-    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    raw = np.asarray(p, dtype=float)
+    p = np.clip(raw, 1e-6, 1 - 1e-6)
     return {
         "roc_auc": float(roc_auc_score(y, p)),
         "pr_auc": float(average_precision_score(y, p)),
@@ -27,6 +30,7 @@ def churn_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "brier": float(brier_score_loss(y, p)),
         "lift_at_10pct": lift_at(y, p, 0.1),
         "base_rate": float(y.mean()),
+        "ece": expected_calibration_error(y, raw),
     }
 
 

@@ -27,7 +27,7 @@ def test_demo_then_predict_and_evaluate(tmp_path, monkeypatch):
 
     ev = runner.invoke(app, ["evaluate", "--data", "d", "--as-of", "2024-09-01"], env=env)
     assert ev.exit_code == 0, ev.output
-    assert "roc_auc=" in ev.output and "IN-SAMPLE" in ev.output
+    assert "roc_auc=" in ev.output and "ece=" in ev.output and "IN-SAMPLE" in ev.output
     late = runner.invoke(app, ["evaluate", "--data", "d", "--as-of", "2024-12-01"], env=env)
     assert late.exit_code == 2 and "outcome window" in late.output
 

@@ -14,7 +14,7 @@ from features.kinds import CHURN
 from features.kinds.churn import ChurnBundle, ChurnMeta
 from features.scoring import Encoder
 from training import churn_model, plots
-from training.baselines import churn_baselines, churn_scores, compare_churn
+from training.baselines import churn_baselines, compare_churn
 from training.calibration import reliability_table
 from training.config import TrainConfig
 from training.kinds.base import (
@@ -28,6 +28,7 @@ from training.kinds.base import (
     log_trees,
     xgb_params,
 )
+from training.metrics import churn_metrics
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class ChurnTrainer(Trainer):
             y = hold.churned.to_numpy()
             if y.min() == y.max():
                 raise TrainingDataError("the holdout snapshot has no churners (or only churners): cannot evaluate")
-            metrics = churn_scores(y, p)
+            metrics = churn_metrics(y, p)
             mlflow.log_metrics(metrics)
             vs = compare_churn(y, metrics, churn_baselines(train, hold, job.holdout_btyd, config.seed))
             log_comparison(vs, tmp)
