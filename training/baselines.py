@@ -120,14 +120,19 @@ class Comparison:
     Attributes:
         table: One row per scorer (``model`` first, then the baselines by name), one column per metric.
         metrics: The baselines' metrics as MLflow keys, ``baseline_<name>_<metric>``.
-        verdict: Per baseline, the metrics where the model is ahead, behind and level, in a sentence.
+        lines: Per baseline, a sentence: its metrics and where the model is ahead, behind and level.
         behind: ``(baseline, metric)`` pairs where the model is behind.
     """
 
     table: pd.DataFrame
     metrics: dict[str, float]
-    verdict: str
+    lines: list[str]
     behind: list[tuple[str, str]]
+
+    @property
+    def verdict(self) -> str:
+        """Every baseline's sentence in one line."""
+        return " | ".join(self.lines)
 
 
 def compare(model: dict[str, float], baselines: dict[str, dict[str, float]], better: dict[str, bool]) -> Comparison:
@@ -141,7 +146,7 @@ def compare(model: dict[str, float], baselines: dict[str, dict[str, float]], bet
         f"baseline_{name}_{m}": float(v) for name, values in rows.items() if name != "model" for m, v in values.items()
     }
     behind: list[tuple[str, str]] = []
-    parts = []
+    lines: list[str] = []
     for name, values in baselines.items():
         ahead, lost, level = [], [], []
         for m, higher in better.items():
@@ -155,10 +160,12 @@ def compare(model: dict[str, float], baselines: dict[str, dict[str, float]], bet
             else:
                 lost.append(m)
                 behind.append((name, m))
-        text = f"vs {name}: ahead on {', '.join(ahead) or 'nothing'}"
-        text += f"; behind on {', '.join(lost)}" if lost else ""
-        parts.append(text + (f"; level on {', '.join(level)}" if level else ""))
-    return Comparison(pd.DataFrame(rows).T, metrics, " | ".join(parts), behind)
+        figures = ", ".join(f"{m}={values[m]:.4g}" for m in better)
+        verdict = f"the model is ahead on {', '.join(ahead) or 'nothing'}"
+        verdict += f", behind on {', '.join(lost)}" if lost else ""
+        verdict += f", level on {', '.join(level)}" if level else ""
+        lines.append(f"{name} on the holdout: {figures}; {verdict}")
+    return Comparison(pd.DataFrame(rows).T, metrics, lines, behind)
 
 
 def _oriented(metric: str, value: float) -> float:

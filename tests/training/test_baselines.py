@@ -104,7 +104,10 @@ def test_compare_says_where_the_model_is_ahead_and_behind() -> None:
     assert out.metrics == {f"baseline_rfm_logit_{m}": v for m, v in base.items()}
     # A total spend error counts by its distance from 0: -5% is behind +2%.
     assert out.behind == [("rfm_logit", "brier"), ("rfm_logit", "total_spend_error")]
-    assert out.verdict == "vs rfm_logit: ahead on roc_auc; behind on brier, total_spend_error"
+    assert out.lines == [
+        "rfm_logit on the holdout: roc_auc=0.75, brier=0.18, total_spend_error=0.02; "
+        "the model is ahead on roc_auc, behind on brier, total_spend_error"
+    ]
     assert list(out.table.index) == ["model", "rfm_logit"]
     assert out.table.loc["model", "roc_auc"] == 0.80
 

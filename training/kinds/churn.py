@@ -166,4 +166,4 @@ class ChurnTrainer(Trainer):
             names = final.input_columns
             mlflow.log_artifact(str(plots.importance_plot(names, gains, tmp, self.kind.name)), "plots")
             version, alias = job.register(final)
-            return ModelResult(self.kind.name, version, alias, metrics, notes=[f"holdout {vs.verdict}"])
+            return ModelResult(self.kind.name, version, alias, metrics, notes=vs.lines)

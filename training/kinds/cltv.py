@@ -140,4 +140,4 @@ class CltvTrainer(Trainer):
             mlflow.log_param("spend_scale", round(float(final.meta.spend_scale), 6))
             log_trees(final)
             version, alias = job.register(final)
-            return ModelResult(self.kind.name, version, alias, metrics, notes=[note, f"holdout {vs.verdict}"])
+            return ModelResult(self.kind.name, version, alias, metrics, notes=[note, *vs.lines])
