@@ -12,8 +12,8 @@ evaluated exactly like ``training.train`` evaluates (but without MLflow): traini
 
 Baselines, scored on the very same holdout rows:
 
-* churn: RFM-only logistic regression, BG/NBD ``1 - P(alive)`` fitted on transactions before the holdout
-  cut-off, and recency alone;
+* churn: RFM-only logistic regression, BG/NBD P(no purchase in H) fitted on transactions before the holdout
+  cut-off (``training.baselines``), and recency alone;
 * CLTV (spend over H): last-period spend (``monetary_90d``) and BG/NBD + Gamma-Gamma expected spend;
 * next best offer: ``training.nbo.train_offer_policy`` (doubly robust value saved with 95% intervals of each
   candidate learner's policy, one offer for all, a random arm, the logged policy and the served policy;
@@ -206,7 +206,7 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     t0 = time.perf_counter()
     btyd = BTYDAtCut.fit(_transactions(con, holdout_cut), holdout_cut)
     prm = btyd.model.bg_.params_
-    alive = 1.0 - btyd.churn(hold.customer_id)
+    alive = btyd.p_alive(hold.customer_id)
     res.info["BG/NBD fit before the holdout cut-off"] = (
         f"r={prm['r']:.3g}, alpha={prm['alpha']:.3g}, a={prm['a']:.3g}, b={prm['b']:.3g} "
         f"(mean dropout prob. per purchase a/(a+b)={prm['a'] / (prm['a'] + prm['b']):.2g}); "
@@ -224,7 +224,7 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     p_model = model.churn_probability(x_hold)
     res.info["churn trees kept (early stopping)"] = model.boosters["main"].num_boosted_rounds()
     scores = {"model (XGBoost, calibrated)": p_model}
-    scores |= {LABELS[k]: p for k, p in churn_baselines(train, hold, btyd, config.seed).items()}
+    scores |= {LABELS[k]: p for k, p in churn_baselines(train, hold, btyd, config.horizon_days, config.seed).items()}
     rows = {name: churn_metrics(y, p) for name, p in scores.items()}
     recency = hold.recency_days.fillna(hold.recency_days.max()).to_numpy(float)
     # Recency is a score, not a probability: only its ranking metrics mean anything.
@@ -655,7 +655,7 @@ def verdict(res: Result) -> list[str]:
     out = []
     if res.churn is not None:
         model = res.churn.iloc[0]
-        for base in ("RFM logistic regression", "BG/NBD 1 - P(alive)"):
+        for base in (LABELS["rfm_logit"], LABELS["bgnbd"]):
             other = res.churn.loc[base]
             parts = []
             for metric, higher in (("roc_auc", True), ("pr_auc", True), ("brier", False)):
@@ -807,8 +807,10 @@ def render(results: list[Result], command: str, total_seconds: float, draws: lis
         "once 30 trees in a row bring no improvement on the newest training snapshot, the offer model fits all 300). "
         "Baselines (`training.baselines`, the same the train run logs beside each model) are scored on the same "
         "holdout rows: RFM logistic regression (standardized `recency_days`, `frequency_365d`, `monetary_365d`, "
-        "fitted on the training snapshots), BG/NBD / Gamma-Gamma fitted on the transactions before the holdout "
-        "cut-off (customers missing from its summary get the mean prediction of those present), recency alone "
+        "fitted on the training snapshots), BG/NBD (churn: the probability of no purchase in H, as "
+        "the contract defines churn; 1 - P(alive) ranked one-time buyers, whom BG/NBD calls alive, as safest) and "
+        "Gamma-Gamma fitted on the transactions before the holdout cut-off (customers missing from its summary get "
+        "the mean prediction of those present), recency alone "
         "(percentile rank: it is a score, so Brier is n/a), and last-period spend (`monetary_90d` used as the 90-day "
         "prediction, returns counted as 0). "
         "ECE is the expected calibration error over 10 equal-count bins. "

@@ -286,6 +286,25 @@ class BetaGeoFitter(BaseEstimator):
         x, tx, big_t = _check_rft(frequency, recency, T)
         return core.p_alive(self._core_params(), x, tx, big_t)
 
+    def p_no_purchase(self, t: float, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> FloatArray:
+        """Probability that each customer makes no purchase in the next ``t`` time units.
+
+        A BG/NBD customer drops out only right after a purchase, so one alive at ``T`` makes none in ``t`` with
+        probability ``exp(-lambda t)``; given alive, ``lambda`` is Gamma(``r + x``, ``alpha + T``) a posteriori.
+        Hence ``1 - P(alive) + P(alive) ((alpha + T) / (alpha + T + t)) ** (r + x)``.
+
+        Args:
+            t: Horizon in model time units.
+            frequency: Number of repeat purchases per customer.
+            recency: Time of the last purchase since the first, in model time units.
+            T: Time from the first purchase to the end of observation, in model time units.
+        """
+        x, tx, big_t = _check_rft(frequency, recency, T)
+        r, alpha, _, _ = self._fitted_params()
+        alive = core.p_alive(self._core_params(), x, tx, big_t)
+        quiet = np.exp((r + x) * (np.log(alpha + big_t) - np.log(alpha + big_t + t)))
+        return 1.0 - alive + alive * quiet
+
     def expected_purchases(
         self, t: float | ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
     ) -> FloatArray:
@@ -547,6 +566,22 @@ class BTYDModel(BaseEstimator):
             clv += (cumulative - previous) / (1.0 + annual_discount) ** (end / 365.25)
             previous = cumulative
         return pd.Series(clv * value, index=summary.index, name="clv")
+
+    def p_no_purchase(self, summary: pd.DataFrame, horizon_days: float) -> pd.Series:
+        """Probability of no purchase in the next ``horizon_days`` (:meth:`BetaGeoFitter.p_no_purchase`).
+
+        Args:
+            summary: Output of :func:`rfm_summary`.
+            horizon_days: Horizon in days.
+
+        Returns:
+            Probabilities per customer, indexed like ``summary``.
+        """
+        self._check_fitted()
+        c = self._columns(summary)
+        t = horizon_days / self.time_unit_days
+        p = self.bg_.p_no_purchase(t, c["frequency"], c["recency"], c["T"])
+        return pd.Series(p, index=summary.index, name="p_no_purchase")
 
     def p_alive(self, summary: pd.DataFrame) -> pd.Series:
         """BG/NBD probability that each customer is still active.

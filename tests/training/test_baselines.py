@@ -47,10 +47,11 @@ def test_bgnbd_baselines_follow_each_holdout_customer_by_id() -> None:
         ),
         hold.assign(recency_days=1.0, frequency_365d=1.0, monetary_365d=1.0),
         btyd,
+        horizon_days=90,
         seed=0,
     )["bgnbd"]
     gone = np.array([cid in lapsed for cid in ids[:-1]])
-    # Lapsed regular buyers are the ones BG/NBD thinks gone: a misaligned join would score near 0.5.
+    # Lapsed regular buyers are the ones BG/NBD expects to stay quiet: a misaligned join would score near 0.5.
     assert churn_metrics(gone.astype(int), churn[:-1])["roc_auc"] > 0.95
     spend = cltv_baselines(hold, btyd, horizon_days=90)["bgnbd_gg"]
     assert spend[:-1][~gone].mean() > 3 * spend[:-1][gone].mean()

@@ -372,3 +372,21 @@ def test_btyd_model_on_rfm_summary_output() -> None:
     spend = model.predict_spend(summ, 90)
     assert spend.index.equals(summ.index)
     assert np.isfinite(spend).all() and spend.ge(0).all()
+
+
+def test_p_no_purchase_matches_who_stays_quiet_in_a_simulated_holdout() -> None:
+    # Churn as the contract defines it (no purchase in the next H) is what the BG/NBD churn baseline scores.
+    data = simulate_bgnbd(8_000, **BG_PLANTED, t_low=30.0, t_high=39.0, seed=5, holdout=13.0)
+    bgf = BetaGeoFitter().fit(data["frequency"], data["recency"], data["T"])
+    quiet = bgf.p_no_purchase(13.0, data["frequency"], data["recency"], data["T"])
+    observed = (data["holdout_purchases"] == 0).to_numpy()
+    assert quiet.mean() == pytest.approx(observed.mean(), abs=0.02)
+    # Right for one-time, occasional and frequent buyers alike, not only on average.
+    freq = data["frequency"].to_numpy()
+    for group in (freq == 0, (freq >= 1) & (freq <= 2), freq >= 3):
+        assert quiet[group].mean() == pytest.approx(observed[group].mean(), abs=0.04)
+    # No time, no purchase; over a long time only the customers who dropped out stay quiet.
+    x, tx, big_t = data["frequency"], data["recency"], data["T"]
+    assert np.allclose(bgf.p_no_purchase(0.0, x, tx, big_t), 1.0)
+    # (The slowest buyers take long: with r near 0.24 the quiet share among the alive decays like t ** -0.24.)
+    assert np.allclose(bgf.p_no_purchase(1e40, x, tx, big_t), 1.0 - bgf.p_alive(x, tx, big_t), atol=1e-6)

@@ -153,7 +153,9 @@ class ChurnTrainer(Trainer):
                 raise TrainingDataError("the holdout snapshot has no churners (or only churners): cannot evaluate")
             metrics = churn_metrics(y, p)
             mlflow.log_metrics(metrics)
-            vs = compare_churn(y, metrics, churn_baselines(train, hold, job.holdout_btyd, config.seed))
+            vs = compare_churn(
+                y, metrics, churn_baselines(train, hold, job.holdout_btyd, config.horizon_days, config.seed)
+            )
             log_comparison(vs, tmp)
             log_table(reliability_table(y, p), "reliability_table.csv", tmp)
             mlflow.set_tag("churn_calibration", (eval_bundle.meta.blend or {})["note"][:5000])
