@@ -7,7 +7,7 @@ Churn (probabilities of churning within H days):
 * ``bgnbd``: the probability of no purchase in the next H days under a BG/NBD fitted on the purchases before
   the holdout cut-off (Fader, Hardie & Lee 2005, "Counting Your Customers the Easy Way"): churn as the contract
   defines it. ``1 - P(alive)`` would be a weaker score: BG/NBD calls every one-time buyer alive, so it ranks them
-  as the safest although many never buy again (ROC-AUC below 0.5 on online retail).
+  as the safest although many never buy again.
 
 CLTV (spend over the next H days):
 
@@ -31,11 +31,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from features.churn_blend import RFM
 from training.btyd import BTYDModel, rfm_summary
 from training.metrics import churn_metrics, cltv_metrics
 
-#: The RFM logistic regression's inputs.
-RFM_COLUMNS = ("recency_days", "frequency_365d", "monetary_365d")
 #: Each baseline's name in metric keys (``baseline_<name>_<metric>``) and how a report calls it.
 LABELS = {
     "rfm_logit": "RFM logistic regression",
@@ -50,17 +49,15 @@ CLTV_METRICS = {"normalized_gini": True, "spearman": True, "mae": False, "total_
 
 @dataclass(frozen=True)
 class BTYDAtCut:
-    """A BG/NBD + Gamma-Gamma fitted on the purchases before ``cut``, with the summary it was fitted on.
+    """A BG/NBD + Gamma-Gamma fitted on the purchases before a cut-off, with the summary it was fitted on.
 
     Attributes:
         model: The fitted model.
-        summary: :func:`training.btyd.rfm_summary` at ``cut``, indexed by customer id (str).
-        cut: The cut-off.
+        summary: :func:`training.btyd.rfm_summary` at the cut-off, indexed by customer id (str).
     """
 
     model: BTYDModel
     summary: pd.DataFrame
-    cut: datetime
 
     @classmethod
     def fit(cls, transactions: pd.DataFrame, cut: datetime) -> BTYDAtCut:
@@ -71,7 +68,7 @@ class BTYDAtCut:
         """
         summary = rfm_summary(transactions, pd.Timestamp(cut))
         summary.index = summary.index.astype(str)
-        return cls(BTYDModel().fit(summary), summary, cut)
+        return cls(BTYDModel().fit(summary), summary)
 
     def p_alive(self, ids: pd.Series) -> np.ndarray:
         """P(alive) per id (the mean for ids without a purchase before the cut-off)."""
@@ -93,7 +90,7 @@ def _per_customer(values: pd.Series, ids: pd.Series) -> np.ndarray:
 
 def rfm_logit(train: pd.DataFrame, hold: pd.DataFrame, seed: int) -> np.ndarray:
     """Churn probabilities of the RFM logistic regression fitted on ``train`` (``churned``), for ``hold``'s rows."""
-    cols = list(RFM_COLUMNS)
+    cols = list(RFM)
     medians = train[cols].median().fillna(0.0)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
     model.fit(train[cols].fillna(medians).to_numpy(float), train.churned.to_numpy(int))
@@ -127,13 +124,11 @@ class Comparison:
         table: One row per scorer (``model`` first, then the baselines by name), one column per metric.
         metrics: The baselines' metrics as MLflow keys, ``baseline_<name>_<metric>``.
         lines: Per baseline, a sentence: its metrics and where the model is ahead, behind and level.
-        behind: ``(baseline, metric)`` pairs where the model is behind.
     """
 
     table: pd.DataFrame
     metrics: dict[str, float]
     lines: list[str]
-    behind: list[tuple[str, str]]
 
     @property
     def verdict(self) -> str:
@@ -151,7 +146,6 @@ def compare(model: dict[str, float], baselines: dict[str, dict[str, float]], bet
     metrics = {
         f"baseline_{name}_{m}": float(v) for name, values in rows.items() if name != "model" for m, v in values.items()
     }
-    behind: list[tuple[str, str]] = []
     lines: list[str] = []
     for name, values in baselines.items():
         ahead, lost, level = [], [], []
@@ -165,13 +159,12 @@ def compare(model: dict[str, float], baselines: dict[str, dict[str, float]], bet
                 ahead.append(m)
             else:
                 lost.append(m)
-                behind.append((name, m))
         figures = ", ".join(f"{m}={values[m]:.4g}" for m in better)
         verdict = f"the model is ahead on {', '.join(ahead) or 'nothing'}"
         verdict += f", behind on {', '.join(lost)}" if lost else ""
         verdict += f", level on {', '.join(level)}" if level else ""
         lines.append(f"{name} on the holdout: {figures}; {verdict}")
-    return Comparison(pd.DataFrame(rows).T, metrics, lines, behind)
+    return Comparison(pd.DataFrame(rows).T, metrics, lines)
 
 
 def _oriented(metric: str, value: float) -> float:
