@@ -56,7 +56,6 @@ from features.scoring import Encoder  # noqa: E402
 from features.synthetic import SyntheticConfig, generate_with_truth, write_dataset  # noqa: E402
 from serving.target import POLICIES, Champions, compare_targeting, score_pairs  # noqa: E402
 from training.baselines import LABELS, BTYDAtCut, churn_baselines, cltv_baselines  # noqa: E402
-from training.cltv_model import daily_spend  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.metrics import churn_metrics, cltv_metrics  # noqa: E402
 from training.nbo import train_offer_policy  # noqa: E402
@@ -67,6 +66,7 @@ from training.train import (  # noqa: E402
     fit_cltv,
     offer_frame,
     snapshot_cutoffs,
+    snapshot_history,
 )
 
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -240,8 +240,8 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     t0 = time.perf_counter()
     actual = hold.spend_h.to_numpy(float)
     scale = config.cltv_horizon_days / config.horizon_days
-    daily = daily_spend(_transactions(con, holdout_cut))
-    cltv_bundle = fit_cltv(train, config, encoder, scale, "btyd_ratio", daily)
+    history = snapshot_history(con, config, feat_cfg)
+    cltv_bundle = fit_cltv(train, config, encoder, scale, "btyd_ratio", history)
     res.models["cltv"] = cltv_bundle
     res.info["cltv trees kept (early stopping)"] = cltv_bundle.boosters["main"].num_boosted_rounds()
     res.info["cltv total calibration"] = cltv_bundle.meta.spend_scale_note

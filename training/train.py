@@ -26,7 +26,7 @@ from features.settings import Settings
 from training import registry
 from training.config import TrainConfig
 from training.kinds import TRAINERS
-from training.kinds.base import Job, ModelResult, TrainingDataError, snapshot_cutoffs
+from training.kinds.base import Job, ModelResult, TrainingDataError, snapshot_cutoffs, snapshot_history
 from training.kinds.base import xgb_params as _xgb_params
 from training.kinds.churn import fit_churn, isotonic_calibration
 from training.kinds.cltv import btyd_scale, fit_cltv, spend_total_scale
@@ -45,6 +45,7 @@ __all__ = [
     "isotonic_calibration",
     "offer_frame",
     "snapshot_cutoffs",
+    "snapshot_history",
     "spend_total_scale",
     "train",
 ]

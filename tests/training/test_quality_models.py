@@ -10,7 +10,7 @@ from features.kinds import open_bundle
 from features.scoring import Encoder
 from training.calibration import expected_calibration_error, reliability_table
 from training.churn_model import fit_rfm, shift_to_rate
-from training.cltv_model import daily_spend
+from training.cltv_model import History
 from training.config import TrainConfig, XGBParams
 from training.train import fit_churn, fit_cltv
 
@@ -113,20 +113,29 @@ def _spend_frame(n: int, seed: int, cuts: list[pd.Timestamp]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _history(start: str, asked: list[pd.Timestamp]) -> History:
+    """Snapshots at any cut-off from the same seasonal business; records what was asked for."""
+
+    def snapshots_at(cuts):
+        asked.extend(cuts)
+        return _spend_frame(3000, seed=len(asked), cuts=list(cuts))
+
+    return History(pd.Timestamp(start), 60, snapshots_at)
+
+
 def test_cltv_total_follows_a_planted_season_recorded_and_applied(tmp_path):
-    # Training windows from February to October; the target window holds the year-end peak, which the
-    # business's spend a year earlier shows. The level must be recovered from that history within 6%.
+    # Training windows from February to October; the target window holds the year-end peak. The same fit a year
+    # earlier missed that peak by as much, which sets the level: recovered within 6%.
     cuts = [pd.Timestamp("2024-02-06") + pd.Timedelta(days=30 * k) for k in range(6)]
     target = cuts[-1] + pd.Timedelta(days=90)
     frame = _spend_frame(3000, seed=4, cuts=cuts)
     hold = _spend_frame(3000, seed=5, cuts=[target])
-    days = pd.date_range("2023-01-01", target - pd.Timedelta(days=1), freq="D")
-    rng = np.random.default_rng(6)
-    tx = pd.DataFrame(
-        {"ts": days + pd.Timedelta(hours=12), "amount": 5000 * _season(days) * rng.gamma(50, 1 / 50, days.size)}
-    )
     encoder = Encoder.fit(frame.drop(columns=["customer_id", "snapshot", "spend_h"]))
-    bundle = fit_cltv(frame, CONFIG, encoder, cltv_scale=4.0, method="btyd_ratio", daily=daily_spend(tx))
+    asked: list[pd.Timestamp] = []
+    bundle = fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio", history=_history("2022-11-01", asked))
+    # Only the snapshots a year earlier were read, and every one of their label windows ends before the target.
+    assert sorted(asked) == [c - pd.Timedelta(days=364) for c in [*cuts, target]]
+    assert max(asked) + pd.Timedelta(days=90) <= target
     loaded = open_bundle(bundle.save(tmp_path / "cltv"), check_feature_set=False)
     x = encoder.encode_frame(hold)
     spend, value = loaded.spend(x)
@@ -137,7 +146,12 @@ def test_cltv_total_follows_a_planted_season_recorded_and_applied(tmp_path):
     np.testing.assert_allclose(spend, raw * loaded.meta.spend_scale, rtol=1e-6)
     # The value over a year holds every season: it stays the BG/NBD ratio times the unseasoned spend.
     np.testing.assert_allclose(value, raw * 4.0, rtol=1e-5)
-    assert "season x" in loaded.meta.spend_scale_note
-    # Without a year of history before the training windows nothing is known about the season: factor 1.
-    short = fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio", daily=daily_spend(tx[tx.ts >= "2023-12-01"]))
+    assert "season x" in loaded.meta.spend_scale_note and f"{target - pd.Timedelta(days=364):%Y-%m-%d}" in (
+        loaded.meta.spend_scale_note
+    )
+    # Without a year of history before the target nothing is known about the season: factor 1, nothing read.
+    asked.clear()
+    short = fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio", history=_history("2023-12-01", asked))
     assert short.meta.spend_scale == 1.0 and "no seasonal factor" in short.meta.spend_scale_note
+    assert asked == []
+    assert fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio").meta.spend_scale == 1.0

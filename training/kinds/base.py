@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from features.kinds import ModelKind
 from features.pipeline import FeatureConfig, build_snapshots, data_start
 from features.registry import HOLDOUT_BUNDLE
 from features.scoring import Bundle, Encoder
-from training import registry
+from training import cltv_model, registry
 from training.baselines import BTYDAtCut, Comparison
 from training.config import TrainConfig
 
@@ -70,6 +71,22 @@ def snapshot_cutoffs(as_of: datetime, start: datetime, config: TrainConfig) -> t
             f"from {as_of - timedelta(days=need):%Y-%m-%d} ({need} days), but it starts {start:%Y-%m-%d}"
         )
     return cuts, holdout
+
+
+def snapshot_history(
+    con: duckdb.DuckDBPyConnection, config: TrainConfig, feat_cfg: FeatureConfig
+) -> cltv_model.History:
+    """Snapshots at any cut-off, built like the training ones (features and labels), each cut-off once."""
+    built: dict[pd.Timestamp, pd.DataFrame] = {}
+
+    def snapshots_at(cuts: Sequence[pd.Timestamp]) -> pd.DataFrame:
+        missing = [pd.Timestamp(c) for c in cuts if pd.Timestamp(c) not in built]
+        if missing:
+            frame = build_snapshots(con, missing, config.horizon_days, config.cltv_horizon_days, feat_cfg)
+            built.update({c: frame[frame.snapshot == c] for c in missing})
+        return pd.concat([built[pd.Timestamp(c)] for c in cuts], ignore_index=True)
+
+    return cltv_model.History(pd.Timestamp(data_start(con)), config.min_history_days, snapshots_at)
 
 
 @dataclass(frozen=True)
@@ -253,6 +270,11 @@ class Job:
             encoder=encoder,
             params=params,
         )
+
+    @functools.cached_property
+    def history(self) -> cltv_model.History:
+        """Where CLTV's back-test a year earlier gets its snapshots (:func:`snapshot_history`)."""
+        return snapshot_history(self.con, self.config, self.feat_cfg)
 
     @functools.cached_property
     def transactions(self) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from features.kinds import CLTV
 from features.kinds.cltv import VALUE_BOOSTER, CltvBundle
@@ -20,30 +21,52 @@ from training.kinds.base import Job, ModelResult, Trainer, fit_booster, log_comp
 from training.metrics import cltv_metrics, decile_table
 
 
+def fit_spend(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> xgb.Booster:
+    """The spend-over-H booster (Tweedie; the number of trees chosen on the newest snapshot)."""
+    newest = (frame.snapshot == frame.snapshot.max()).to_numpy()
+    y_spend = frame.spend_h.clip(lower=0).to_numpy()
+    return fit_booster(encoder.encode_frame(frame), y_spend, config, "reg:tweedie", valid=newest)
+
+
+def spend_total_scale(
+    frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, history: cltv_model.History | None
+) -> cltv_model.SpendLevel:
+    """Factor on every spend prediction of a fit on ``frame``: a back-test a year earlier (:mod:`training.cltv_model`).
+
+    The fit is used for the window that starts H days after its newest cut-off (the holdout for the evaluation
+    fit, the as-of T for the registered one: training cut-offs end at ``T - H``).
+    """
+
+    def fit_predict(train: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
+        booster = fit_spend(train, config, encoder)
+        return np.maximum(booster.inplace_predict(encoder.encode_frame(target)), 0.0)
+
+    cuts = sorted(pd.Timestamp(c) for c in frame.snapshot.unique())
+    target = cuts[-1] + pd.Timedelta(days=config.horizon_days)
+    return cltv_model.spend_level(cuts, target, config.horizon_days, history, fit_predict)
+
+
 def fit_cltv(
     frame: pd.DataFrame,
     config: TrainConfig,
     encoder: Encoder,
     cltv_scale: float,
     method: str,
-    daily: pd.Series | None = None,
+    history: cltv_model.History | None = None,
 ) -> CltvBundle:
     """Fit the spend-over-H booster (Tweedie); long-horizon value either by its own booster or by a scale.
 
-    ``daily`` (:func:`training.cltv_model.daily_spend` of the transactions before the target window) sets the
-    spend level for the target window's season (``spend_total_scale``).
+    ``history`` (where the snapshots a year earlier come from) sets the spend level for the target window's
+    season (:func:`spend_total_scale`); without it the level is the training windows'.
     """
-    x = encoder.encode_frame(frame)
-    newest = (frame.snapshot == frame.snapshot.max()).to_numpy()
-    y_spend = frame.spend_h.clip(lower=0).to_numpy()
-    spend = fit_booster(x, y_spend, config, "reg:tweedie", valid=newest)
-    scale, scale_note = spend_total_scale(frame, config, daily)
+    spend = fit_spend(frame, config, encoder)
+    level = spend_total_scale(frame, config, encoder, history)
     boosters = {"main": spend}
     if method == "model":
         observed = frame.cltv_observed.to_numpy(dtype=bool)
         long_frame = frame[observed]
         boosters[VALUE_BOOSTER] = fit_booster(
-            x[observed],
+            encoder.encode_frame(long_frame),
             long_frame.spend_cltv.clip(lower=0).to_numpy(),
             config,
             "reg:tweedie",
@@ -55,17 +78,11 @@ def fit_cltv(
         "cltv_method": method,
         # Value over the CLTV horizon is ``spend x cltv_scale`` (btyd_ratio): a year holds every season, so the
         # seasonal factor of the H-day spend is taken out of it again.
-        "cltv_scale": cltv_scale / scale,
-        "spend_scale": scale,
-        "spend_scale_note": scale_note,
+        "cltv_scale": cltv_scale / level.scale,
+        "spend_scale": level.scale,
+        "spend_scale_note": level.note,
     }
     return CltvBundle(kind=CLTV.name, meta=meta, encoder=encoder, boosters=boosters)  # type: ignore[arg-type]
-
-
-def spend_total_scale(frame: pd.DataFrame, config: TrainConfig, daily: pd.Series | None) -> tuple[float, str]:
-    """Factor on every spend prediction: the target window's season (:mod:`training.cltv_model` says how)."""
-    level = cltv_model.level_for_snapshots(frame.snapshot, config.horizon_days, daily)
-    return level.scale, level.note
 
 
 def btyd_ratio(fitted: BTYDAtCut | None, config: TrainConfig) -> float:
@@ -92,21 +109,14 @@ class CltvTrainer(Trainer):
     def train(self, job: Job) -> ModelResult:
         """Fit, evaluate (spend over the horizon), refit with the BG/NBD answers' parameters and register."""
         snaps, config, tmp, as_of = job.snapshots, job.config, job.tmp, job.as_of
-        encoder, train, hold, frame, holdout_cut = (
-            snaps.encoder,
-            snaps.train,
-            snaps.hold,
-            snaps.frame,
-            snaps.holdout_cut,
-        )
+        encoder, train, hold, frame = snaps.encoder, snaps.train, snaps.hold, snaps.frame
         with mlflow.start_run(run_name=self.kind.name, nested=True):
             mlflow.log_params(snaps.params | {"cltv_horizon_days": config.cltv_horizon_days})
             tx = job.transactions
             observed = frame.cltv_observed.astype(bool)
             method = "model" if observed.sum() >= config.min_customers * 2 else "btyd_ratio"
             scale = btyd_ratio(job.holdout_btyd, config)
-            daily_hold = cltv_model.daily_spend(tx[tx.ts < pd.Timestamp(holdout_cut)])
-            eval_bundle = fit_cltv(train, config, encoder, scale, method, daily_hold)
+            eval_bundle = fit_cltv(train, config, encoder, scale, method, job.history)
             spend, _ = eval_bundle.spend(encoder.encode_frame(hold))
             actual = hold.spend_h.to_numpy(float)
             metrics = cltv_metrics(actual, spend)
@@ -132,7 +142,7 @@ class CltvTrainer(Trainer):
                 f"{scale_final:.2f} (history shorter than the CLTV horizon)"
             )
             mlflow.set_tag("cltv_method_note", note)
-            final = fit_cltv(frame, config, encoder, scale_final, method, cltv_model.daily_spend(tx))
+            final = fit_cltv(frame, config, encoder, scale_final, method, job.history)
             # What the per-customer answers need (features.kinds.cltv.CltvBundle.cltv_answers): BG/NBD and a fallback.
             final.meta.bgnbd = bgnbd
             aov = frame.avg_order_value[frame.avg_order_value > 0]
