@@ -86,7 +86,8 @@ def snapshot_history(
             built.update({c: frame[frame.snapshot == c] for c in missing})
         return pd.concat([built[pd.Timestamp(c)] for c in cuts], ignore_index=True)
 
-    return cltv_model.History(pd.Timestamp(data_start(con)), config.min_history_days, snapshots_at)
+    min_history = min(config.min_history_days, cltv_model.BACKTEST_HISTORY_DAYS)
+    return cltv_model.History(pd.Timestamp(data_start(con)), min_history, snapshots_at)
 
 
 @dataclass(frozen=True)
