@@ -222,7 +222,8 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
 
     # Churn.
     t0 = time.perf_counter()
-    model = fit_churn(train, config, encoder)
+    history = snapshot_history(con, config, feat_cfg)
+    model = fit_churn(train, config, encoder, history)
     res.models["churn"] = model
     p_model = model.churn_probability(x_hold)
     res.info["churn trees kept (early stopping)"] = model.boosters["main"].num_boosted_rounds()
@@ -243,7 +244,6 @@ def churn_cltv(con: Any, as_of: datetime, config: TrainConfig, res: Result) -> N
     t0 = time.perf_counter()
     actual = hold.spend_h.to_numpy(float)
     scale = config.cltv_horizon_days / config.horizon_days
-    history = snapshot_history(con, config, feat_cfg)
     cltv_bundle = fit_cltv(train, config, encoder, scale, "btyd_ratio", history)
     res.models["cltv"] = cltv_bundle
     res.info["cltv trees kept (early stopping)"] = cltv_bundle.boosters["main"].num_boosted_rounds()
@@ -799,13 +799,16 @@ def render(results: list[Result], command: str, total_seconds: float, draws: lis
         "Protocol (as in `training.train`, without MLflow): T = midnight after the last transaction, H = 90 days; "
         "models are fitted on the stacked snapshots at cut-offs `T - 2H - k*30 days` (the newest of them fits the "
         "churn blend of the booster and an RFM logistic regression, whose intercept is moved to the mean churn rate "
-        "of all training snapshots, and which falls back to that rate where a likelihood-ratio test on it finds no "
-        "signal; the churn booster's depth, 2 to 4, is chosen on it by log loss from boosters fitted on snapshots at "
-        "least H older; besides the features, the churn booster reads each customer's BG/NBD P(alive) (as log-odds) "
+        "of all training snapshots and then shifted by how far the same fit a year earlier missed its own target's "
+        "churn rate (`training.backtest`, where the history reaches a year back), and which falls back to that rate "
+        "where a likelihood-ratio test on it finds no signal; the churn booster's depth, 2 to 4, is chosen on it by "
+        "log loss from boosters fitted on snapshots at least H older; besides the features, the churn booster "
+        "reads each customer's BG/NBD P(alive) (as log-odds) "
         "and expected orders, from a BG/NBD fitted on the older training snapshots) and scored on the holdout "
         "snapshot at `T - H`, whose labels end at T; "
-        "CLTV spend is multiplied by its seasonal level (`training.cltv_model`: the business's spend in the same "
-        "calendar window a year earlier over the training windows' a year earlier, 1 without that history). "
+        "CLTV spend is multiplied by its seasonal level (`training.cltv_model`: what the customers of the snapshot "
+        "a year before the target spent over what the same fit a year earlier predicted for them, 1 without that "
+        "history). "
         "Default `TrainConfig` (seed 0, XGBoost at most 300 trees, depth 4 for CLTV, eta 0.05; churn and CLTV stop "
         "once 30 trees in a row bring no improvement on the newest training snapshot, the offer model fits all 300). "
         "Baselines (`training.baselines`, the same the train run logs beside each model) are scored on the same "

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from features.churn_blend import BGNBD_DESCRIPTIONS, BGNBD_INPUTS
+from features.churn_blend import BGNBD_DESCRIPTIONS, BGNBD_INPUTS, logit
 from features.kinds import open_bundle
 from tests.training.conftest import small_config
 from tests.training.test_train import _training_snapshots
-from training.churn_model import fit_bgnbd, fit_blend, fit_rfm
+from training.backtest import YearAgo
+from training.churn_model import SHIFT_BOUNDS, backtest_shift, fit_bgnbd, fit_blend, fit_rfm
 from training.train import fit_churn
 
 
@@ -77,3 +79,19 @@ def test_the_blend_keeps_its_weights_only_where_they_beat_the_rate():
     weights, intercept = fit_blend(raw, x, noise, rfm, cols)
     assert weights == [0.0, 0.0]
     assert 1 / (1 + np.exp(-intercept)) == pytest.approx(noise.mean())
+
+
+def test_backtest_shift_brings_the_year_ago_fit_to_its_targets_churn_rate_and_is_bounded():
+    plan = YearAgo((pd.Timestamp("2023-02-07"), pd.Timestamp("2023-03-09")), pd.Timestamp("2023-06-07"), 0)
+
+    def snapshots(rate: float, n: int = 1000) -> pd.DataFrame:
+        rows = [(c, 0) for c in plan.train_cuts for _ in range(n)]
+        rows += [(plan.target, int(i < rate * n)) for i in range(n)]
+        return pd.DataFrame(rows, columns=["snapshot", "churned"])
+
+    spread = np.random.default_rng(0).uniform(0.2, 0.6, 1000)
+    shift, note = backtest_shift(plan, snapshots(0.55), lambda train, target: spread)
+    assert np.mean(1 / (1 + np.exp(-(logit(spread) + shift)))) == pytest.approx(0.55, abs=1e-4)
+    assert shift > 0 and "2023-06-07" in note and "0.5500" in note
+    assert backtest_shift(plan, snapshots(0.99), lambda train, target: np.full(1000, 1e-4))[0] == SHIFT_BOUNDS[1]
+    assert backtest_shift(plan, snapshots(0.0), lambda train, target: spread)[0] is None

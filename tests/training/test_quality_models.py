@@ -8,9 +8,9 @@ import pytest
 
 from features.kinds import open_bundle
 from features.scoring import Encoder
+from training.backtest import History
 from training.calibration import expected_calibration_error, reliability_table
 from training.churn_model import fit_rfm, shift_to_rate
-from training.cltv_model import History
 from training.config import TrainConfig, XGBParams
 from training.train import fit_churn, fit_cltv
 
@@ -71,6 +71,40 @@ def test_calibrated_churn_model_has_a_small_ece_on_a_planted_case_and_follows_th
     # Without the correction (calibrated at the newest snapshot's rate) the same model would be off.
     blend = bundle.meta.blend
     assert blend["calibration_rate"] > blend["target_rate"] + 0.05
+
+
+def _seasonal_churn(n: int, seed: int, cuts: list[pd.Timestamp]) -> pd.DataFrame:
+    """Snapshots at ``cuts`` whose churn rate follows the calendar: most churn in windows starting in autumn."""
+    rate_shift = {c: 1.2 * np.cos(2 * np.pi * (pd.Timestamp(c).dayofyear - 290) / 365.25) for c in cuts}
+    frames = [_churn_frame(n, seed + k, [rate_shift[c]]).assign(snapshot=pd.Timestamp(c)) for k, c in enumerate(cuts)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_churn_back_test_a_year_earlier_moves_the_rate_to_the_targets_season(tmp_path):
+    # Training windows start from February to July; the target window starts in October, the churn season. The
+    # mean rate of the training snapshots is too low there; the same fit a year earlier was as low, by as much.
+    cuts = [pd.Timestamp("2024-02-06") + pd.Timedelta(days=30 * k) for k in range(6)]
+    target = cuts[-1] + pd.Timedelta(days=90)
+    frame = _seasonal_churn(2000, seed=10, cuts=cuts)
+    hold = _seasonal_churn(6000, seed=50, cuts=[target])
+    encoder = Encoder.fit(frame.drop(columns=["customer_id", "snapshot", "churned"]))
+    asked: list[pd.Timestamp] = []
+
+    def snapshots_at(at):
+        asked.extend(at)
+        return _seasonal_churn(2000, seed=100 + len(asked), cuts=list(at))
+
+    history = History(pd.Timestamp("2022-11-01"), 30, snapshots_at)
+    shifted = open_bundle(fit_churn(frame, CONFIG, encoder, history).save(tmp_path / "c"), check_feature_set=False)
+    assert max(asked) + pd.Timedelta(days=90) <= target
+    plain = fit_churn(frame, CONFIG, encoder)
+    x, y = encoder.encode_frame(hold), hold.churned.to_numpy()
+    p_shifted, p_plain = shifted.churn_probability(x), plain.churn_probability(x)
+    assert p_shifted.mean() == pytest.approx(y.mean(), abs=0.02)
+    assert p_plain.mean() < y.mean() - 0.05
+    assert expected_calibration_error(y, p_shifted) < expected_calibration_error(y, p_plain) - 0.03
+    assert shifted.meta.blend["season_shift"] > 0 and "churn logit +" in shifted.meta.blend["note"]
+    assert plain.meta.blend["season_shift"] == 0.0 and "no back-test" in plain.meta.blend["note"]
 
 
 def test_shift_to_rate_hits_the_mean_rate_and_the_rfm_regression_ranks_churners_first():
@@ -152,6 +186,6 @@ def test_cltv_total_follows_a_planted_season_recorded_and_applied(tmp_path):
     # Without a year of history before the target nothing is known about the season: factor 1, nothing read.
     asked.clear()
     short = fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio", history=_history("2023-12-01", asked))
-    assert short.meta.spend_scale == 1.0 and "no seasonal factor" in short.meta.spend_scale_note
+    assert short.meta.spend_scale == 1.0 and "no back-test" in short.meta.spend_scale_note
     assert asked == []
     assert fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio").meta.spend_scale == 1.0

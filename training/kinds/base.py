@@ -27,7 +27,8 @@ from features.kinds import ModelKind
 from features.pipeline import FeatureConfig, build_snapshots, data_start
 from features.registry import HOLDOUT_BUNDLE
 from features.scoring import Bundle, Encoder
-from training import cltv_model, registry
+from training import registry
+from training.backtest import BACKTEST_HISTORY_DAYS, History
 from training.baselines import BTYDAtCut, Comparison
 from training.config import TrainConfig
 
@@ -73,9 +74,7 @@ def snapshot_cutoffs(as_of: datetime, start: datetime, config: TrainConfig) -> t
     return cuts, holdout
 
 
-def snapshot_history(
-    con: duckdb.DuckDBPyConnection, config: TrainConfig, feat_cfg: FeatureConfig
-) -> cltv_model.History:
+def snapshot_history(con: duckdb.DuckDBPyConnection, config: TrainConfig, feat_cfg: FeatureConfig) -> History:
     """Snapshots at any cut-off, built like the training ones (features and labels), each cut-off once."""
     built: dict[pd.Timestamp, pd.DataFrame] = {}
 
@@ -86,8 +85,8 @@ def snapshot_history(
             built.update({c: frame[frame.snapshot == c] for c in missing})
         return pd.concat([built[pd.Timestamp(c)] for c in cuts], ignore_index=True)
 
-    min_history = min(config.min_history_days, cltv_model.BACKTEST_HISTORY_DAYS)
-    return cltv_model.History(pd.Timestamp(data_start(con)), min_history, snapshots_at)
+    min_history = min(config.min_history_days, BACKTEST_HISTORY_DAYS)
+    return History(pd.Timestamp(data_start(con)), min_history, snapshots_at)
 
 
 @dataclass(frozen=True)
@@ -273,7 +272,7 @@ class Job:
         )
 
     @functools.cached_property
-    def history(self) -> cltv_model.History:
+    def history(self) -> History:
         """Where CLTV's back-test a year earlier gets its snapshots (:func:`snapshot_history`)."""
         return snapshot_history(self.con, self.config, self.feat_cfg)
 

@@ -14,6 +14,7 @@ from features.kinds import CHURN
 from features.kinds.churn import ChurnBundle, ChurnMeta
 from features.scoring import Encoder
 from training import churn_model, plots
+from training.backtest import History, plan_for
 from training.baselines import churn_baselines, compare_churn
 from training.calibration import reliability_table
 from training.config import TrainConfig
@@ -33,7 +34,9 @@ from training.metrics import churn_metrics
 log = logging.getLogger(__name__)
 
 
-def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> ChurnBundle:
+def fit_churn(
+    frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, history: History | None = None
+) -> ChurnBundle:
     """Fit the churn booster and an RFM logistic regression, blend and calibrate them out of time.
 
     The booster reads each customer's BG/NBD P(alive) and expected orders beside the feature table
@@ -41,7 +44,8 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Chu
     would otherwise have to piece together from frequency, recency and age. Booster and regression are fitted on
     all but the newest snapshot of ``frame``; the newest chooses the number of trees (early stopping) and fits the
     blend of the two logits (:mod:`training.churn_model`), whose intercept is then moved to the mean churn rate of
-    all snapshots.
+    all snapshots and, where ``history`` reaches a year back, shifted by how far the same fit a year earlier
+    missed its own target's churn rate (:func:`churn_backtest`).
     Recency only ever raises the churn score (a monotone constraint): the direction is known, and it keeps the
     trees from chasing noise in sparse recency ranges.
     """
@@ -99,8 +103,32 @@ def fit_churn(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Chu
         blend["note"] += "; no signal on the calibration snapshot (likelihood-ratio test): every customer gets the rate"
     if meta.bgnbd is None:
         blend["note"] += "; no BG/NBD inputs (no purchase history or the fit failed)"
+    shift, shift_note = churn_backtest(frame, config, encoder, history)
+    blend["intercept"] += shift
+    blend["season_shift"] = shift
+    blend["note"] += f"; {shift_note}"
     meta.blend = blend
     return ChurnBundle(kind=CHURN.name, meta=meta, encoder=encoder, boosters={"main": booster})
+
+
+def churn_backtest(
+    frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, history: History | None
+) -> tuple[float, str]:
+    """The logit shift from the same fit a year earlier (:func:`training.churn_model.backtest_shift`), 0 without one."""
+    plan, why = plan_for(frame, config.horizon_days, history)
+    if plan is None or history is None:
+        return 0.0, why
+
+    def fit_predict(train: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
+        return fit_churn(train, config, encoder).churn_probability(encoder.encode_frame(target))
+
+    try:
+        shift, why = churn_model.backtest_shift(
+            plan, history.snapshots_at([*plan.train_cuts, plan.target]), fit_predict
+        )
+    except TrainingDataError as exc:
+        return 0.0, f"no back-test a year earlier: {exc}"
+    return (0.0 if shift is None else shift), why
 
 
 def isotonic_calibration(raw: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
@@ -146,7 +174,7 @@ class ChurnTrainer(Trainer):
         with mlflow.start_run(run_name=self.kind.name, nested=True):
             mlflow.log_params({**snaps.params, **{f"xgb_{k}": v for k, v in config.xgb.model_dump().items()}})
             mlflow.log_metrics({"rows_train": len(train), "rows_holdout": len(hold)})
-            eval_bundle = fit_churn(train, config, encoder)
+            eval_bundle = fit_churn(train, config, encoder, job.history)
             p = eval_bundle.churn_probability(encoder.encode_frame(hold))
             y = hold.churned.to_numpy()
             if y.min() == y.max():
@@ -159,10 +187,11 @@ class ChurnTrainer(Trainer):
             log_comparison(vs, tmp)
             log_table(reliability_table(y, p), "reliability_table.csv", tmp)
             mlflow.set_tag("churn_calibration", (eval_bundle.meta.blend or {})["note"][:5000])
+            mlflow.log_metric("season_shift", (eval_bundle.meta.blend or {}).get("season_shift", 0.0))
             for path in plots.churn_plots(y, p, tmp):
                 mlflow.log_artifact(str(path), "plots")
             job.log_holdout_bundle(eval_bundle, snaps.holdout_cut)
-            final = fit_churn(snaps.frame, config, encoder)
+            final = fit_churn(snaps.frame, config, encoder, job.history)
             log_trees(final)
             gains = final.boosters["main"].get_score(importance_type="total_gain")
             names = final.input_columns

@@ -14,6 +14,7 @@ from features.kinds import CLTV
 from features.kinds.cltv import VALUE_BOOSTER, CltvBundle
 from features.scoring import Encoder
 from training import cltv_model, plots
+from training.backtest import History
 from training.baselines import BTYDAtCut, cltv_baselines, compare_cltv
 from training.btyd import BTYDModel, bgnbd_metadata
 from training.config import TrainConfig
@@ -29,21 +30,15 @@ def fit_spend(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> xgb
 
 
 def spend_total_scale(
-    frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, history: cltv_model.History | None
+    frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, history: History | None
 ) -> cltv_model.SpendLevel:
-    """Factor on every spend prediction of a fit on ``frame``: a back-test a year earlier (:mod:`training.cltv_model`).
-
-    The fit is used for the window that starts H days after its newest cut-off (the holdout for the evaluation
-    fit, the as-of T for the registered one: training cut-offs end at ``T - H``).
-    """
+    """Factor on every spend prediction of a fit on ``frame``: a back-test a year back (:mod:`training.cltv_model`)."""
 
     def fit_predict(train: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
         booster = fit_spend(train, config, encoder)
         return np.maximum(booster.inplace_predict(encoder.encode_frame(target)), 0.0)
 
-    cuts = sorted(pd.Timestamp(c) for c in frame.snapshot.unique())
-    target = cuts[-1] + pd.Timedelta(days=config.horizon_days)
-    return cltv_model.spend_level(cuts, target, config.horizon_days, history, fit_predict)
+    return cltv_model.spend_level(frame, config.horizon_days, history, fit_predict)
 
 
 def fit_cltv(
@@ -52,7 +47,7 @@ def fit_cltv(
     encoder: Encoder,
     cltv_scale: float,
     method: str,
-    history: cltv_model.History | None = None,
+    history: History | None = None,
 ) -> CltvBundle:
     """Fit the spend-over-H booster (Tweedie); long-horizon value either by its own booster or by a scale.
 
