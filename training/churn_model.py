@@ -5,8 +5,10 @@ value (log scale) is hard to beat; the booster adds what the other features know
 a logistic regression fitted on the newest training snapshot (which neither model was fitted on), which is
 also the calibration (Platt scaling on two inputs). The churn rate moves between snapshots (seasonality), and the
 newest snapshot's rate is a noisy forecast of the next one's, so the blend's intercept is shifted (a prior-shift
-correction) to the mean churn rate over all training snapshots. Everything scoring needs is plain numbers in
-the bundle metadata (``meta["blend"]``), applied by :mod:`features.churn_blend` when scoring.
+correction) to the mean churn rate over all training snapshots. The target window's season can differ from
+every training window's: where the history reaches a year back, the intercept is moved further by how far the
+same fit a year earlier missed its own target's churn rate (:func:`backtest_shift`). Everything scoring needs
+is plain numbers in the bundle metadata (``meta["blend"]``), applied by :mod:`features.churn_blend` when scoring.
 """
 
 from __future__ import annotations

@@ -273,7 +273,7 @@ class Job:
 
     @functools.cached_property
     def history(self) -> History:
-        """Where CLTV's back-test a year earlier gets its snapshots (:func:`snapshot_history`)."""
+        """Where the churn and CLTV back-tests a year earlier get their snapshots (:func:`snapshot_history`)."""
         return snapshot_history(self.con, self.config, self.feat_cfg)
 
     @functools.cached_property
