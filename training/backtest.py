@@ -38,11 +38,13 @@ class History:
         min_history_days: History a snapshot needs before its cut-off.
         snapshots_at: Builds the snapshots at given cut-offs (labels from the same data: callers only ask for
             cut-offs whose label windows end before the fit's own cut-off).
+        min_customers: Customers every year-ago snapshot needs (as every training snapshot does).
     """
 
     start: pd.Timestamp
     min_history_days: int
     snapshots_at: SnapshotSource
+    min_customers: int = 1
 
 
 @dataclass(frozen=True)
@@ -116,3 +118,15 @@ def plan_for(frame: pd.DataFrame, horizon_days: int, history: History | None) ->
     cuts = sorted(pd.Timestamp(c) for c in frame.snapshot.unique())
     target = cuts[-1] + pd.Timedelta(days=horizon_days)
     return year_ago(cuts, target, horizon_days, history.start, history.min_history_days)
+
+
+def year_ago_snapshots(plan: YearAgo, history: History) -> tuple[pd.DataFrame | None, str]:
+    """The back-test's snapshots, or why there are too few customers in them to fit on."""
+    snapshots = history.snapshots_at([*plan.train_cuts, plan.target])
+    counts = snapshots.groupby("snapshot").size().reindex([*plan.train_cuts, plan.target], fill_value=0)
+    if counts.min() < history.min_customers:
+        return None, (
+            f"no back-test a year earlier: {counts.min()} customers in the snapshot at {counts.idxmin():%Y-%m-%d} "
+            f"(a snapshot needs {history.min_customers})"
+        )
+    return snapshots, ""

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from training.backtest import History, YearAgo, plan_for
+from training.backtest import History, YearAgo, plan_for, year_ago_snapshots
 
 #: The seasonal factor is kept within these bounds: a ratio beyond them says more about a thin history.
 SEASON_BOUNDS = (0.25, 4.0)
@@ -98,7 +98,9 @@ def spend_level(frame: pd.DataFrame, horizon_days: int, history: History | None,
     factor: float | None = None
     plan, why = plan_for(frame, horizon_days, history)
     if plan is not None and history is not None:
-        factor, why = backtest_level(plan, history.snapshots_at([*plan.train_cuts, plan.target]), fit_predict)
+        snapshots, why = year_ago_snapshots(plan, history)
+        if snapshots is not None:
+            factor, why = backtest_level(plan, snapshots, fit_predict)
     scale = 1.0 if factor is None else factor
     target = pd.Timestamp(frame.snapshot.max()) + pd.Timedelta(days=horizon_days)
     head = f"spend predictions x {scale:.4f} for the {horizon_days}-day window from {target:%Y-%m-%d}"

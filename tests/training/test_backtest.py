@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from training.backtest import History, YearAgo, plan_for, year_ago
+from training.backtest import History, YearAgo, plan_for, year_ago, year_ago_snapshots
 
 CUTS = [pd.Timestamp("2024-02-06") + pd.Timedelta(days=30 * k) for k in range(4)]
 TARGET = CUTS[-1] + pd.Timedelta(days=90)
@@ -40,3 +40,17 @@ def test_plan_for_a_fit_targets_the_window_after_its_newest_snapshot_and_splits_
     train, target = plan.split(history.snapshots_at([*plan.train_cuts, plan.target]))
     assert list(train.snapshot) == list(plan.train_cuts) and list(target.snapshot) == [plan.target]
     assert plan_for(frame, 90, None) == (None, "no back-test a year earlier: no history given")
+
+
+def test_year_ago_snapshots_refuse_a_snapshot_with_too_few_customers():
+    plan, _ = year_ago(CUTS, TARGET, 90, pd.Timestamp("2022-11-01"), 30)
+    assert plan is not None
+
+    def thin(cuts):  # the oldest year-ago snapshot has 3 customers, the others 60
+        return pd.DataFrame({"snapshot": [c for c in cuts for _ in range(3 if c == cuts[0] else 60)]})
+
+    assert year_ago_snapshots(plan, History(pd.Timestamp("2022-11-01"), 30, thin, 50))[0] is None
+    snapshots, why = year_ago_snapshots(plan, History(pd.Timestamp("2022-11-01"), 30, thin, 3))
+    assert snapshots is not None and why == "" and len(snapshots) == 3 + 60 * 4
+    _, why = year_ago_snapshots(plan, History(pd.Timestamp("2022-11-01"), 30, thin, 50))
+    assert "3 customers in the snapshot at 2023-02-07" in why

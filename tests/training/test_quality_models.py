@@ -189,3 +189,8 @@ def test_cltv_total_follows_a_planted_season_recorded_and_applied(tmp_path):
     assert short.meta.spend_scale == 1.0 and "no back-test" in short.meta.spend_scale_note
     assert asked == []
     assert fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio").meta.spend_scale == 1.0
+    # Year-ago snapshots thinner than a training snapshot may be are not fitted on either.
+    full = _history("2022-11-01", asked)
+    thin = History(full.start, full.min_history_days, full.snapshots_at, min_customers=5000)
+    level = fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio", history=thin).meta
+    assert level.spend_scale == 1.0 and "3000 customers in the snapshot" in level.spend_scale_note

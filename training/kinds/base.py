@@ -86,7 +86,7 @@ def snapshot_history(con: duckdb.DuckDBPyConnection, config: TrainConfig, feat_c
         return pd.concat([built[pd.Timestamp(c)] for c in cuts], ignore_index=True)
 
     min_history = min(config.min_history_days, BACKTEST_HISTORY_DAYS)
-    return History(pd.Timestamp(data_start(con)), min_history, snapshots_at)
+    return History(pd.Timestamp(data_start(con)), min_history, snapshots_at, config.min_customers)
 
 
 @dataclass(frozen=True)

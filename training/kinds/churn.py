@@ -14,7 +14,7 @@ from features.kinds import CHURN
 from features.kinds.churn import ChurnBundle, ChurnMeta
 from features.scoring import Encoder
 from training import churn_model, plots
-from training.backtest import History, plan_for
+from training.backtest import History, plan_for, year_ago_snapshots
 from training.baselines import churn_baselines, compare_churn
 from training.calibration import reliability_table
 from training.config import TrainConfig
@@ -122,10 +122,11 @@ def churn_backtest(
     def fit_predict(train: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
         return fit_churn(train, config, encoder).churn_probability(encoder.encode_frame(target))
 
+    snapshots, why = year_ago_snapshots(plan, history)
+    if snapshots is None:
+        return 0.0, why
     try:
-        shift, why = churn_model.backtest_shift(
-            plan, history.snapshots_at([*plan.train_cuts, plan.target]), fit_predict
-        )
+        shift, why = churn_model.backtest_shift(plan, snapshots, fit_predict)
     except TrainingDataError as exc:
         return 0.0, f"no back-test a year earlier: {exc}"
     return (0.0 if shift is None else shift), why
