@@ -88,6 +88,24 @@ def test_each_run_sets_its_model_beside_the_baselines_on_the_same_holdout(traine
     assert table.loc["bgnbd", "brier"] == pytest.approx(churn.metrics["baseline_bgnbd_brier"])
 
 
+def test_the_back_test_a_year_earlier_sets_the_registered_levels_and_the_runs_say_so(trained, tmp_path):
+    # The fixture's two years of data reach a year back: both models were moved by their back-test.
+    settings, result = trained
+    client = registry.configure(settings)
+    churn, _ = registry.load_bundle(client, "churn", "champion", tmp_path / "cache")
+    cltv, _ = registry.load_bundle(client, "cltv", "champion", tmp_path / "cache")
+    year_ago = f"{pd.Timestamp(AS_OF) - pd.Timedelta(days=364):%Y-%m-%d}"  # the registered fit's target, moved back
+    assert churn.meta.blend["season_shift"] != 0.0
+    assert "churn logit" in churn.meta.blend["note"] and year_ago in churn.meta.blend["note"]
+    assert cltv.meta.spend_scale != 1.0 and "season x" in cltv.meta.spend_scale_note
+    assert year_ago in cltv.meta.spend_scale_note
+    runs = mlflow.search_runs(experiment_names=["cxpredict"], output_format="list")
+    child = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
+    assert "churn logit" in child["churn"].data.tags["churn_calibration"]
+    assert child["churn"].data.metrics["season_shift"] != 0.0
+    assert "season x" in child["cltv"].data.tags["spend_scale_note"]
+
+
 def test_registry_model_predicts_like_in_memory(trained, synthetic_dir, tmp_path):
     settings, _ = trained
     client = registry.configure(settings)
