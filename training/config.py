@@ -65,6 +65,9 @@ class TrainConfig(BaseModel):
         promote: Make the new versions ``champion`` (otherwise only the first version is).
         seed: Seed of every random choice.
         min_customers: Fewer customers in a snapshot is an error.
+        year_ago_backtest: Set the churn rate and the CLTV spend level for the target's season by the same fit
+            made a year earlier (:mod:`training.backtest`), where the history reaches that far; off, the fits are
+            faster and keep the training windows' levels.
         engine: Where the snapshots' feature and label SQL runs (``--engine``): the same values either way.
         xgb: Booster settings of churn, CLTV and the S-learner.
         effect_learners: Tree counts of the T-, X- and DR-learners.
@@ -82,6 +85,7 @@ class TrainConfig(BaseModel):
     promote: bool = False
     seed: int = 0
     min_customers: int = Field(50, ge=1)
+    year_ago_backtest: bool = True
     xgb: XGBParams = Field(default_factory=XGBParams)
     effect_learners: EffectLearnerParams = Field(default_factory=EffectLearnerParams)
     engine: EngineName = "duckdb"

@@ -58,7 +58,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         data,
         None,
         TrainConfig(
-            xgb=XGBParams(n_estimators=80, max_depth=3), max_snapshots=3, seed=1, effect_learners=SMALL_EFFECTS
+            xgb=XGBParams(n_estimators=80, max_depth=3),
+            max_snapshots=3,
+            seed=1,
+            effect_learners=SMALL_EFFECTS,
+            year_ago_backtest=False,
         ),
         settings,
     )

@@ -63,7 +63,12 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     write_dataset(tables, train_dir)
     write_dataset(_planted(tables), data_dir)
     settings = Settings(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", home=root / "home", api_keys=("k",))
-    config = TrainConfig(xgb=XGBParams(n_estimators=40, max_depth=3), max_snapshots=2, effect_learners=SMALL_EFFECTS)
+    config = TrainConfig(
+        xgb=XGBParams(n_estimators=40, max_depth=3),
+        max_snapshots=2,
+        effect_learners=SMALL_EFFECTS,
+        year_ago_backtest=False,
+    )
     result = train(train_dir, AS_OF, config, settings)
     assert all(r.version for r in result.models.values())
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["cxpredict"], output_format="list")}

@@ -86,9 +86,19 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         data = root / "data"
         write_dataset(generate(SyntheticConfig(n_customers=400, seed=3)), data)
         small = XGBParams(n_estimators=40, max_depth=3)
-        train(data, None, TrainConfig(xgb=small, max_snapshots=2, seed=1, effect_learners=SMALL_EFFECTS), settings)
+        train(
+            data,
+            None,
+            TrainConfig(xgb=small, max_snapshots=2, seed=1, effect_learners=SMALL_EFFECTS, year_ago_backtest=False),
+            settings,
+        )
         # Version 2 of churn, not promoted yet: the experiment and the promotion below use it.
-        train(data, None, TrainConfig(xgb=small, max_snapshots=2, seed=2, models=("churn",)), settings)
+        train(
+            data,
+            None,
+            TrainConfig(xgb=small, max_snapshots=2, seed=2, models=("churn",), year_ago_backtest=False),
+            settings,
+        )
         materialize(data, None, settings)
         stored = redis.Redis.from_url(store_url)
         known = sorted(key.decode().rsplit(":", 1)[1] for key in stored.scan_iter(match="cxp:g:*:row:*"))

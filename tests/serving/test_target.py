@@ -69,7 +69,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
     data = root / "data"
     write_dataset(generate(SyntheticConfig(n_customers=2000, seed=11)), data)
     settings = Settings(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", home=root / "home")
-    config = TrainConfig(xgb=XGBParams(n_estimators=60, max_depth=3), max_snapshots=3, promote=True)
+    config = TrainConfig(
+        xgb=XGBParams(n_estimators=60, max_depth=3), max_snapshots=3, promote=True, year_ago_backtest=False
+    )
     train(data, T, config, settings)
     return data, settings
 

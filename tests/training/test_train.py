@@ -106,6 +106,13 @@ def test_the_back_test_a_year_earlier_sets_the_registered_levels_and_the_runs_sa
     assert "season x" in child["cltv"].data.tags["spend_scale_note"]
 
 
+def test_the_back_test_can_be_turned_off(synthetic_dir, tmp_path):
+    settings = make_settings(tmp_path)
+    train(synthetic_dir, AS_OF, small_config(models=("churn",), year_ago_backtest=False), settings)
+    churn, _ = registry.load_bundle(registry.configure(settings), "churn", "champion", tmp_path / "cache")
+    assert churn.meta.blend["season_shift"] == 0.0 and "no history given" in churn.meta.blend["note"]
+
+
 def test_registry_model_predicts_like_in_memory(trained, synthetic_dir, tmp_path):
     settings, _ = trained
     client = registry.configure(settings)

@@ -272,8 +272,10 @@ class Job:
         )
 
     @functools.cached_property
-    def history(self) -> History:
-        """Where the churn and CLTV back-tests a year earlier get their snapshots (:func:`snapshot_history`)."""
+    def history(self) -> History | None:
+        """Where the churn and CLTV back-tests a year earlier get their snapshots (None: turned off)."""
+        if not self.config.year_ago_backtest:
+            return None
         return snapshot_history(self.con, self.config, self.feat_cfg)
 
     @functools.cached_property
