@@ -66,8 +66,10 @@ class YearAgo:
         return snapshots[snapshots.snapshot < self.target], snapshots[snapshots.snapshot == self.target]
 
     def describe(self) -> str:
-        """Which snapshots the year-ago fit was made on."""
-        return f"the {len(self.train_cuts)} snapshots {', '.join(f'{c:%Y-%m-%d}' for c in self.train_cuts)}"
+        """Which snapshots the year-ago fit was made on, and how many it left out for want of history."""
+        cuts = ", ".join(f"{c:%Y-%m-%d}" for c in self.train_cuts)
+        left_out = f"; {self.skipped} more left out, too early in the data" if self.skipped else ""
+        return f"the {len(self.train_cuts)} snapshots {cuts}{left_out}"
 
 
 def year_ago(

@@ -19,6 +19,7 @@ def test_year_ago_moves_every_cut_off_back_52_weeks_and_skips_those_without_hist
     plan, _ = year_ago(CUTS, TARGET, 90, pd.Timestamp("2023-01-01"), 60)
     assert plan is not None and plan.train_cuts == tuple(c - LAG for c in CUTS[1:]) and plan.skipped == 1
     assert "2023-03-09" in plan.describe() and "2023-02-07" not in plan.describe()
+    assert plan.describe().endswith("1 more left out, too early in the data")
 
 
 def test_year_ago_refuses_a_short_history_and_a_horizon_longer_than_the_lag():

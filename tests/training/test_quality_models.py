@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +17,24 @@ from training.config import TrainConfig, XGBParams
 from training.train import fit_churn, fit_cltv
 
 CONFIG = TrainConfig(xgb=XGBParams(n_estimators=60, max_depth=3, learning_rate=0.1))
+#: Training cut-offs from February to July (label windows to October) and the target H days after the newest.
+SEASON_CUTS = [pd.Timestamp("2024-02-06") + pd.Timedelta(days=30 * k) for k in range(6)]
+SEASON_TARGET = SEASON_CUTS[-1] + pd.Timedelta(days=90)
+
+
+def _recording_history(
+    build: Callable[[list[pd.Timestamp]], pd.DataFrame],
+    asked: list[pd.Timestamp],
+    min_history_days: int,
+    start: str = "2022-11-01",
+) -> History:
+    """A back-test's history whose snapshots ``build`` makes; every cut-off asked for is added to ``asked``."""
+
+    def snapshots_at(cuts):
+        asked.extend(cuts)
+        return build(list(cuts))
+
+    return History(pd.Timestamp(start), min_history_days, snapshots_at)
 
 
 def test_ece_is_small_for_calibrated_and_large_for_shifted_probabilities():
@@ -83,18 +103,12 @@ def _seasonal_churn(n: int, seed: int, cuts: list[pd.Timestamp]) -> pd.DataFrame
 def test_churn_back_test_a_year_earlier_moves_the_rate_to_the_targets_season(tmp_path):
     # Training windows start from February to July; the target window starts in October, the churn season. The
     # mean rate of the training snapshots is too low there; the same fit a year earlier was as low, by as much.
-    cuts = [pd.Timestamp("2024-02-06") + pd.Timedelta(days=30 * k) for k in range(6)]
-    target = cuts[-1] + pd.Timedelta(days=90)
+    cuts, target = SEASON_CUTS, SEASON_TARGET
     frame = _seasonal_churn(2000, seed=10, cuts=cuts)
     hold = _seasonal_churn(6000, seed=50, cuts=[target])
     encoder = Encoder.fit(frame.drop(columns=["customer_id", "snapshot", "churned"]))
     asked: list[pd.Timestamp] = []
-
-    def snapshots_at(at):
-        asked.extend(at)
-        return _seasonal_churn(2000, seed=100 + len(asked), cuts=list(at))
-
-    history = History(pd.Timestamp("2022-11-01"), 30, snapshots_at)
+    history = _recording_history(lambda at: _seasonal_churn(2000, seed=100 + len(asked), cuts=at), asked, 30)
     shifted = open_bundle(fit_churn(frame, CONFIG, encoder, history).save(tmp_path / "c"), check_feature_set=False)
     assert max(asked) + pd.Timedelta(days=90) <= target
     plain = fit_churn(frame, CONFIG, encoder)
@@ -149,19 +163,13 @@ def _spend_frame(n: int, seed: int, cuts: list[pd.Timestamp]) -> pd.DataFrame:
 
 def _history(start: str, asked: list[pd.Timestamp]) -> History:
     """Snapshots at any cut-off from the same seasonal business; records what was asked for."""
-
-    def snapshots_at(cuts):
-        asked.extend(cuts)
-        return _spend_frame(3000, seed=len(asked), cuts=list(cuts))
-
-    return History(pd.Timestamp(start), 60, snapshots_at)
+    return _recording_history(lambda at: _spend_frame(3000, seed=len(asked), cuts=at), asked, 60, start)
 
 
 def test_cltv_total_follows_a_planted_season_recorded_and_applied(tmp_path):
     # Training windows from February to October; the target window holds the year-end peak. The same fit a year
     # earlier missed that peak by as much, which sets the level: recovered within 6%.
-    cuts = [pd.Timestamp("2024-02-06") + pd.Timedelta(days=30 * k) for k in range(6)]
-    target = cuts[-1] + pd.Timedelta(days=90)
+    cuts, target = SEASON_CUTS, SEASON_TARGET
     frame = _spend_frame(3000, seed=4, cuts=cuts)
     hold = _spend_frame(3000, seed=5, cuts=[target])
     encoder = Encoder.fit(frame.drop(columns=["customer_id", "snapshot", "spend_h"]))
