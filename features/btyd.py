@@ -55,6 +55,48 @@ class BGParams:
         return cls(**{k: float(data[k]) for k in ("r", "alpha", "a", "b", "time_unit_days")})
 
 
+@dataclass(frozen=True)
+class GGParams:
+    """Fitted Gamma-Gamma parameters (Fader, Hardie & Lee 2005, "RFM and CLV").
+
+    The spend of a purchase is ``z ~ Gamma(p, nu)`` around a customer's rate ``nu ~ Gamma(q, v)``; the population's
+    mean spend per purchase is ``p v / (q - 1)``.
+
+    Attributes:
+        p: Shape of a purchase's spend.
+        q: Shape of the customers' rates.
+        v: Rate parameter of the customers' rates.
+    """
+
+    p: float
+    q: float
+    v: float
+
+    def to_json(self) -> dict[str, float]:
+        """Serialisable form (stored in bundle metadata)."""
+        return {"p": self.p, "q": self.q, "v": self.v}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GGParams:
+        """Inverse of :meth:`to_json`."""
+        return cls(**{k: float(data[k]) for k in ("p", "q", "v")})
+
+    def expected_average(self, frequency: FloatArray, mean_value: FloatArray) -> FloatArray:
+        """Conditional expected spend per future purchase.
+
+        A precision-weighted mix of the population mean ``p v / (q - 1)`` and the customer's own mean ``m`` over
+        ``x`` purchases: ``(p v + p x m) / (p x + q - 1)``. Where ``x`` is 0 or missing, or ``m`` is not positive,
+        it is the population mean (NaN when ``q <= 1``, where that mean is infinite).
+        """
+        x = np.asarray(frequency, dtype=np.float64)
+        m = np.asarray(mean_value, dtype=np.float64)
+        known = np.isfinite(x) & np.isfinite(m) & (x > 0) & (m > 0)
+        population = self.p * self.v / (self.q - 1.0) if self.q > 1.0 else math.nan
+        xs, ms = np.where(known, x, 0.0), np.where(known, m, 0.0)
+        conditional = (self.p * self.v + self.p * xs * ms) / (self.p * xs + self.q - 1.0)
+        return np.where(known, conditional, population)
+
+
 def log_dropout_odds(params: BGParams, x: FloatArray, tx: FloatArray, big_t: FloatArray) -> FloatArray:
     """Log of P(dropped out right after the last purchase) / P(alive); -inf when ``x == 0``."""
     r, alpha, a, b = params.r, params.alpha, params.a, params.b

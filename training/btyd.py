@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 
 from features import btyd as core
-from features.btyd import BGParams
+from features.btyd import BGParams, GGParams
 
 __all__ = ["BTYDModel", "BetaGeoFitter", "GammaGammaFitter", "rfm_summary"]
 
@@ -455,10 +455,7 @@ class GammaGammaFitter(BaseEstimator):
                 f"GammaGammaFitter: q = {q:.3f} <= 1, so the population mean spend is undefined; "
                 "refit with a penalizer or on more data"
             )
-        population = p * v / (q - 1.0) if q > 1.0 else np.nan
-        xs = np.where(known, x, 0.0)
-        conditional = (p * v + p * xs * np.where(known, m, 0.0)) / (p * xs + q - 1.0)
-        return np.where(known, conditional, population)
+        return GGParams(p=p, q=q, v=v).expected_average(x, np.where(known, m, np.nan))
 
 
 class BTYDModel(BaseEstimator):

@@ -22,13 +22,8 @@ import xgboost as xgb
 from scipy.stats import chi2
 from sklearn.linear_model import LogisticRegression
 
-from features.btyd import BGParams
-from features.churn_blend import BGNBD_SUMMARY, RFM, logit, rfm_logit, rfm_matrix
+from features.churn_blend import RFM, logit, rfm_logit, rfm_matrix
 from training.backtest import YearAgo
-from training.btyd import BetaGeoFitter
-
-#: Days per BG/NBD time unit (weeks, as in :mod:`training.btyd`).
-BG_TIME_UNIT_DAYS = 7.0
 
 
 def fit_rfm(x: np.ndarray, y: np.ndarray, columns: list[str]) -> dict[str, Any]:
@@ -46,33 +41,6 @@ def fit_rfm(x: np.ndarray, y: np.ndarray, columns: list[str]) -> dict[str, Any]:
         "coef": lr.coef_[0].tolist(),
         "intercept": float(lr.intercept_[0]),
     }
-
-
-def fit_bgnbd(x: np.ndarray, columns: list[str], horizon_days: int) -> dict[str, float] | None:
-    """BG/NBD parameters fitted on the rows' summaries (the registry's ``bg_*`` features), for the booster's inputs.
-
-    Rows of several snapshots are pooled: each is one customer's history up to its own cut-off, and the likelihood
-    of BG/NBD is a product over such histories (the parameters describe the population, not a moment).
-
-    Returns:
-        ``BGParams.to_json()`` plus ``horizon_days`` (read by :func:`features.churn_blend.bgnbd_inputs`), or
-        ``None`` where the rows lack the summary, none has a purchase or the fit fails (the booster then reads
-        the feature table alone).
-    """
-    if not set(BGNBD_SUMMARY) <= set(columns):
-        return None
-    idx = [columns.index(c) for c in BGNBD_SUMMARY]
-    summary = np.asarray(x[:, idx], dtype=np.float64)
-    ok = np.isfinite(summary).all(axis=1)
-    if not ok.any():
-        return None
-    freq, rec, age = summary[ok, 0], summary[ok, 1] / BG_TIME_UNIT_DAYS, summary[ok, 2] / BG_TIME_UNIT_DAYS
-    try:
-        fitted = BetaGeoFitter().fit(freq, rec, np.maximum(age, rec))
-    except ValueError:
-        return None
-    params = BGParams(**fitted.params_, time_unit_days=BG_TIME_UNIT_DAYS)
-    return {**params.to_json(), "horizon_days": float(horizon_days)}
 
 
 #: Significance level of the test that the blend carries any signal on the calibration snapshot (:func:`fit_blend`).

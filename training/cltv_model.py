@@ -30,8 +30,16 @@ target's season and the factor is 1. On the two-year demo data (three draws) the
 0.074 with all six year-ago snapshots, and 0.027, 0.037 and 0.096 when 60 days of history were asked of each and
 the oldest was dropped: the back-test mirrors the fit with every snapshot it can.
 
-Everything scoring needs is the one number ``meta["spend_scale"]``; ``meta["spend_scale_note"]`` says how it was
-found. Functions here are pure (no I/O, no ``now()``): the caller builds the snapshots and fits the booster.
+Before the season, the **balance**: a Tweedie booster (log link, variance power 1.3) stopped early does not
+reproduce the total of its own training labels (the balance property a Poisson GLM with an intercept has; Wüthrich
+2020, "Bias regularization in neural network models for general insurance pricing"). Its score weighs the
+residuals of small predictions more, and it fell 1-5% short in total on every data set here. The fit is
+multiplied by ``b = sum_i y_i / sum_i yhat_i`` over its training rows (:func:`balance`), and the back-test a
+year earlier is made with the balanced fit, so the season factor measures what is left.
+
+Everything scoring needs is the one number ``meta["spend_scale"]`` (balance times season);
+``meta["spend_scale_note"]`` says how it was found. Functions here are pure (no I/O, no ``now()``): the caller
+builds the snapshots and fits the booster.
 """
 
 from __future__ import annotations
@@ -47,13 +55,34 @@ from training.backtest import History, YearAgo, plan_for, year_ago_snapshots
 #: The seasonal factor is kept within these bounds: a ratio beyond them says more about a thin history.
 SEASON_BOUNDS = (0.25, 4.0)
 
-#: Fits the spend booster on the first frame (training snapshots) and predicts the second's spend (>= 0).
+#: The balance factor is kept within these bounds (a fit that misses its own total by more is broken, not biased).
+BALANCE_BOUNDS = (0.5, 2.0)
+
+#: Fits the spend model on the first frame (training snapshots; balanced) and predicts the second's spend (>= 0).
 FitPredict = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
+
+
+def balance(actual: np.ndarray, predicted: np.ndarray) -> tuple[float, str]:
+    """The factor that makes a fit's total over its training rows equal theirs, and a sentence saying so.
+
+    Args:
+        actual: The training rows' spend (>= 0).
+        predicted: The fit's predictions for the same rows.
+    """
+    total, fitted = float(np.sum(actual)), float(np.sum(predicted))
+    if total <= 0 or fitted <= 0:
+        return 1.0, "balance x 1: no spend in the training rows or in their prediction"
+    raw = total / fitted
+    factor = float(np.clip(raw, *BALANCE_BOUNDS))
+    return factor, (
+        f"balance x {factor:.4f}: the fit predicted {fitted:.6g} for its {len(actual)} training rows, which spent "
+        f"{total:.6g}" + ("" if factor == raw else f" (ratio {raw:.4f} clipped to {BALANCE_BOUNDS})")
+    )
 
 
 @dataclass(frozen=True)
 class SpendLevel:
-    """The factor applied to every spend prediction and how it was found."""
+    """The seasonal factor applied to every spend prediction (on top of the balance) and how it was found."""
 
     scale: float
     note: str
@@ -80,7 +109,7 @@ def backtest_level(plan: YearAgo, snapshots: pd.DataFrame, fit_predict: FitPredi
     raw = actual / predicted
     factor = float(np.clip(raw, *SEASON_BOUNDS))
     return factor, (
-        f"season x {factor:.4f}: the same fit a year earlier (on {plan.describe()}) predicted {predicted:.6g} for "
+        f"the same fit a year earlier (on {plan.describe()}) predicted {predicted:.6g} for "
         f"the {len(target)} customers of the snapshot at {plan.target:%Y-%m-%d}, who spent {actual:.6g}"
         + ("" if factor == raw else f" (ratio {raw:.4f} clipped to {SEASON_BOUNDS})")
     )
@@ -93,7 +122,7 @@ def spend_level(frame: pd.DataFrame, horizon_days: int, history: History | None,
         frame: The fit's training snapshots (their ``snapshot`` cut-offs).
         horizon_days: H; the predictions are for the window H days after the newest cut-off.
         history: Where the back-test's snapshots come from (``None``: no seasonal factor).
-        fit_predict: Fits the spend booster as the model's own fit does and predicts.
+        fit_predict: Fits the spend model as the model's own fit does (balanced) and predicts.
     """
     factor: float | None = None
     plan, why = plan_for(frame, horizon_days, history)
@@ -103,5 +132,5 @@ def spend_level(frame: pd.DataFrame, horizon_days: int, history: History | None,
             factor, why = backtest_level(plan, snapshots, fit_predict)
     scale = 1.0 if factor is None else factor
     target = pd.Timestamp(frame.snapshot.max()) + pd.Timedelta(days=horizon_days)
-    head = f"spend predictions x {scale:.4f} for the {horizon_days}-day window from {target:%Y-%m-%d}"
+    head = f"season x {scale:.4f} for the {horizon_days}-day window from {target:%Y-%m-%d}"
     return SpendLevel(scale, "; ".join(part for part in (head, why) if part))

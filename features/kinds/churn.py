@@ -10,7 +10,8 @@ import numpy as np
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from features.churn_blend import BGNBD_DESCRIPTIONS, BGNBD_INPUTS, bgnbd_inputs, blend_probability
+from features.btyd_inputs import WithBtydInputs
+from features.churn_blend import blend_probability
 from features.definitions import CANCELLED_FEATURE
 from features.kinds.base import BundleMeta, ModelKind, Reason, ScoreContext
 from features.scoring import TOP_REASONS, Bundle
@@ -37,7 +38,7 @@ class ChurnMeta(BundleMeta):
         calibration: An isotonic map ``{"x": [...], "y": [...]}`` (bundles without a blend).
         bgnbd: BG/NBD parameters (:class:`features.btyd.BGParams`, plus ``horizon_days``) whose per-customer
             P(alive) and expected orders the booster reads after the feature table's columns
-            (:func:`features.churn_blend.bgnbd_inputs`); ``None``: the booster reads the feature table alone.
+            (:func:`features.btyd_inputs.bgnbd_inputs`); ``None``: the booster reads the feature table alone.
     """
 
     blend: dict[str, Any] | None = None
@@ -66,7 +67,7 @@ class ChurnPart(TypedDict, total=False):
 
 
 @dataclass
-class ChurnBundle(Bundle):
+class ChurnBundle(WithBtydInputs, Bundle):
     """A churn model: the booster, blended with an RFM regression and calibrated."""
 
     meta: ChurnMeta  # type: ignore[assignment]
@@ -78,15 +79,9 @@ class ChurnBundle(Bundle):
         self._predictor("main").prepare_contributions()
 
     @property
-    def input_columns(self) -> list[str]:
-        """The booster's inputs: the encoder's columns, then the BG/NBD ones when the bundle has a BG/NBD fit."""
-        return [*self.encoder.columns, *(BGNBD_INPUTS if self.meta.bgnbd else ())]
-
-    def inputs(self, x: np.ndarray) -> np.ndarray:
-        """The booster's input matrix for encoded rows ``x`` (``x`` itself without a BG/NBD fit)."""
-        if not self.meta.bgnbd:
-            return x
-        return np.hstack([x, bgnbd_inputs(x, self.encoder.columns, self.meta.bgnbd)])
+    def btyd_params(self) -> dict[str, float] | None:
+        """The BG/NBD inputs' parameters (:mod:`features.btyd_inputs`)."""
+        return self.meta.bgnbd
 
     def churn_probability(self, x: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
         """Calibrated churn probabilities for encoded rows; exactly 1.0 for a customer cancelled before T.
@@ -110,22 +105,6 @@ class ChurnBundle(Bundle):
         for i in np.flatnonzero(self.cancelled(x)):
             out[i] = [self._reason(j, 1.0, None, "up")]  # type: ignore[arg-type]
         return out
-
-    def _reason(self, j: int, value: float, contribution: float | None, direction: Any) -> Reason:
-        """A feature's reason, or a BG/NBD input's (after the encoder's columns) with its value as computed."""
-        n = len(self.encoder.columns)
-        if j < n:
-            return super()._reason(j, value, contribution, direction)
-        name = BGNBD_INPUTS[j - n]
-        # Shown on the scale a user reads: the probability, the number of orders.
-        shown = None if np.isnan(value) else round(float(1 / (1 + np.exp(-value)) if j == n else np.expm1(value)), 4)
-        return {
-            "feature": name,
-            "description": BGNBD_DESCRIPTIONS[name],
-            "value": shown,
-            "contribution": contribution,
-            "direction": direction,
-        }
 
 
 class Churn(ModelKind):

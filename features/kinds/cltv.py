@@ -12,6 +12,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from features import btyd
+from features.btyd_inputs import WithBtydInputs
 from features.kinds.base import BundleMeta, ModelKind, Reason, ScoreContext
 from features.kinds.churn import CHURN
 from features.scoring import Bundle
@@ -47,20 +48,28 @@ class CltvMeta(BundleMeta):
         cltv_horizon_days: Horizon of the long-run value.
         cltv_method: ``model`` (a booster on observed long windows) or ``btyd_ratio`` (the horizon spend scaled).
         cltv_scale: The BG/NBD + Gamma-Gamma ratio of long-run to horizon value (``btyd_ratio``).
-        spend_scale: Total-calibration factor of the spend predictions (``spend_scale_note`` says how); 1 in older
-            bundles.
+        spend_scale: Total-calibration factor of the spend predictions, ``spend_balance * spend_season``
+            (``spend_scale_note`` says how); 1 in older bundles.
+        spend_balance: The part that makes the fit's total over its training rows equal theirs.
+        spend_season: The part that sets the level for the target window's season (a back-test a year earlier).
         spend_scale_note: How ``spend_scale`` was found.
         bgnbd: The BG/NBD fit (:class:`features.btyd.BGParams` plus ``degenerate``), for ``p_alive`` and orders.
         mean_order_value: The training population's average purchase value (the expected-orders fallback).
+        btyd_inputs: BG/NBD (plus ``horizon_days``) and Gamma-Gamma parameters fitted on the training snapshots,
+            whose per-customer P(alive), expected orders and expected spend the boosters read after the feature
+            table's columns (:func:`features.btyd_inputs.btyd_inputs`); ``None``: the feature table alone.
     """
 
     cltv_horizon_days: int | None = None
     cltv_method: Literal["model", "btyd_ratio"] | None = None
     cltv_scale: float | None = None
     spend_scale: float = 1.0
+    spend_balance: float = 1.0
+    spend_season: float = 1.0
     spend_scale_note: str | None = None
     bgnbd: dict[str, Any] | None = None
     mean_order_value: float | None = None
+    btyd_inputs: dict[str, Any] | None = None
 
 
 class CltvPart(TypedDict, total=False):
@@ -102,7 +111,7 @@ def _float(value: Any) -> float | None:
 
 
 @dataclass
-class CltvBundle(Bundle):
+class CltvBundle(WithBtydInputs, Bundle):
     """A CLTV model: spend over the horizon (``main``); value over the CLTV horizon by its own booster or a scale."""
 
     meta: CltvMeta  # type: ignore[assignment]
@@ -113,18 +122,33 @@ class CltvBundle(Bundle):
         super().prepare_online()
         self._predictor("main").prepare_contributions()
 
-    def spend(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted spend over the horizon and value over the CLTV horizon for encoded rows."""
-        spend = np.maximum(np.asarray(self._predictor("main").predict(x), dtype=np.float64), 0.0)
+    @property
+    def btyd_params(self) -> dict[str, Any] | None:
+        """The BTYD inputs' parameters (:mod:`features.btyd_inputs`)."""
+        return self.meta.btyd_inputs
+
+    def spend(self, x: np.ndarray, inputs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted spend over the horizon and value over the CLTV horizon for encoded rows.
+
+        ``inputs`` is :meth:`inputs` of ``x`` when the caller has it already (an answer computes it once).
+        """
+        xb = self.inputs(x) if inputs is None else inputs
+        spend = np.maximum(np.asarray(self._predictor("main").predict(xb), dtype=np.float64), 0.0)
         spend = spend * float(self.meta.spend_scale)
         if VALUE_BOOSTER in self.boosters:
-            value = np.maximum(np.asarray(self._predictor(VALUE_BOOSTER).predict(x), dtype=np.float64), 0.0)
-        else:
+            value = np.maximum(np.asarray(self._predictor(VALUE_BOOSTER).predict(xb), dtype=np.float64), 0.0)
+        elif self.meta.cltv_scale is not None:
             value = spend * float(self.meta.cltv_scale)
+        else:  # a spend model alone (training's back-test fits one): no long-horizon value
+            value = np.full_like(spend, math.nan)
         return spend, value
 
     def cltv_answers(
-        self, x: np.ndarray, summary: Mapping[str, np.ndarray], churn_probability: np.ndarray | None = None
+        self,
+        x: np.ndarray,
+        summary: Mapping[str, np.ndarray],
+        churn_probability: np.ndarray | None = None,
+        inputs: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """The complete CLTV answer for encoded rows (CONTRACT §2 "cltv").
 
@@ -138,12 +162,13 @@ class CltvBundle(Bundle):
             x: Encoded rows.
             summary: :func:`summary_columns` of the same rows.
             churn_probability: The churn model's answer for the rows, for the fallback.
+            inputs: :meth:`inputs` of ``x`` when the caller has it already.
 
         Returns:
             Arrays ``predicted_spend``, ``value``, ``historic_value``, ``p_alive``, ``expected_orders`` and
             ``activity_method`` (``bgnbd`` or ``fallback`` per row).
         """
-        spend, value = self.spend(x)
+        spend, value = self.spend(x, inputs)
         n = x.shape[0]
         horizon = float(self.meta.horizon_days or 90)
         bg = self.meta.bgnbd
@@ -198,8 +223,9 @@ class Cltv(ModelKind):
     def score(self, bundle: CltvBundle, ctx: ScoreContext) -> list[CltvPart]:
         """The CLTV answer and its drivers per row; the churn model feeds the fallback where BG/NBD cannot answer."""
         x = ctx.matrix(self.name)
-        ans = bundle.cltv_answers(x, summary_columns(ctx.rows), CHURN.probabilities(ctx))
-        drivers = bundle.reasons(x)
+        inputs = bundle.inputs(x)
+        ans = bundle.cltv_answers(x, summary_columns(ctx.rows), CHURN.probabilities(ctx), inputs)
+        drivers = bundle.reasons(inputs)
         meta = bundle.meta
         return [
             CltvPart(

@@ -6,12 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.churn_blend import BGNBD_DESCRIPTIONS, BGNBD_INPUTS, logit
+from features.btyd_inputs import BGNBD_INPUTS
+from features.btyd_inputs import DESCRIPTIONS as BGNBD_DESCRIPTIONS
+from features.churn_blend import logit
 from features.kinds import open_bundle
 from tests.training.conftest import small_config
 from tests.training.test_train import _training_snapshots
 from training.backtest import YearAgo
-from training.churn_model import SHIFT_BOUNDS, backtest_shift, fit_bgnbd, fit_blend, fit_rfm
+from training.btyd_inputs import fit_bgnbd
+from training.churn_model import SHIFT_BOUNDS, backtest_shift, fit_blend, fit_rfm
 from training.train import fit_churn
 
 

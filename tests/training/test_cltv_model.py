@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from training.backtest import History, YearAgo, year_ago
-from training.cltv_model import SEASON_BOUNDS, backtest_level, spend_level
+from training.cltv_model import BALANCE_BOUNDS, SEASON_BOUNDS, backtest_level, balance, spend_level
 
 CUTS = [pd.Timestamp("2024-02-06") + pd.Timedelta(days=30 * k) for k in range(4)]
 TARGET = CUTS[-1] + pd.Timedelta(days=90)
@@ -35,7 +35,7 @@ def test_backtest_level_is_what_the_year_ago_target_spent_over_its_prediction_an
         return _mean_fit(train, target)
 
     factor, note = backtest_level(plan, _snapshots(plan, 1.8), fit)
-    assert factor == pytest.approx(1.8) and "season x 1.8000" in note
+    assert factor == pytest.approx(1.8) and "predicted 20000" in note and "spent 36000" in note
     assert seen == [(800, 200)]  # fitted on the four year-ago training snapshots, predicted for the target one
     factor, note = backtest_level(plan, _snapshots(plan, 50.0), fit)
     assert factor == SEASON_BOUNDS[1] and "clipped" in note
@@ -59,3 +59,12 @@ def test_spend_level_reads_only_windows_that_end_before_the_target():
     level = spend_level(frame, 90, History(pd.Timestamp("2023-10-01"), 60, snapshots_at), _mean_fit)
     assert level.scale == 1.0 and "no back-test" in level.note and asked == []
     assert spend_level(frame, 90, None, _mean_fit).scale == 1.0
+
+
+def test_balance_makes_the_fit_total_its_training_rows_and_is_bounded():
+    actual = np.array([0.0, 10.0, 30.0, 60.0])
+    factor, note = balance(actual, np.array([5.0, 10.0, 20.0, 45.0]))
+    assert factor == pytest.approx(100.0 / 80.0) and "80 for its 4 training rows" in note
+    assert float(np.sum(np.array([5.0, 10.0, 20.0, 45.0]) * factor)) == pytest.approx(actual.sum())
+    assert balance(actual, actual / 10)[0] == BALANCE_BOUNDS[1] and "clipped" in balance(actual, actual / 10)[1]
+    assert balance(np.zeros(3), np.ones(3))[0] == 1.0

@@ -185,20 +185,23 @@ def test_cltv_total_follows_a_planted_season_recorded_and_applied(tmp_path):
     assert spend.sum() == pytest.approx(truth, rel=0.06)
     raw = np.maximum(loaded.boosters["main"].inplace_predict(x), 0.0)
     assert raw.sum() < 0.8 * truth  # without the seasonal level the total falls short
-    np.testing.assert_allclose(spend, raw * loaded.meta.spend_scale, rtol=1e-6)
-    # The value over a year holds every season: it stays the BG/NBD ratio times the unseasoned spend.
-    np.testing.assert_allclose(value, raw * 4.0, rtol=1e-5)
+    meta = loaded.meta
+    assert meta.spend_scale == pytest.approx(meta.spend_balance * meta.spend_season) and meta.spend_season > 1.2
+    np.testing.assert_allclose(spend, raw * meta.spend_scale, rtol=1e-6)
+    # The value over a year holds every season: it stays the BG/NBD ratio times the balanced, unseasoned spend.
+    np.testing.assert_allclose(value, raw * meta.spend_balance * 4.0, rtol=1e-5)
     assert "season x" in loaded.meta.spend_scale_note and f"{target - pd.Timedelta(days=364):%Y-%m-%d}" in (
         loaded.meta.spend_scale_note
     )
     # Without a year of history before the target nothing is known about the season: factor 1, nothing read.
     asked.clear()
     short = fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio", history=_history("2023-12-01", asked))
-    assert short.meta.spend_scale == 1.0 and "no back-test" in short.meta.spend_scale_note
+    assert short.meta.spend_season == 1.0 and "no back-test" in short.meta.spend_scale_note
+    assert short.meta.spend_scale == short.meta.spend_balance
     assert asked == []
-    assert fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio").meta.spend_scale == 1.0
+    assert fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio").meta.spend_season == 1.0
     # Year-ago snapshots thinner than a training snapshot may be are not fitted on either.
     full = _history("2022-11-01", asked)
     thin = History(full.start, full.min_history_days, full.snapshots_at, min_customers=5000)
     level = fit_cltv(frame, CONFIG, encoder, 4.0, "btyd_ratio", history=thin).meta
-    assert level.spend_scale == 1.0 and "3000 customers in the snapshot" in level.spend_scale_note
+    assert level.spend_season == 1.0 and "3000 customers in the snapshot" in level.spend_scale_note

@@ -13,7 +13,7 @@ from features.churn_blend import blend_probability, logit
 from features.kinds import CHURN
 from features.kinds.churn import ChurnBundle, ChurnMeta
 from features.scoring import Encoder
-from training import churn_model, plots
+from training import btyd_inputs, churn_model, plots
 from training.backtest import History, plan_for, year_ago_snapshots
 from training.baselines import churn_baselines, compare_churn
 from training.calibration import reliability_table
@@ -40,7 +40,7 @@ def fit_churn(
     """Fit the churn booster and an RFM logistic regression, blend and calibrate them out of time.
 
     The booster reads each customer's BG/NBD P(alive) and expected orders beside the feature table
-    (:func:`training.churn_model.fit_bgnbd`): a parametric summary of the purchase process that shallow trees
+    (:func:`training.btyd_inputs.fit_bgnbd`): a parametric summary of the purchase process that shallow trees
     would otherwise have to piece together from frequency, recency and age. Booster and regression are fitted on
     all but the newest snapshot of ``frame``; the newest chooses the number of trees (early stopping) and fits the
     blend of the two logits (:mod:`training.churn_model`), whose intercept is then moved to the mean churn rate of
@@ -60,7 +60,7 @@ def fit_churn(
     x = encoder.encode_frame(frame)
     # The BG/NBD inputs are fitted like the booster, without the newest snapshot (it validates and blends).
     meta = ChurnMeta(
-        horizon_days=config.horizon_days, bgnbd=churn_model.fit_bgnbd(x[fit_mask], encoder.columns, config.horizon_days)
+        horizon_days=config.horizon_days, bgnbd=btyd_inputs.fit_bgnbd(x[fit_mask], encoder.columns, config.horizon_days)
     )
     shell = ChurnBundle(kind=CHURN.name, meta=meta, encoder=encoder, boosters={})
     xb = shell.inputs(x)

@@ -8,12 +8,12 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 
+from features.btyd_inputs import GAMMA_GAMMA
 from features.kinds import CLTV
-from features.kinds.cltv import VALUE_BOOSTER, CltvBundle
+from features.kinds.cltv import VALUE_BOOSTER, CltvBundle, CltvMeta
 from features.scoring import Encoder
-from training import cltv_model, plots
+from training import btyd_inputs, cltv_model, plots
 from training.backtest import History
 from training.baselines import BTYDAtCut, cltv_baselines, compare_cltv
 from training.btyd import BTYDModel, bgnbd_metadata
@@ -22,21 +22,47 @@ from training.kinds.base import Job, ModelResult, Trainer, fit_booster, log_comp
 from training.metrics import cltv_metrics, decile_table
 
 
-def fit_spend(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> xgb.Booster:
-    """The spend-over-H booster (Tweedie; the number of trees chosen on the newest snapshot)."""
+def fit_spend(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> CltvBundle:
+    """The spend-over-H model, balanced: a Tweedie booster on the features and the BTYD inputs.
+
+    The booster reads each customer's BG/NBD P(alive), expected orders and BG/NBD + Gamma-Gamma expected spend
+    (:mod:`features.btyd_inputs`, parameters fitted on ``frame``) beside the feature table; the number of trees is
+    chosen on the newest snapshot. Its predictions are multiplied by the balance (:func:`training.cltv_model.balance`),
+    so their total over ``frame`` is the rows' own.
+
+    Returns:
+        A bundle with the ``main`` booster; its ``spend_scale`` is the balance.
+    """
+    x = encoder.encode_frame(frame)
+    params = btyd_inputs.fit_inputs(x, encoder.columns, config.horizon_days, spend=True)
+    shell = CltvBundle(kind=CLTV.name, meta=CltvMeta(btyd_inputs=params), encoder=encoder, boosters={})
+    xb = shell.inputs(x)
     newest = (frame.snapshot == frame.snapshot.max()).to_numpy()
     y_spend = frame.spend_h.clip(lower=0).to_numpy()
-    return fit_booster(encoder.encode_frame(frame), y_spend, config, "reg:tweedie", valid=newest)
+    booster = fit_booster(xb, y_spend, config, "reg:tweedie", valid=newest)
+    factor, note = cltv_model.balance(y_spend, np.maximum(booster.inplace_predict(xb), 0.0))
+    meta = CltvMeta(
+        horizon_days=config.horizon_days,
+        btyd_inputs=params,
+        spend_scale=factor,
+        spend_balance=factor,
+        spend_scale_note=note
+        + ("" if params else "; no BTYD inputs (no purchase history or the BG/NBD fit failed)")
+        + ("" if not params or GAMMA_GAMMA in params else "; no expected-spend input (the Gamma-Gamma fit failed)"),
+    )
+    return CltvBundle(kind=CLTV.name, meta=meta, encoder=encoder, boosters={"main": booster})
 
 
 def spend_total_scale(
     frame: pd.DataFrame, config: TrainConfig, encoder: Encoder, history: History | None
 ) -> cltv_model.SpendLevel:
-    """Factor on every spend prediction of a fit on ``frame``: a back-test a year back (:mod:`training.cltv_model`)."""
+    """Seasonal factor on the spend predictions of a fit on ``frame``: a back-test a year back.
+
+    See :mod:`training.cltv_model`; the back-test fits as :func:`fit_spend` does, balance included.
+    """
 
     def fit_predict(train: pd.DataFrame, target: pd.DataFrame) -> np.ndarray:
-        booster = fit_spend(train, config, encoder)
-        return np.maximum(booster.inplace_predict(encoder.encode_frame(target)), 0.0)
+        return fit_spend(train, config, encoder).spend(encoder.encode_frame(target))[0]
 
     return cltv_model.spend_level(frame, config.horizon_days, history, fit_predict)
 
@@ -49,35 +75,38 @@ def fit_cltv(
     method: str,
     history: History | None = None,
 ) -> CltvBundle:
-    """Fit the spend-over-H booster (Tweedie); long-horizon value either by its own booster or by a scale.
+    """Fit the spend-over-H model (:func:`fit_spend`); long-horizon value either by its own booster or by a scale.
 
     ``history`` (where the snapshots a year earlier come from) sets the spend level for the target window's
     season (:func:`spend_total_scale`); without it the level is the training windows'.
     """
     spend = fit_spend(frame, config, encoder)
     level = spend_total_scale(frame, config, encoder, history)
-    boosters = {"main": spend}
+    boosters = dict(spend.boosters)
     if method == "model":
         observed = frame.cltv_observed.to_numpy(dtype=bool)
         long_frame = frame[observed]
         boosters[VALUE_BOOSTER] = fit_booster(
-            encoder.encode_frame(long_frame),
+            spend.inputs(encoder.encode_frame(long_frame)),
             long_frame.spend_cltv.clip(lower=0).to_numpy(),
             config,
             "reg:tweedie",
             valid=(long_frame.snapshot == long_frame.snapshot.max()).to_numpy(),
         )
-    meta = {
-        "horizon_days": config.horizon_days,
-        "cltv_horizon_days": config.cltv_horizon_days,
-        "cltv_method": method,
-        # Value over the CLTV horizon is ``spend x cltv_scale`` (btyd_ratio): a year holds every season, so the
-        # seasonal factor of the H-day spend is taken out of it again.
-        "cltv_scale": cltv_scale / level.scale,
-        "spend_scale": level.scale,
-        "spend_scale_note": level.note,
-    }
-    return CltvBundle(kind=CLTV.name, meta=meta, encoder=encoder, boosters=boosters)  # type: ignore[arg-type]
+    meta = spend.meta.model_copy(
+        update={
+            "cltv_horizon_days": config.cltv_horizon_days,
+            "cltv_method": method,
+            # Value over the CLTV horizon is ``spend x cltv_scale`` (btyd_ratio): a year holds every season, so the
+            # seasonal factor of the H-day spend is taken out of it again.
+            "cltv_scale": cltv_scale / level.scale,
+            "spend_scale": spend.meta.spend_balance * level.scale,
+            "spend_season": level.scale,
+            "spend_scale_note": f"spend predictions x {spend.meta.spend_balance * level.scale:.4f}: "
+            f"{spend.meta.spend_scale_note}; {level.note}",
+        }
+    )
+    return CltvBundle(kind=CLTV.name, meta=meta, encoder=encoder, boosters=boosters)
 
 
 def btyd_ratio(fitted: BTYDAtCut | None, config: TrainConfig) -> float:

@@ -1,4 +1,4 @@
-"""The churn booster's BG/NBD inputs: point-in-time like the features they read, and ordered as BG/NBD says."""
+"""The boosters' BTYD inputs: point-in-time like the features they read, and ordered as BG/NBD says."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from features.churn_blend import BGNBD_INPUTS, bgnbd_inputs
+from features.btyd import GGParams
+from features.btyd_inputs import BGNBD_INPUTS, GAMMA_GAMMA, SPEND_INPUT, bgnbd_inputs, btyd_inputs, input_names
 from features.data import load_frames
 from features.pipeline import build_features
 
@@ -55,3 +56,25 @@ def test_an_overdue_regular_buyer_is_less_alive_and_expects_fewer_orders():
     # (a zero-amount line): alive by the model, orders unknown (missing to the booster).
     assert out.loc["once", alive] == out[alive].max()
     assert out.loc["nothing", alive] == out[alive].max() and np.isnan(out.loc["nothing", orders])
+
+
+def test_the_spend_input_is_expected_orders_times_the_gamma_gamma_value_per_purchase():
+    gg = GGParams(p=6.0, q=4.0, v=15.0)
+    feats = _features(
+        [*[("big", -30 * k, 200.0) for k in range(1, 8)], *[("small", -30 * k, 5.0) for k in range(1, 8)]]
+        + [("once", -100, 40.0), ("nothing", -3, 0.0)]
+    )
+    cols = list(feats.columns)
+    x = feats.to_numpy(dtype=np.float32, na_value=np.nan)
+    out = pd.DataFrame(btyd_inputs(x, cols, {**BG, GAMMA_GAMMA: gg.to_json()}), index=feats.index)
+    assert list(out.columns) == [0, 1, 2] and input_names({**BG, GAMMA_GAMMA: gg.to_json()})[-1] == SPEND_INPUT
+    orders = np.expm1(out[1].to_numpy(np.float64))
+    freq, value = feats.bg_frequency.to_numpy(float), feats.avg_order_value.to_numpy(float)
+    # Gamma-Gamma: (p v + p x m) / (p x + q - 1), the population's p v / (q - 1) without a repeat purchase.
+    per_order = np.where(freq > 0, (6.0 * 15.0 + 6.0 * freq * value) / (6.0 * freq + 3.0), 6.0 * 15.0 / 3.0)
+    expected = np.log1p(orders * per_order)
+    np.testing.assert_allclose(out[2].to_numpy(np.float64), expected, rtol=1e-5)
+    assert out.loc["big", 2] > out.loc["small", 2]  # same rhythm, forty times the value
+    assert np.isnan(out.loc["nothing", 2])  # no purchase: no expected orders, so no expected spend
+    # Without Gamma-Gamma parameters the spend input is left out, and the BG/NBD ones are unchanged.
+    np.testing.assert_array_equal(btyd_inputs(x, cols, BG), out[[0, 1]].to_numpy(np.float32))
