@@ -97,13 +97,17 @@ def test_the_back_test_a_year_earlier_sets_the_registered_levels_and_the_runs_sa
     year_ago = f"{pd.Timestamp(AS_OF) - pd.Timedelta(days=364):%Y-%m-%d}"  # the registered fit's target, moved back
     assert churn.meta.blend["season_shift"] != 0.0
     assert "churn logit" in churn.meta.blend["note"] and year_ago in churn.meta.blend["note"]
-    assert cltv.meta.spend_scale != 1.0 and "season x" in cltv.meta.spend_scale_note
+    assert cltv.meta.spend_season != 1.0 and "season x" in cltv.meta.spend_scale_note
+    assert cltv.meta.spend_scale == pytest.approx(cltv.meta.spend_balance * cltv.meta.spend_season)
     assert year_ago in cltv.meta.spend_scale_note
     runs = mlflow.search_runs(experiment_names=["cxpredict"], output_format="list")
     child = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
     assert "churn logit" in child["churn"].data.tags["churn_calibration"]
     assert child["churn"].data.metrics["season_shift"] != 0.0
     assert "season x" in child["cltv"].data.tags["spend_scale_note"]
+    logged = child["cltv"].data.params
+    assert float(logged["spend_season"]) == pytest.approx(cltv.meta.spend_season, rel=1e-5)
+    assert float(logged["spend_balance"]) == pytest.approx(cltv.meta.spend_balance, rel=1e-5)
 
 
 def test_the_back_test_can_be_turned_off(synthetic_dir, tmp_path):

@@ -171,7 +171,9 @@ class CltvTrainer(Trainer):
             final.meta.bgnbd = bgnbd
             aov = frame.avg_order_value[frame.avg_order_value > 0]
             final.meta.mean_order_value = float(aov.mean()) if len(aov) else None
-            mlflow.log_param("spend_scale", round(float(final.meta.spend_scale), 6))
+            mlflow.log_params(
+                {k: round(float(getattr(final.meta, k)), 6) for k in ("spend_scale", "spend_balance", "spend_season")}
+            )
             log_trees(final)
             version, alias = job.register(final)
             return ModelResult(self.kind.name, version, alias, metrics, notes=[note, *vs.lines])
