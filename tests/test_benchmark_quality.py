@@ -149,3 +149,23 @@ def test_true_policy_values_reads_each_policys_picks(bench: ModuleType) -> None:
     assert out["served policy (what predict and serving do)"] == pytest.approx(0.5)
     served.meta.policy = "learned"
     assert bench.true_policy_values(hold, ev, truth, served)["served policy (what predict and serving do)"] == 1.5
+
+
+def test_the_btyd_simulation_follows_its_model(bench: ModuleType) -> None:
+    from training.btyd import BetaGeoFitter, GammaGammaFitter, rfm_summary
+
+    config = bench.BtydSimConfig(seed=3, n_customers=3000)
+    tx = bench.simulate(config)
+    first = tx.groupby("customer_id").ts.min()
+    assert tx.customer_id.nunique() == 3000 and (tx.amount > 0).all()
+    assert (first - pd.Timestamp(config.start)).max() < pd.Timedelta(weeks=config.acquisition_weeks)
+    assert tx.ts.max() < pd.Timestamp(config.start) + pd.Timedelta(weeks=config.weeks)
+    # Fitted back on the whole period, BG/NBD and Gamma-Gamma find the parameters the data was drawn from.
+    summary = rfm_summary(tx, pd.Timestamp(config.start) + pd.Timedelta(weeks=config.weeks))
+    bg = BetaGeoFitter().fit(summary.frequency, summary.recency, summary["T"]).params_
+    assert bg["r"] / bg["alpha"] == pytest.approx(config.r / config.alpha, rel=0.2)  # the mean purchase rate
+    assert bg["a"] / (bg["a"] + bg["b"]) == pytest.approx(config.a / (config.a + config.b), rel=0.25)
+    repeat = summary[summary.frequency > 0]
+    gg = GammaGammaFitter().fit(repeat.frequency, repeat.monetary_value).params_
+    mean_spend = config.p * config.v / (config.q - 1)
+    assert gg["p"] * gg["v"] / (gg["q"] - 1) == pytest.approx(mean_spend, rel=0.15)
