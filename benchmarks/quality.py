@@ -817,7 +817,9 @@ def render(
         "",
         "Protocol (as in `training.train`, without MLflow): T = midnight after the last transaction, H = 90 days; "
         "models are fitted on the stacked snapshots at cut-offs `T - 2H - k*30 days` (the newest of them fits the "
-        "churn blend of the booster and an RFM logistic regression, whose intercept is moved to the mean churn rate "
+        "churn blend, a logistic regression with non-negative weights on the logits of the booster (as a booster "
+        "fitted on snapshots at least H older gives it), an RFM logistic regression and BG/NBD's P(no purchase in "
+        "H), whose intercept is moved to the mean churn rate "
         "of all training snapshots and then shifted by how far the same fit a year earlier missed its own target's "
         "churn rate (`training.backtest`, where the history reaches a year back), and which falls back to that rate "
         "where a likelihood-ratio test on it finds no signal; the churn booster's depth, 2 to 4, is chosen on it by "

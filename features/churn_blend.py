@@ -36,8 +36,46 @@ def rfm_logit(x: np.ndarray, columns: Sequence[str], rfm: Mapping[str, Any]) -> 
     return z @ np.asarray(rfm["coef"]) + float(rfm["intercept"])
 
 
-def blend_probability(raw: np.ndarray, x: np.ndarray, columns: Sequence[str], blend: Mapping[str, Any]) -> np.ndarray:
-    """Churn probability from the booster's probability ``raw`` and the encoded rows ``x``."""
-    w = blend["weights"]
-    z = w[0] * logit(raw) + w[1] * rfm_logit(x, columns, blend["rfm"]) + float(blend["intercept"])
-    return 1.0 / (1.0 + np.exp(-z))
+def blend_logits(
+    raw: np.ndarray,
+    x: np.ndarray,
+    columns: Sequence[str],
+    rfm: Mapping[str, Any],
+    no_purchase: np.ndarray | None = None,
+    fill: float = 0.0,
+) -> np.ndarray:
+    """The blend's inputs, one column each: the booster's logit, the RFM regression's and, given, BG/NBD's.
+
+    Args:
+        raw: The booster's probabilities.
+        x: Encoded rows.
+        columns: Their names.
+        rfm: The RFM regression's parameters.
+        no_purchase: BG/NBD's churn logit (:func:`features.btyd_inputs.no_purchase_logit`); NaN (a customer
+            without a purchase) reads ``fill``.
+        fill: The value for a NaN of ``no_purchase``.
+    """
+    cols = [logit(raw), rfm_logit(x, columns, rfm)]
+    if no_purchase is not None:
+        cols.append(np.where(np.isnan(no_purchase), fill, np.asarray(no_purchase, dtype=np.float64)))
+    return np.column_stack(cols)
+
+
+def blend_probability(
+    raw: np.ndarray,
+    x: np.ndarray,
+    columns: Sequence[str],
+    blend: Mapping[str, Any],
+    no_purchase: np.ndarray | None = None,
+) -> np.ndarray:
+    """Churn probability from the booster's probability ``raw`` and the encoded rows ``x``.
+
+    A blend with three weights also reads BG/NBD's churn logit ``no_purchase`` (NaN reads ``no_purchase_fill``).
+    """
+    w = np.asarray(blend["weights"], dtype=np.float64)
+    if len(w) > 2 and no_purchase is None:
+        raise ValueError("this churn blend reads BG/NBD's churn logit: pass no_purchase")
+    z = blend_logits(
+        raw, x, columns, blend["rfm"], no_purchase if len(w) > 2 else None, blend.get("no_purchase_fill", 0.0)
+    )
+    return 1.0 / (1.0 + np.exp(-(z @ w + float(blend["intercept"]))))

@@ -1,11 +1,15 @@
-"""Churn: a gradient-boosted model stacked with an RFM logistic regression, calibrated out of time.
+"""Churn: a gradient-boosted model stacked with an RFM logistic regression and BG/NBD, calibrated out of time.
 
 Why a blend: on real transaction logs a three-feature logistic regression on recency, frequency and monetary
-value (log scale) is hard to beat; the booster adds what the other features know. The two logits are combined by
-a logistic regression fitted on the newest training snapshot (which neither model was fitted on), which is
-also the calibration (Platt scaling on two inputs). The churn rate moves between snapshots (seasonality), and the
-newest snapshot's rate is a noisy forecast of the next one's, so the blend's intercept is shifted (a prior-shift
-correction) to the mean churn rate over all training snapshots. The target window's season can differ from
+value (log scale) is hard to beat; the booster adds what the other features know; BG/NBD's probability of no
+purchase over the horizon extrapolates where the trees cannot (a cohort that only ages: every scored customer is
+older than any the trees saw). The logits are combined by a logistic regression fitted on the newest training
+snapshot (which none of the models was fitted on), which is also the calibration (Platt scaling on their logits).
+The booster's logit it is fitted on comes from a booster fitted a horizon before that snapshot (:class:`DepthChoice`):
+a booster fitted on the snapshots just before it shares most of its label window and looks better there than
+it is when used, a horizon or more after its newest labels. The churn rate moves between snapshots (seasonality),
+and the newest snapshot's rate is a noisy forecast of the next one's, so the blend's intercept is shifted (a
+prior-shift correction) to the mean churn rate over all training snapshots. The target window's season can differ from
 every training window's: where the history reaches a year back, the intercept is moved further by how far the
 same fit a year earlier missed its own target's churn rate (:func:`backtest_shift`). Everything scoring needs
 is plain numbers in the bundle metadata (``meta["blend"]``), applied by :mod:`features.churn_blend` when scoring.
@@ -14,15 +18,18 @@ is plain numbers in the bundle metadata (``meta["blend"]``), applied by :mod:`fe
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from scipy.optimize import minimize
+from scipy.special import expit
 from scipy.stats import chi2
 from sklearn.linear_model import LogisticRegression
 
-from features.churn_blend import RFM, logit, rfm_logit, rfm_matrix
+from features.churn_blend import RFM, logit, rfm_matrix
 from training.backtest import YearAgo
 
 
@@ -47,27 +54,43 @@ def fit_rfm(x: np.ndarray, y: np.ndarray, columns: list[str]) -> dict[str, Any]:
 BLEND_TEST_LEVEL = 0.05
 
 
-def fit_blend(
-    raw_cal: np.ndarray, x_cal: np.ndarray, y_cal: np.ndarray, rfm_old: dict[str, Any], columns: list[str]
-) -> tuple[list[float], float]:
-    """Weights of the two logits and the intercept, fitted on the calibration snapshot.
+def fit_blend(z: np.ndarray, y_cal: np.ndarray) -> tuple[list[float], float]:
+    """Weights of the blend's logits (:func:`features.churn_blend.blend_logits`) and the intercept.
 
-    The weights are kept only where together they beat the snapshot's churn rate alone by a likelihood-ratio
-    test (2 degrees of freedom, level :data:`BLEND_TEST_LEVEL`): where they do not, the scores ranked the
-    calibration snapshot no better than chance, and weights fitted to its noise would rank every later customer
-    by it (with permuted labels a noise tree on a strong input ranked a holdout at ROC-AUC 0.37). Then every
-    customer gets the rate (weights 0).
+    Fitted on the calibration snapshot. The weights are kept only where together they beat the snapshot's churn
+    rate alone by a likelihood-ratio test (as many degrees of freedom as logits, level :data:`BLEND_TEST_LEVEL`):
+    where they do not, the scores ranked the calibration snapshot no better than chance, and weights fitted to its
+    noise would rank every later customer by it (with permuted labels a noise tree on a strong input ranked a
+    holdout at ROC-AUC 0.37). Then every customer gets the rate (weights 0).
+
+    Args:
+        z: One column per logit, one row per customer of the calibration snapshot.
+        y_cal: Whether each churned (0/1).
     """
-    z = np.column_stack([logit(raw_cal), rfm_logit(x_cal, columns, rfm_old)])
-    lr = LogisticRegression(C=1e4, max_iter=1000).fit(z, y_cal)
+    z = np.asarray(z, dtype=np.float64)
     y = np.asarray(y_cal, dtype=np.float64)
     rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-    p = np.clip(lr.predict_proba(z)[:, 1], 1e-12, 1 - 1e-12)
-    ll_full = float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    weights, intercept, ll_full = _nonnegative_logistic(z, y, float(np.log(rate / (1 - rate))))
     ll_rate = float(np.sum(y * np.log(rate) + (1 - y) * np.log(1 - rate)))
     if 2 * (ll_full - ll_rate) < chi2.ppf(1 - BLEND_TEST_LEVEL, df=z.shape[1]):
         return [0.0] * z.shape[1], float(np.log(rate / (1 - rate)))
-    return lr.coef_[0].tolist(), float(lr.intercept_[0])
+    return weights, intercept
+
+
+def _nonnegative_logistic(z: np.ndarray, y: np.ndarray, start: float) -> tuple[list[float], float, float]:
+    """Logistic regression of ``y`` on ``z`` with weights >= 0 (intercept free): weights, intercept, log-likelihood."""
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        eta = z @ theta[1:] + theta[0]
+        # log(1 + e^eta) - y * eta, and its gradient (sigmoid(eta) - y) times the inputs.
+        nll = float(np.sum(np.logaddexp(0.0, eta) - y * eta))
+        g = expit(eta) - y
+        return nll, np.concatenate([[g.sum()], z.T @ g])
+
+    theta0 = np.concatenate([[start], np.zeros(z.shape[1])])
+    bounds = [(None, None)] + [(0.0, None)] * z.shape[1]
+    res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds)
+    return [float(w) for w in res.x[1:]], float(res.x[0]), -float(res.fun)
 
 
 def shift_to_rate(z: np.ndarray, rate: float) -> float:
@@ -129,9 +152,26 @@ def backtest_shift(
 DEPTHS = (2, 3, 4)
 
 
+@dataclass(frozen=True)
+class DepthChoice:
+    """The churn booster's depth, chosen out of time (:func:`choose_depth`).
+
+    Attributes:
+        depth: The chosen depth (``None``: not chosen, the configured one stays).
+        note: How it was chosen.
+        newest: The chosen candidate's probabilities for the newest snapshot's rows, from a booster fitted on
+            snapshots at least H older (``None`` without a choice): the booster's score as far from its training
+            labels as when it is used, which the blend's weights are fitted on.
+    """
+
+    depth: int | None
+    note: str
+    newest: np.ndarray | None = None
+
+
 def choose_depth(
     params: dict[str, Any], x: np.ndarray, y: np.ndarray, snapshots: np.ndarray, horizon_days: int, rounds: int
-) -> tuple[int | None, str]:
+) -> DepthChoice:
     """The booster depth with the lowest log loss on the newest snapshot, fitted on snapshots H days older.
 
     The newest snapshot only validates out of time if no fitted label window overlaps its own: snapshots 30 days
@@ -148,17 +188,18 @@ def choose_depth(
         rounds: Trees at most.
 
     Returns:
-        The chosen depth (``None`` where no snapshot is H older than the newest, or a side has one class) and a note.
+        The chosen depth (``None`` where no snapshot is H older than the newest, or a side has one class), a note
+        and the chosen candidate's probabilities for the newest snapshot.
     """
     snapshots = np.asarray(snapshots, dtype="datetime64[ns]")
     newest = snapshots.max()
     valid = snapshots == newest
     fit = snapshots <= newest - np.timedelta64(horizon_days, "D")
     if not fit.any() or len(np.unique(y[fit])) < 2 or len(np.unique(y[valid])) < 2:
-        return None, "depth not chosen: no training snapshot is a horizon older than the newest"
+        return DepthChoice(None, "depth not chosen: no training snapshot is a horizon older than the newest")
     dfit = xgb.DMatrix(x[fit], label=y[fit], missing=np.nan)
     dvalid = xgb.DMatrix(x[valid], label=y[valid], missing=np.nan)
-    losses = {}
+    losses, newest_p = {}, {}
     for depth in DEPTHS:
         booster = xgb.train(
             {**params, "max_depth": depth, "eval_metric": "logloss"},
@@ -169,9 +210,11 @@ def choose_depth(
             verbose_eval=False,
         )
         losses[depth] = float(booster.best_score)
+        newest_p[depth] = booster.predict(dvalid, iteration_range=(0, booster.best_iteration + 1))
     best = min(losses, key=losses.__getitem__)
     shown = ", ".join(f"{d}: {v:.4f}" for d, v in losses.items())
-    return (
+    return DepthChoice(
         best,
         f"depth {best} chosen by log loss on the newest snapshot, fitted {horizon_days}+ days before it ({shown})",
+        newest_p[best],
     )

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from features.btyd_inputs import WithBtydInputs
+from features.btyd_inputs import WithBtydInputs, no_purchase_logit
 from features.churn_blend import blend_probability
 from features.definitions import CANCELLED_FEATURE
 from features.kinds.base import BundleMeta, ModelKind, Reason, ScoreContext
@@ -34,7 +34,8 @@ class ChurnMeta(BundleMeta):
     """A churn bundle's metadata.
 
     Attributes:
-        blend: The booster/RFM logistic blend and its calibration (:func:`features.churn_blend.blend_probability`).
+        blend: The logistic blend of the booster, an RFM regression and BG/NBD's churn probability, and its
+            calibration (:func:`features.churn_blend.blend_probability`).
         calibration: An isotonic map ``{"x": [...], "y": [...]}`` (bundles without a blend).
         bgnbd: BG/NBD parameters (:class:`features.btyd.BGParams`, plus ``horizon_days``) whose per-customer
             P(alive) and expected orders the booster reads after the feature table's columns
@@ -83,6 +84,12 @@ class ChurnBundle(WithBtydInputs, Bundle):
         """The BG/NBD inputs' parameters (:mod:`features.btyd_inputs`)."""
         return self.meta.bgnbd
 
+    def no_purchase_logit(self, x: np.ndarray) -> np.ndarray | None:
+        """BG/NBD's churn logit per encoded row where the blend reads it (``None`` where it does not)."""
+        if not self.meta.bgnbd or len((self.meta.blend or {}).get("weights", ())) < 3:
+            return None
+        return no_purchase_logit(x, self.encoder.columns, self.meta.bgnbd)
+
     def churn_probability(self, x: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
         """Calibrated churn probabilities for encoded rows; exactly 1.0 for a customer cancelled before T.
 
@@ -90,7 +97,7 @@ class ChurnBundle(WithBtydInputs, Bundle):
         """
         raw = self._predictor("main").predict(self.inputs(x) if inputs is None else inputs)
         if blend := self.meta.blend:
-            p = blend_probability(raw, x, self.encoder.columns, blend)
+            p = blend_probability(raw, x, self.encoder.columns, blend, self.no_purchase_logit(x))
         else:
             cal = self.meta.calibration
             p = np.asarray(raw, dtype=np.float64) if not cal else np.interp(raw, cal["x"], cal["y"])

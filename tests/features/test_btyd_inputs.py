@@ -6,9 +6,19 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from features.btyd import GGParams
-from features.btyd_inputs import BGNBD_INPUTS, GAMMA_GAMMA, SPEND_INPUT, bgnbd_inputs, btyd_inputs, input_names
+from features.btyd_inputs import (
+    BGNBD_INPUTS,
+    BGNBD_SUMMARY,
+    GAMMA_GAMMA,
+    SPEND_INPUT,
+    bgnbd_inputs,
+    btyd_inputs,
+    input_names,
+    no_purchase_logit,
+)
 from features.data import load_frames
 from features.pipeline import build_features
 
@@ -78,3 +88,43 @@ def test_the_spend_input_is_expected_orders_times_the_gamma_gamma_value_per_purc
     assert np.isnan(out.loc["nothing", 2])  # no purchase: no expected orders, so no expected spend
     # Without Gamma-Gamma parameters the spend input is left out, and the BG/NBD ones are unchanged.
     np.testing.assert_array_equal(btyd_inputs(x, cols, BG), out[[0, 1]].to_numpy(np.float32))
+
+
+def _simulate_bgnbd(n: int, weeks: float, horizon: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Customers drawn from BG/NBD itself (parameters ``BG``): summaries at ``weeks`` and whether they then bought."""
+    rng = np.random.default_rng(seed)
+    rate = rng.gamma(BG["r"], 1.0 / BG["alpha"], n)
+    dropout = rng.beta(BG["a"], BG["b"], n)
+    summary, quiet = np.zeros((n, 3)), np.zeros(n, dtype=int)
+    for i in range(n):
+        # Every customer's first purchase at 0; after each repeat purchase they leave with probability p.
+        t, last, repeats, alive, bought_later = 0.0, 0.0, 0, True, False
+        while alive:
+            t += rng.exponential(1.0 / rate[i])
+            if t > weeks + horizon:
+                break
+            if t > weeks:
+                bought_later = True
+                break
+            last, repeats = t, repeats + 1
+            alive = rng.random() >= dropout[i]
+        summary[i] = (repeats, last * 7.0, weeks * 7.0)
+        quiet[i] = int(not bought_later)
+    return summary, quiet
+
+
+def test_bgnbd_no_purchase_probability_matches_customers_drawn_from_bgnbd():
+    summary, quiet = _simulate_bgnbd(6000, weeks=30.0, horizon=90 / 7.0, seed=0)
+    columns = list(BGNBD_SUMMARY)
+    p = 1 / (1 + np.exp(-no_purchase_logit(summary, columns, BG)))
+    # Calibrated where it is the true model: in total and among the customers it calls most and least at risk.
+    assert abs(p.mean() - quiet.mean()) < 0.015
+    order = np.argsort(p)
+    for part in (order[:1500], order[-1500:]):
+        assert abs(p[part].mean() - quiet[part].mean()) < 0.03
+    assert roc_auc_score(quiet, p) > 0.75
+    # Against P(alive) alone (which calls a quiet-but-alive customer safe) it ranks the no-purchase better.
+    alive = bgnbd_inputs(summary, columns, BG)[:, 0]
+    assert roc_auc_score(quiet, p) > roc_auc_score(quiet, -alive)
+    # No purchase yet: no BG/NBD answer.
+    assert np.isnan(no_purchase_logit(np.array([[np.nan, np.nan, 70.0]]), columns, BG)).all()

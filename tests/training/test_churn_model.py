@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from features.btyd_inputs import BGNBD_INPUTS
 from features.btyd_inputs import DESCRIPTIONS as BGNBD_DESCRIPTIONS
-from features.churn_blend import logit
+from features.churn_blend import blend_logits, logit
 from features.kinds import open_bundle
 from tests.training.conftest import small_config
 from tests.training.test_train import _training_snapshots
@@ -75,11 +76,22 @@ def test_the_blend_keeps_its_weights_only_where_they_beat_the_rate():
     y = (rng.random(n) < signal).astype(int)
     rfm = fit_rfm(x, y, cols)
     raw = np.clip(signal + rng.normal(0, 0.05, n), 0.01, 0.99)
-    weights, _ = fit_blend(raw, x, y, rfm, cols)
+    z = blend_logits(raw, x, cols, rfm)
+    weights, intercept = fit_blend(z, y)
     assert weights[0] > 0.5
+    # Where the best weights are positive they are the logistic regression's (maximum likelihood, unpenalised).
+    lr = LogisticRegression(C=1e6, max_iter=5000).fit(z, y)
+    if (lr.coef_ > 0).all():
+        np.testing.assert_allclose(weights, lr.coef_[0], atol=2e-3)
+        assert intercept == pytest.approx(float(lr.intercept_[0]), abs=2e-3)
+    # A score that ranks backwards gets weight 0, never a negative one (each input is a churn score).
+    backwards = np.column_stack([z, -logit(signal) + rng.normal(0, 0.3, n)])
+    weights, _ = fit_blend(backwards, y)
+    assert weights[0] > 0.5 and weights[2] == 0.0
+    assert LogisticRegression(C=1e6, max_iter=5000).fit(backwards, y).coef_[0][2] < 0  # not vacuous
     # Labels unrelated to the scores: the weights fitted to that noise are dropped, the rate is answered.
     noise = rng.permutation(y)
-    weights, intercept = fit_blend(raw, x, noise, rfm, cols)
+    weights, intercept = fit_blend(z, noise)
     assert weights == [0.0, 0.0]
     assert 1 / (1 + np.exp(-intercept)) == pytest.approx(noise.mean())
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
-from features.churn_blend import blend_probability, logit
+from features.btyd_inputs import no_purchase_logit
+from features.churn_blend import blend_logits, blend_probability, logit
 from features.kinds import CHURN
 from features.kinds.churn import ChurnBundle, ChurnMeta
 from features.scoring import Encoder
@@ -43,9 +44,10 @@ def fit_churn(
     (:func:`training.btyd_inputs.fit_bgnbd`): a parametric summary of the purchase process that shallow trees
     would otherwise have to piece together from frequency, recency and age. Booster and regression are fitted on
     all but the newest snapshot of ``frame``; the newest chooses the number of trees (early stopping) and fits the
-    blend of the two logits (:mod:`training.churn_model`), whose intercept is then moved to the mean churn rate of
-    all snapshots and, where ``history`` reaches a year back, shifted by how far the same fit a year earlier
-    missed its own target's churn rate (:func:`churn_backtest`).
+    blend of their logits and BG/NBD's P(no purchase over H) (:mod:`training.churn_model`; the booster's logit as
+    a booster fitted a horizon before the newest snapshot gives it), whose intercept is then moved to the mean
+    churn rate of all snapshots and, where ``history`` reaches a year back, shifted by how far the same fit a year
+    earlier missed its own target's churn rate (:func:`churn_backtest`).
     Recency only ever raises the churn score (a monotone constraint): the direction is known, and it keeps the
     trees from chasing noise in sparse recency ranges.
     """
@@ -66,11 +68,11 @@ def fit_churn(
     xb = shell.inputs(x)
     monotone = "(" + ",".join("1" if c == "recency_days" else "0" for c in shell.input_columns) + ")"
     params = {**xgb_params(config, "binary:logistic"), "monotone_constraints": monotone}
-    depth, depth_note = churn_model.choose_depth(
+    choice = churn_model.choose_depth(
         params, xb, y, frame.snapshot.to_numpy(), config.horizon_days, config.xgb.n_estimators
     )
-    if depth is not None:
-        config = config.model_copy(update={"xgb": config.xgb.model_copy(update={"max_depth": depth})})
+    if choice.depth is not None:
+        config = config.model_copy(update={"xgb": config.xgb.model_copy(update={"max_depth": choice.depth})})
     if len(snaps) > 1:
         # Fitted without the newest snapshot, which chooses the number of trees and then fits the blend.
         booster = fit_booster(xb, y, config, "binary:logistic", valid=cal_mask, refit=False, monotone=monotone)
@@ -81,24 +83,32 @@ def fit_churn(
     # (the newest snapshot's churn rate enters them) and the blend, fitted on the old levels, would double count.
     rfm = churn_model.fit_rfm(x[fit_mask], y[fit_mask], cols)
     raw_cal = booster.inplace_predict(xb[cal_mask])
-    weights, intercept = churn_model.fit_blend(raw_cal, x[cal_mask], y[cal_mask], rfm, cols)
-    rate_cal, rate_all = float(y[cal_mask].mean()), float(y.mean())
-    z_cal = logit(
-        blend_probability(raw_cal, x[cal_mask], cols, {"rfm": rfm, "weights": weights, "intercept": intercept})
+    no_purchase, fill = None, 0.0
+    if meta.bgnbd is not None:
+        no_purchase = no_purchase_logit(x[cal_mask], cols, meta.bgnbd)
+        fill = float(np.nanmean(no_purchase)) if np.isfinite(no_purchase).any() else 0.0
+    # The weights read the booster a horizon away from its labels, as it is used (churn_model.DepthChoice).
+    raw_far = raw_cal if choice.newest is None else choice.newest
+    weights, intercept = churn_model.fit_blend(
+        blend_logits(raw_far, x[cal_mask], cols, rfm, no_purchase, fill), y[cal_mask]
     )
+    rate_cal, rate_all = float(y[cal_mask].mean()), float(y.mean())
+    fitted = {"rfm": rfm, "weights": weights, "intercept": intercept, "no_purchase_fill": fill}
+    z_cal = logit(blend_probability(raw_cal, x[cal_mask], cols, fitted, no_purchase))
     blend = {
-        "rfm": rfm,
-        "weights": weights,
+        **fitted,
         "intercept": intercept + churn_model.shift_to_rate(z_cal, rate_all),
         "calibration_rate": rate_cal,
         "target_rate": rate_all,
         "note": (
-            f"logistic blend of the booster's logit and an RFM logistic regression's, fitted on the snapshot at "
-            f"{pd.Timestamp(snaps[-1]):%Y-%m-%d} (churn rate {rate_cal:.4f}), intercept moved to the mean churn "
-            f"rate of the {len(snaps)} training snapshots ({rate_all:.4f})"
+            f"logistic blend of the booster's logit, an RFM logistic regression's"
+            f"{' and BG/NBD P(no purchase)' if no_purchase is not None else ''}, fitted on the snapshot at "
+            f"{pd.Timestamp(snaps[-1]):%Y-%m-%d} (churn rate {rate_cal:.4f})"
+            f"{'' if choice.newest is None else ' with the booster fitted a horizon before it'}, intercept moved "
+            f"to the mean churn rate of the {len(snaps)} training snapshots ({rate_all:.4f})"
         ),
     }
-    blend["note"] += f"; {depth_note}"
+    blend["note"] += f"; {choice.note}"
     if not any(weights):
         blend["note"] += "; no signal on the calibration snapshot (likelihood-ratio test): every customer gets the rate"
     if meta.bgnbd is None:
