@@ -16,6 +16,10 @@ import numpy as np
 RFM = ("recency_days", "frequency_365d", "monetary_365d")
 
 
+#: Names of the blend's inputs, in the order of its weights (:func:`blend_logits`); logged with the weights.
+BLEND_INPUTS = ("booster", "rfm_logit", "bgnbd_no_purchase")
+
+
 def logit(p: np.ndarray) -> np.ndarray:
     """Log-odds, with probabilities kept inside [1e-6, 1 - 1e-6]."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cxpredict.cli import app
 from features import registry
+from features.churn_blend import BLEND_INPUTS
 from features.data import load_data_dir
 from features.kinds import open_bundle, score_frame
 from features.pipeline import build_features, build_snapshots
@@ -104,6 +105,9 @@ def test_the_back_test_a_year_earlier_sets_the_registered_levels_and_the_runs_sa
     child = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.run_id}
     assert "churn logit" in child["churn"].data.tags["churn_calibration"]
     assert child["churn"].data.metrics["season_shift"] != 0.0
+    # The blend's weights, one per input (the booster, the RFM regression, BG/NBD), as the registered fit's kind.
+    weights = [child["churn"].data.metrics[f"blend_weight_{name}"] for name in BLEND_INPUTS]
+    assert len(churn.meta.blend["weights"]) == 3 and all(w >= 0 for w in weights) and weights[0] > 0
     assert "season x" in child["cltv"].data.tags["spend_scale_note"]
     logged = child["cltv"].data.params
     assert float(logged["spend_season"]) == pytest.approx(cltv.meta.spend_season, rel=1e-5)

@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
 from features.btyd_inputs import no_purchase_logit
-from features.churn_blend import blend_logits, blend_probability, logit
+from features.churn_blend import BLEND_INPUTS, blend_logits, blend_probability, logit
 from features.kinds import CHURN
 from features.kinds.churn import ChurnBundle, ChurnMeta
 from features.scoring import Encoder
@@ -199,6 +199,8 @@ class ChurnTrainer(Trainer):
             log_table(reliability_table(y, p), "reliability_table.csv", tmp)
             mlflow.set_tag("churn_calibration", (eval_bundle.meta.blend or {})["note"][:5000])
             mlflow.log_metric("season_shift", (eval_bundle.meta.blend or {}).get("season_shift", 0.0))
+            weights = (eval_bundle.meta.blend or {}).get("weights", [])
+            mlflow.log_metrics({f"blend_weight_{name}": w for name, w in zip(BLEND_INPUTS, weights, strict=False)})
             for path in plots.churn_plots(y, p, tmp):
                 mlflow.log_artifact(str(path), "plots")
             job.log_holdout_bundle(eval_bundle, snaps.holdout_cut)
