@@ -186,6 +186,17 @@ def _alive_purchases_by_quadrature(params: BGParams, t: FloatArray, x: FloatArra
     return out
 
 
+def _summary_in_units(
+    params: BGParams, frequency: FloatArray, recency_days: FloatArray, age_days: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray]:
+    """``x``, ``t_x`` and ``T`` in the parameters' time unit, and which rows are a valid BG/NBD summary."""
+    x = np.asarray(frequency, dtype=float)
+    tx = np.asarray(recency_days, dtype=float) / params.time_unit_days
+    big_t = np.asarray(age_days, dtype=float) / params.time_unit_days
+    ok = np.isfinite(x) & np.isfinite(tx) & np.isfinite(big_t) & (x >= 0) & (tx >= 0) & (tx <= big_t + 1e-9)
+    return x, tx, big_t, ok
+
+
 def customer_answers(
     params: BGParams, horizon_days: float, frequency: FloatArray, recency_days: FloatArray, age_days: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
@@ -200,10 +211,7 @@ def customer_answers(
         recency_days: ``bg_recency_days``.
         age_days: ``bg_age_days``.
     """
-    x = np.asarray(frequency, dtype=float)
-    tx = np.asarray(recency_days, dtype=float) / params.time_unit_days
-    big_t = np.asarray(age_days, dtype=float) / params.time_unit_days
-    ok = np.isfinite(x) & np.isfinite(tx) & np.isfinite(big_t) & (x >= 0) & (tx >= 0) & (tx <= big_t + 1e-9)
+    x, tx, big_t, ok = _summary_in_units(params, frequency, recency_days, age_days)
     alive = np.full(x.shape, math.nan)
     orders = np.full(x.shape, math.nan)
     if ok.any():
@@ -211,3 +219,22 @@ def customer_answers(
         t = np.full(int(ok.sum()), horizon_days / params.time_unit_days)
         orders[ok] = expected_purchases(params, t, x[ok], tx[ok], big_t[ok], alive[ok])
     return alive, orders
+
+
+def no_purchase_probability(
+    params: BGParams, horizon_days: float, frequency: FloatArray, recency_days: FloatArray, age_days: FloatArray
+) -> FloatArray:
+    """P(no purchase over ``horizon_days``) from the feature table's BG/NBD summary (in days): BG/NBD's churn.
+
+    ``1 - P(alive) + P(alive) * ((alpha + T) / (alpha + T + t)) ** (r + x)``: a customer alive at ``T`` buys at a
+    rate whose posterior is ``Gamma(r + x, alpha + T)`` (Fader, Hardie & Lee 2005), so no purchase in ``t`` is that
+    negative binomial's zero. NaN where :func:`customer_answers` gives NaN.
+    """
+    x, tx, big_t, ok = _summary_in_units(params, frequency, recency_days, age_days)
+    out = np.full(x.shape, math.nan)
+    if ok.any():
+        alive = p_alive(params, x[ok], tx[ok], big_t[ok])
+        t = horizon_days / params.time_unit_days
+        quiet = np.exp((params.r + x[ok]) * (np.log(params.alpha + big_t[ok]) - np.log(params.alpha + big_t[ok] + t)))
+        out[ok] = 1.0 - alive + alive * quiet
+    return out

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from features.btyd import BGParams, GGParams, customer_answers
+from features.btyd import BGParams, GGParams, customer_answers, no_purchase_probability
 from features.churn_blend import logit
 
 if TYPE_CHECKING:  # the kinds import this module: the type only, no import cycle
@@ -58,24 +58,19 @@ def _bgnbd_answers(x: np.ndarray, columns: Sequence[str], bgnbd: Mapping[str, An
 def no_purchase_logit(x: np.ndarray, columns: Sequence[str], bgnbd: Mapping[str, Any]) -> np.ndarray:
     """Log-odds of BG/NBD's P(no purchase over the horizon) per encoded row: its churn probability.
 
-    ``P = 1 - P(alive) + P(alive) * ((alpha + T) / (alpha + T + t)) ** (r + x)``: a customer alive at ``T`` buys at
-    a rate whose posterior is ``Gamma(r + x, alpha + T)`` (Fader, Hardie & Lee 2005), so no purchase in ``t`` is
-    that negative binomial's zero. NaN for a row without a purchase (BG/NBD starts at the first one).
+    See :func:`features.btyd.no_purchase_probability`; NaN for a row without a purchase (BG/NBD starts at the first).
 
     Args:
         x: Encoded rows (the feature table's columns).
         columns: Their names.
         bgnbd: Fitted parameters and ``horizon_days`` (as for :func:`bgnbd_inputs`).
     """
-    params = BGParams.from_json(bgnbd)
     idx = [list(columns).index(c) for c in BGNBD_SUMMARY]
     summary = np.asarray(x[:, idx], dtype=np.float64)
-    freq = summary[:, 0]
-    big_t = summary[:, 2] / params.time_unit_days
-    t = float(bgnbd["horizon_days"]) / params.time_unit_days
-    alive, _ = _bgnbd_answers(x, columns, bgnbd)
-    quiet = np.exp((params.r + freq) * (np.log(params.alpha + big_t) - np.log(params.alpha + big_t + t)))
-    return logit(1.0 - alive + alive * quiet)
+    p = no_purchase_probability(
+        BGParams.from_json(bgnbd), float(bgnbd["horizon_days"]), summary[:, 0], summary[:, 1], summary[:, 2]
+    )
+    return np.where(np.isnan(p), np.nan, logit(np.nan_to_num(p, nan=0.5)))
 
 
 def bgnbd_inputs(x: np.ndarray, columns: Sequence[str], bgnbd: Mapping[str, Any]) -> np.ndarray:
