@@ -156,6 +156,17 @@ class WithBtydInputs:
             return x
         return np.hstack([x, btyd_inputs(x, self.encoder.columns, params)])
 
+    def btyd_spend(self, inputs: np.ndarray) -> np.ndarray | None:
+        """The BG/NBD + Gamma-Gamma expected spend over the horizon per row of :meth:`inputs` (``None``: not an input).
+
+        NaN where the expected orders are (as the input itself).
+        """
+        names = input_names(self.btyd_params)
+        if SPEND_INPUT not in names:
+            return None
+        j = len(self.encoder.columns) + names.index(SPEND_INPUT)
+        return np.expm1(np.asarray(inputs[:, j], dtype=np.float64))
+
     def _reason(self, j: int, value: float, contribution: float | None, direction: Any) -> Reason:
         """A feature's reason, or a BTYD input's (after the encoder's columns) with its value as computed."""
         n = len(self.encoder.columns)

@@ -37,6 +37,17 @@ residuals of small predictions more, and it fell 1-5% short in total on every da
 multiplied by ``b = sum_i y_i / sum_i yhat_i`` over its training rows (:func:`balance`), and the back-test a
 year earlier is made with the balanced fit, so the season factor measures what is left.
 
+Before the balance, the **blend** with BG/NBD + Gamma-Gamma (:mod:`features.spend_blend`): the booster reads that
+model's expected spend as an input, yet on a simulated BG/NBD + Gamma-Gamma business (where that model is the truth)
+trees ranked customers below it on one draw in six and missed the total by 18% on another: a step function of a
+smooth prediction. The blend's two weights and level are fitted (:func:`fit_spend_blend`) on the newest training
+snapshot, with the booster's part predicted by a booster fitted on the snapshots at least H older (the same number
+of trees): the newest snapshot's spend window overlaps theirs by less, so the weights see the booster about as far
+from its labels as the served one is from a target window. On six BG/NBD draws the holdout MAE came out below
+BG/NBD + Gamma-Gamma's on all six (two before), the Gini above it on five (all but one by 0.0007) and every total
+within 10% (one of the six had been 18% short). On the two real data sets and the generator's, the Gini moved by
+-0.001 to +0.006 and the MAE by -3% to -0.3%.
+
 Everything scoring needs is the one number ``meta["spend_scale"]`` (balance times season);
 ``meta["spend_scale_note"]`` says how it was found. Functions here are pure (no I/O, no ``now()``): the caller
 builds the snapshots and fits the booster.
@@ -49,8 +60,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import minimize
 
+from features.spend_blend import SpendBlend
 from training.backtest import History, YearAgo, plan_for, year_ago_snapshots
+
+#: Each floor of the spend blend is this share of the mean of its prediction (:class:`features.spend_blend.SpendBlend`).
+BLEND_FLOOR = 0.01
 
 #: The seasonal factor is kept within these bounds: a ratio beyond them says more about a thin history.
 SEASON_BOUNDS = (0.25, 4.0)
@@ -77,6 +93,42 @@ def balance(actual: np.ndarray, predicted: np.ndarray) -> tuple[float, str]:
     return factor, (
         f"balance x {factor:.4f}: the fit predicted {fitted:.6g} for its {len(actual)} training rows, which spent "
         f"{total:.6g}" + ("" if factor == raw else f" (ratio {raw:.4f} clipped to {BALANCE_BOUNDS})")
+    )
+
+
+def fit_spend_blend(booster: np.ndarray, btyd: np.ndarray, actual: np.ndarray) -> SpendBlend:
+    """The blend of the booster's and BG/NBD + Gamma-Gamma's spend that best predicts ``actual`` (Poisson deviance).
+
+    A Poisson regression with a log link of ``actual`` on ``log(booster + f_b)`` and ``log(btyd + f_g)``, its two
+    weights kept >= 0 (a negative elasticity in a model's own prediction is overfitting, not signal) and its
+    intercept free (L-BFGS-B). The Poisson deviance is the Tweedie booster's own loss family and is minimised by
+    the conditional mean, so the blend keeps the spend's level.
+
+    Args:
+        booster: The booster's predictions for the rows.
+        btyd: BG/NBD + Gamma-Gamma's expected spend for them (NaN read as 0).
+        actual: Their spend (negative read as 0).
+    """
+    b = np.maximum(np.asarray(booster, dtype=np.float64), 0.0)
+    g = np.maximum(np.nan_to_num(np.asarray(btyd, dtype=np.float64), nan=0.0), 0.0)
+    y = np.maximum(np.asarray(actual, dtype=np.float64), 0.0)
+    floors = [max(BLEND_FLOOR * float(v.mean()), 1e-9) for v in (b, g)]
+    z = np.column_stack([np.log(b + floors[0]), np.log(g + floors[1])])
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        eta = np.clip(theta[0] + z @ theta[1:], -50.0, 50.0)
+        mu = np.exp(eta)
+        # Poisson negative log-likelihood up to a constant, and its gradient.
+        return float(np.mean(mu - y * eta)), np.concatenate([[np.mean(mu - y)], z.T @ (mu - y) / len(y)])
+
+    start = np.array([float(np.log(max(y.mean(), 1e-9))) - float(z[:, 0].mean()), 1.0, 0.0])
+    res = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=[(None, None), (0.0, None), (0.0, None)])
+    return SpendBlend(
+        intercept=float(res.x[0]),
+        booster_weight=float(res.x[1]),
+        btyd_weight=float(res.x[2]),
+        booster_floor=floors[0],
+        btyd_floor=floors[1],
     )
 
 

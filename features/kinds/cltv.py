@@ -16,6 +16,7 @@ from features.btyd_inputs import WithBtydInputs
 from features.kinds.base import BundleMeta, ModelKind, Reason, ScoreContext
 from features.kinds.churn import CHURN
 from features.scoring import Bundle
+from features.spend_blend import SpendBlend
 
 #: Columns of a feature row the CLTV answer reads besides the model inputs (float64, not the float32 matrix).
 CLTV_SUMMARY = ("monetary_total", "avg_order_value", "bg_frequency", "bg_recency_days", "bg_age_days")
@@ -53,6 +54,8 @@ class CltvMeta(BundleMeta):
         spend_balance: The part that makes the fit's total over its training rows equal theirs.
         spend_season: The part that sets the level for the target window's season (a back-test a year earlier).
         spend_scale_note: How ``spend_scale`` was found.
+        spend_blend: The blend of the booster's spend with BG/NBD + Gamma-Gamma's (:mod:`features.spend_blend`),
+            applied before ``spend_scale``; ``None``: the booster's alone.
         bgnbd: The BG/NBD fit (:class:`features.btyd.BGParams` plus ``degenerate``), for ``p_alive`` and orders.
         mean_order_value: The training population's average purchase value (the expected-orders fallback).
         btyd_inputs: BG/NBD (plus ``horizon_days``) and Gamma-Gamma parameters fitted on the training snapshots,
@@ -67,6 +70,7 @@ class CltvMeta(BundleMeta):
     spend_balance: float = 1.0
     spend_season: float = 1.0
     spend_scale_note: str | None = None
+    spend_blend: SpendBlend | None = None
     bgnbd: dict[str, Any] | None = None
     mean_order_value: float | None = None
     btyd_inputs: dict[str, Any] | None = None
@@ -127,13 +131,25 @@ class CltvBundle(WithBtydInputs, Bundle):
         """The BTYD inputs' parameters (:mod:`features.btyd_inputs`)."""
         return self.meta.btyd_inputs
 
+    def unscaled_spend(self, inputs: np.ndarray) -> np.ndarray:
+        """The spend over the horizon before ``spend_scale``: the booster's, blended where the bundle has a blend.
+
+        Args:
+            inputs: :meth:`inputs` of encoded rows.
+        """
+        booster = np.maximum(np.asarray(self._predictor("main").predict(inputs), dtype=np.float64), 0.0)
+        blend, btyd_spend = self.meta.spend_blend, self.btyd_spend(inputs)
+        if blend is None or btyd_spend is None:
+            return booster
+        return blend.apply(booster, btyd_spend)
+
     def spend(self, x: np.ndarray, inputs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Predicted spend over the horizon and value over the CLTV horizon for encoded rows.
 
         ``inputs`` is :meth:`inputs` of ``x`` when the caller has it already (an answer computes it once).
         """
         xb = self.inputs(x) if inputs is None else inputs
-        spend = np.maximum(np.asarray(self._predictor("main").predict(xb), dtype=np.float64), 0.0)
+        spend = self.unscaled_spend(xb)
         spend = spend * float(self.meta.spend_scale)
         if VALUE_BOOSTER in self.boosters:
             value = np.maximum(np.asarray(self._predictor(VALUE_BOOSTER).predict(xb), dtype=np.float64), 0.0)

@@ -44,4 +44,4 @@ SMALL_EFFECTS = EffectLearnerParams(n_estimators=40, effect_estimators=30)
 
 
 def small_config(**kw) -> TrainConfig:
-    return TrainConfig(xgb=XGBParams(n_estimators=60, max_depth=3), max_snapshots=3, **kw)
+    return TrainConfig(xgb=XGBParams(n_estimators=60, max_depth=3), **({"max_snapshots": 3} | kw))

@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from training.backtest import History, YearAgo, year_ago
-from training.cltv_model import BALANCE_BOUNDS, SEASON_BOUNDS, backtest_level, balance, spend_level
+from training.cltv_model import (
+    BALANCE_BOUNDS,
+    SEASON_BOUNDS,
+    backtest_level,
+    balance,
+    fit_spend_blend,
+    spend_level,
+)
 
 CUTS = [pd.Timestamp("2024-02-06") + pd.Timedelta(days=30 * k) for k in range(4)]
 TARGET = CUTS[-1] + pd.Timedelta(days=90)
@@ -68,3 +75,35 @@ def test_balance_makes_the_fit_total_its_training_rows_and_is_bounded():
     assert float(np.sum(np.array([5.0, 10.0, 20.0, 45.0]) * factor)) == pytest.approx(actual.sum())
     assert balance(actual, actual / 10)[0] == BALANCE_BOUNDS[1] and "clipped" in balance(actual, actual / 10)[1]
     assert balance(np.zeros(3), np.ones(3))[0] == 1.0
+
+
+def _planted_blend(w_booster: float, w_btyd: float, n: int = 40000, seed: int = 0):
+    """Two noisy predictions of a spend whose log-mean is ``w_booster log(booster) + w_btyd log(btyd)`` plus 0.2."""
+    rng = np.random.default_rng(seed)
+    booster = rng.gamma(2.0, 5.0, n)
+    btyd = booster * rng.lognormal(0.0, 0.6, n)
+    mean = np.exp(0.2 + w_booster * np.log(booster + 0.1) + w_btyd * np.log(btyd + 0.1))
+    # A compound Poisson-gamma spend (Tweedie-like: many zeros, skewed amounts) with that mean.
+    orders = rng.poisson(mean / 10.0)
+    return booster, btyd, np.array([rng.gamma(k * 4.0, 2.5) if k else 0.0 for k in orders])
+
+
+def test_the_spend_blend_recovers_planted_weights_and_keeps_the_total():
+    booster, btyd, spend = _planted_blend(0.35, 0.65)
+    blend = fit_spend_blend(booster, btyd, spend)
+    assert blend.booster_weight == pytest.approx(0.35, abs=0.06)
+    assert blend.btyd_weight == pytest.approx(0.65, abs=0.06)
+    assert blend.apply(booster, btyd).sum() == pytest.approx(spend.sum(), rel=0.01)
+    assert blend.booster_floor == pytest.approx(0.01 * booster.mean())
+
+
+def test_the_spend_blend_never_weighs_a_prediction_negatively_and_reads_missing_as_zero():
+    # The spend falls where the BTYD prediction rises (given the booster's): unconstrained, its weight would be < 0.
+    booster, btyd, spend = _planted_blend(1.0, -0.5, seed=1)
+    blend = fit_spend_blend(booster, btyd, spend)
+    assert blend.btyd_weight == 0.0 and blend.booster_weight > 0.3
+    with_nan = btyd.copy()
+    with_nan[:10] = np.nan
+    out = blend.apply(booster[:20], with_nan[:20])
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[:10], blend.apply(booster[:10], np.zeros(10)))

@@ -109,6 +109,15 @@ def test_the_back_test_a_year_earlier_sets_the_registered_levels_and_the_runs_sa
     weights = [child["churn"].data.metrics[f"blend_weight_{name}"] for name in BLEND_INPUTS]
     assert len(churn.meta.blend["weights"]) == 3 and all(w >= 0 for w in weights) and weights[0] > 0
     assert "season x" in child["cltv"].data.tags["spend_scale_note"]
+    # The evaluated fit's three snapshots are 30 days apart: none a horizon older than the newest, so no spend
+    # blend, and the run says so. The registered fit adds the holdout snapshot, 90 days after the newest of them.
+    tags, metrics, params = child["cltv"].data.tags, child["cltv"].data.metrics, child["cltv"].data.params
+    assert "no blend with BG/NBD" in tags["spend_scale_note"]
+    assert not any(k.startswith("spend_blend_") for k in metrics)
+    blend = cltv.meta.spend_blend
+    assert blend is not None and "no blend" not in tags["registered_spend_scale_note"]
+    assert float(params["spend_blend_weight_btyd"]) == pytest.approx(blend.btyd_weight, abs=1e-6)
+    assert float(params["spend_blend_weight_booster"]) == pytest.approx(blend.booster_weight, abs=1e-6)
     logged = child["cltv"].data.params
     assert float(logged["spend_season"]) == pytest.approx(cltv.meta.spend_season, rel=1e-5)
     assert float(logged["spend_balance"]) == pytest.approx(cltv.meta.spend_balance, rel=1e-5)

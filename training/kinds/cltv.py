@@ -8,11 +8,13 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from features.btyd_inputs import GAMMA_GAMMA
 from features.kinds import CLTV
 from features.kinds.cltv import VALUE_BOOSTER, CltvBundle, CltvMeta
 from features.scoring import Encoder
+from features.spend_blend import SpendBlend
 from training import btyd_inputs, cltv_model, plots
 from training.backtest import History
 from training.baselines import BTYDAtCut, cltv_baselines, compare_cltv
@@ -23,15 +25,15 @@ from training.metrics import cltv_metrics, decile_table
 
 
 def fit_spend(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> CltvBundle:
-    """The spend-over-H model, balanced: a Tweedie booster on the features and the BTYD inputs.
+    """The spend-over-H model, balanced: a Tweedie booster on the features and the BTYD inputs, blended.
 
     The booster reads each customer's BG/NBD P(alive), expected orders and BG/NBD + Gamma-Gamma expected spend
     (:mod:`features.btyd_inputs`, parameters fitted on ``frame``) beside the feature table; the number of trees is
-    chosen on the newest snapshot. Its predictions are multiplied by the balance (:func:`training.cltv_model.balance`),
-    so their total over ``frame`` is the rows' own.
+    chosen on the newest snapshot. Its spend is blended with BG/NBD + Gamma-Gamma's (:func:`_spend_blend`) and
+    multiplied by the balance (:func:`training.cltv_model.balance`), so their total over ``frame`` is the rows' own.
 
     Returns:
-        A bundle with the ``main`` booster; its ``spend_scale`` is the balance.
+        A bundle with the ``main`` booster and the blend; its ``spend_scale`` is the balance.
     """
     x = encoder.encode_frame(frame)
     params = btyd_inputs.fit_inputs(x, encoder.columns, config.horizon_days, spend=True)
@@ -40,17 +42,53 @@ def fit_spend(frame: pd.DataFrame, config: TrainConfig, encoder: Encoder) -> Clt
     newest = (frame.snapshot == frame.snapshot.max()).to_numpy()
     y_spend = frame.spend_h.clip(lower=0).to_numpy()
     booster = fit_booster(xb, y_spend, config, "reg:tweedie", valid=newest)
-    factor, note = cltv_model.balance(y_spend, np.maximum(booster.inplace_predict(xb), 0.0))
+    blend, blend_note = _spend_blend(frame, xb, y_spend, shell.btyd_spend(xb), booster, config)
+    meta = shell.meta.model_copy(update={"spend_blend": blend})
+    unbalanced = CltvBundle(kind=CLTV.name, meta=meta, encoder=encoder, boosters={"main": booster})
+    factor, note = cltv_model.balance(y_spend, unbalanced.unscaled_spend(xb))
     meta = CltvMeta(
         horizon_days=config.horizon_days,
         btyd_inputs=params,
+        spend_blend=blend,
         spend_scale=factor,
         spend_balance=factor,
-        spend_scale_note=note
+        spend_scale_note=f"{blend_note}; {note}"
         + ("" if params else "; no BTYD inputs (no purchase history or the BG/NBD fit failed)")
         + ("" if not params or GAMMA_GAMMA in params else "; no expected-spend input (the Gamma-Gamma fit failed)"),
     )
     return CltvBundle(kind=CLTV.name, meta=meta, encoder=encoder, boosters={"main": booster})
+
+
+def _spend_blend(
+    frame: pd.DataFrame,
+    xb: np.ndarray,
+    y_spend: np.ndarray,
+    btyd_spend: np.ndarray | None,
+    booster: xgb.Booster,
+    config: TrainConfig,
+) -> tuple[SpendBlend | None, str]:
+    """The blend with BG/NBD + Gamma-Gamma (:func:`training.cltv_model.fit_spend_blend`) and a sentence saying so.
+
+    The weights are fitted on the newest snapshot, from a booster with ``booster``'s trees fitted on the snapshots
+    at least H older than it; ``None`` without the BTYD spend input or such snapshots.
+    """
+    if btyd_spend is None:
+        return None, "no blend with BG/NBD + Gamma-Gamma (no expected-spend input)"
+    newest = pd.Timestamp(frame.snapshot.max())
+    newest_rows = (frame.snapshot == newest).to_numpy()
+    older = (frame.snapshot <= newest - pd.Timedelta(days=config.horizon_days)).to_numpy()
+    if not older.any():
+        return None, f"no blend with BG/NBD + Gamma-Gamma (no training snapshot {config.horizon_days} days older)"
+    earlier = fit_booster(xb[older], y_spend[older], config, "reg:tweedie", rounds=booster.num_boosted_rounds())
+    blend = cltv_model.fit_spend_blend(
+        np.maximum(earlier.inplace_predict(xb[newest_rows]), 0.0), btyd_spend[newest_rows], y_spend[newest_rows]
+    )
+    return blend, (
+        f"spend = exp({blend.intercept:.3f} + {blend.booster_weight:.3f} log(booster + {blend.booster_floor:.3g}) + "
+        f"{blend.btyd_weight:.3f} log(BG/NBD + Gamma-Gamma + {blend.btyd_floor:.3g})), fitted on the snapshot at "
+        f"{newest:%Y-%m-%d} with a booster fitted on the {int(older.sum())} rows of the snapshots "
+        f"{config.horizon_days}+ days older"
+    )
 
 
 def spend_total_scale(
@@ -109,6 +147,18 @@ def fit_cltv(
     return CltvBundle(kind=CLTV.name, meta=meta, encoder=encoder, boosters=boosters)
 
 
+def blend_metrics(meta: CltvMeta) -> dict[str, float]:
+    """The spend blend's numbers as run metrics (none without a blend: the note says why)."""
+    blend = meta.spend_blend
+    if blend is None:
+        return {}
+    return {
+        "spend_blend_intercept": blend.intercept,
+        "spend_blend_weight_booster": blend.booster_weight,
+        "spend_blend_weight_btyd": blend.btyd_weight,
+    }
+
+
 def btyd_ratio(fitted: BTYDAtCut | None, config: TrainConfig) -> float:
     """Ratio of BG/NBD + Gamma-Gamma value over the CLTV horizon to value over H (the horizons' ratio without it)."""
     if fitted is None:
@@ -144,7 +194,7 @@ class CltvTrainer(Trainer):
             spend, _ = eval_bundle.spend(encoder.encode_frame(hold))
             actual = hold.spend_h.to_numpy(float)
             metrics = cltv_metrics(actual, spend)
-            mlflow.log_metrics(metrics)
+            mlflow.log_metrics(metrics | blend_metrics(eval_bundle.meta))
             vs = compare_cltv(actual, metrics, cltv_baselines(hold, job.holdout_btyd, config.horizon_days))
             log_comparison(vs, tmp)
             mlflow.set_tag("spend_scale_note", (eval_bundle.meta.spend_scale_note or "")[:5000])
@@ -171,9 +221,12 @@ class CltvTrainer(Trainer):
             final.meta.bgnbd = bgnbd
             aov = frame.avg_order_value[frame.avg_order_value > 0]
             final.meta.mean_order_value = float(aov.mean()) if len(aov) else None
+            # The registered fit's level and blend (the metrics hold the evaluated fit's).
             mlflow.log_params(
                 {k: round(float(getattr(final.meta, k)), 6) for k in ("spend_scale", "spend_balance", "spend_season")}
+                | {k: round(v, 6) for k, v in blend_metrics(final.meta).items()}
             )
+            mlflow.set_tag("registered_spend_scale_note", (final.meta.spend_scale_note or "")[:5000])
             log_trees(final)
             version, alias = job.register(final)
             return ModelResult(self.kind.name, version, alias, metrics, notes=[note, *vs.lines])
