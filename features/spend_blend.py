@@ -43,6 +43,15 @@ class SpendBlend(BaseModel):
 
     def apply(self, booster: np.ndarray, btyd: np.ndarray) -> np.ndarray:
         """The blended spend for the booster's predictions and the BTYD spend of the same rows (both >= 0)."""
-        b = np.maximum(np.asarray(booster, dtype=np.float64), 0.0) + self.booster_floor
-        g = np.maximum(np.nan_to_num(np.asarray(btyd, dtype=np.float64), nan=0.0), 0.0) + self.btyd_floor
-        return np.exp(self.intercept + self.booster_weight * np.log(b) + self.btyd_weight * np.log(g))
+        z = log_inputs(clean(booster), clean(btyd), (self.booster_floor, self.btyd_floor))
+        return np.exp(self.intercept + z @ np.array([self.booster_weight, self.btyd_weight]))
+
+
+def clean(prediction: np.ndarray) -> np.ndarray:
+    """A prediction as the blend reads it: float64, NaN (no purchase yet) and negatives as 0."""
+    return np.maximum(np.nan_to_num(np.asarray(prediction, dtype=np.float64), nan=0.0), 0.0)
+
+
+def log_inputs(booster: np.ndarray, btyd: np.ndarray, floors: tuple[float, float]) -> np.ndarray:
+    """The blend's regressors, one column each: ``log(booster + f_b)``, ``log(btyd + f_g)`` (cleaned predictions)."""
+    return np.column_stack([np.log(booster + floors[0]), np.log(btyd + floors[1])])
