@@ -28,7 +28,7 @@ from training.config import TrainConfig
 from training.kinds import TRAINERS
 from training.kinds.base import Job, ModelResult, TrainingDataError, snapshot_cutoffs, snapshot_history
 from training.kinds.base import xgb_params as _xgb_params
-from training.kinds.churn import fit_churn, isotonic_calibration
+from training.kinds.churn import fit_churn
 from training.kinds.cltv import btyd_scale, fit_cltv, spend_total_scale
 from training.kinds.next_best_offer import offer_frame
 
@@ -42,7 +42,6 @@ __all__ = [
     "encoder_input_columns",
     "fit_churn",
     "fit_cltv",
-    "isotonic_calibration",
     "offer_frame",
     "snapshot_cutoffs",
     "snapshot_history",

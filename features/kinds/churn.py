@@ -36,7 +36,8 @@ class ChurnMeta(BundleMeta):
     Attributes:
         blend: The logistic blend of the booster, an RFM regression and BG/NBD's churn probability, and its
             calibration (:func:`features.churn_blend.blend_probability`).
-        calibration: An isotonic map ``{"x": [...], "y": [...]}`` (bundles without a blend).
+        calibration: An isotonic map ``{"x": [...], "y": [...]}``: only bundles registered before the blend have
+            one (training always fits a blend now); they are still read so that registered versions keep serving.
         bgnbd: BG/NBD parameters (:class:`features.btyd.BGParams`, plus ``horizon_days``) whose per-customer
             P(alive) and expected orders the booster reads after the feature table's columns
             (:func:`features.btyd_inputs.bgnbd_inputs`); ``None``: the booster reads the feature table alone.

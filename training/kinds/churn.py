@@ -7,7 +7,6 @@ import logging
 import mlflow
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
 
 from features.btyd_inputs import no_purchase_logit
 from features.churn_blend import BLEND_INPUTS, blend_logits, blend_probability, logit
@@ -140,36 +139,6 @@ def churn_backtest(
     except TrainingDataError as exc:
         return 0.0, f"no back-test a year earlier: {exc}"
     return (0.0 if shift is None else shift), why
-
-
-def isotonic_calibration(raw: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
-    """Isotonic map from raw scores to churn probabilities, never exactly 0 or 1.
-
-    Isotonic regression gives the lowest block of scores the rate 0 when none of its ``m`` customers churned, and
-    the highest the rate 1 when all did, so a customer scored there would be called certain on a few hundred
-    examples (a quarter of the demo's customers got exactly 1.0). Those two end blocks take the rule of
-    succession instead, ``1 / (m + 2)`` and ``(m + 1) / (m + 2)``, but never beyond the next block's rate (so the
-    map stays monotone); every other block keeps its rate.
-
-    Args:
-        raw: The booster's scores on the calibration snapshot.
-        y: Whether each of those customers churned (0/1).
-
-    Returns:
-        ``{"x": thresholds, "y": probabilities}``, read by ``np.interp`` when scoring.
-    """
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
-    fitted = iso.predict(raw)
-    rates = iso.y_thresholds_.copy()
-    # Only the end blocks move, and never past their neighbours: the map stays monotone and every other block
-    # keeps its observed rate.
-    if (m := int(np.sum(fitted <= 0.0))) > 0:
-        above = rates[rates > 0.0]
-        rates[rates <= 0.0] = min(1.0 / (m + 2), above.min() if above.size else 1.0)
-    if (m := int(np.sum(fitted >= 1.0))) > 0:
-        below = rates[rates < 1.0]
-        rates[rates >= 1.0] = max((m + 1) / (m + 2), below.max() if below.size else 0.0)
-    return {"x": iso.X_thresholds_.tolist(), "y": rates.tolist()}
 
 
 class ChurnTrainer(Trainer):
