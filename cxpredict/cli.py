@@ -317,7 +317,7 @@ def serve_cmd(
 @app.command("import")
 @_guarded
 def import_dataset(
-    name: Annotated[str, typer.Argument(help="online-retail, complete-journey, hillstrom or telco")],
+    name: Annotated[str, typer.Argument(help="online-retail, complete-journey, hillstrom, telco or cdnow")],
     source: Annotated[Path, typer.Argument(help="folder of the public dataset")],
     out: Annotated[Path, typer.Option("--out", help="data directory to write the canonical tables to")],
 ) -> None:

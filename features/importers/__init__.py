@@ -5,7 +5,8 @@ Each importer is a function ``load(source) -> {table name: DataFrame}`` taking t
 * ``online-retail`` (folder ``uci_online_retail``): transactions, customers;
 * ``complete-journey`` (``dunnhumby_complete_journey``): transactions, customers, offers, offer_catalog;
 * ``hillstrom`` (``hillstrom_email``): transactions, customers, interactions, offers, offer_catalog;
-* ``telco`` (``ibm_telco_churn``): transactions, customers.
+* ``telco`` (``ibm_telco_churn``): transactions, customers;
+* ``cdnow`` (a folder holding ``CDNOW_master.txt``; not among the shared data sets): transactions.
 
 ``run_import`` writes the tables as ``<out>/<table>.parquet`` atomically: every file is first written into a
 temporary sibling folder ``<out.parent>/.<out.name>.tmp-<random>``, and only when all of them were written are
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.importers import complete_journey, hillstrom, online_retail, telco
+from features.importers import cdnow, complete_journey, hillstrom, online_retail, telco
 from features.schema import TABLES
 
 Importer = Callable[[Path], dict[str, pd.DataFrame]]
@@ -35,6 +36,7 @@ IMPORTERS: dict[str, Importer] = {
     "complete-journey": complete_journey.load,
     "hillstrom": hillstrom.load,
     "telco": telco.load,
+    "cdnow": cdnow.load,
 }
 
 __all__ = ["IMPORTERS", "Importer", "run_import"]
@@ -55,7 +57,7 @@ def run_import(name: str, source: Path, out: Path) -> dict[str, int]:
 
     Args:
         name: One of the keys of ``IMPORTERS`` (``online-retail``, ``complete-journey``, ``hillstrom``,
-            ``telco``).
+            ``telco``, ``cdnow``).
         source: The data set's folder (for example ``../shared/datasets/uci_online_retail``).
         out: The data directory to write ``<table>.parquet`` files into; created when absent.
 

@@ -381,4 +381,4 @@ def test_run_import_missing_source(tmp_path: Path) -> None:
 
 
 def test_importer_names() -> None:
-    assert set(IMPORTERS) == {"online-retail", "complete-journey", "hillstrom", "telco"}
+    assert set(IMPORTERS) == {"online-retail", "complete-journey", "hillstrom", "telco", "cdnow"}
