@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/quality.py [--datasets online-retail,complete-journey,hillstrom,synthetic]
                                            [--synthetic-draws 1,2,3] [--out docs/benchmarks-quality.md]
+    .venv/bin/python benchmarks/quality.py --datasets cdnow --cdnow DIR --out docs/benchmarks-quality-cdnow.md
 
 For every data set the canonical tables are written to a temporary directory (``run_import`` for the public
 data sets in ``../shared/datasets``, the seeded generator for ``synthetic``), loaded with ``load_data_dir`` and
@@ -24,6 +25,9 @@ Baselines, scored on the very same holdout rows:
 One synthetic draw holds about 800 holdout offers, too few for the targeting and policy differences to be told from
 noise; ``--synthetic-draws`` repeats the synthetic run on more generator seeds (new data, same generator) and
 reports each draw's differences beside their pooled mean.
+
+``cdnow`` (the CDNOW master file of the BTYD literature, :mod:`features.importers.cdnow`) is not among the shared
+data sets, so it is not run by default: ``--cdnow DIR`` names the folder holding ``CDNOW_master.txt``.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ from training.train import (  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 ALL_DATASETS = ("online-retail", "complete-journey", "hillstrom", "synthetic", "btyd-sim")
+#: Data sets run only when asked for, with their source folder given (``--cdnow``): not in ``../shared/datasets``.
+EXTRA_DATASETS = ("cdnow",)
 FOLDERS = {
     "online-retail": "uci_online_retail",
     "complete-journey": "dunnhumby_complete_journey",
@@ -99,6 +105,7 @@ SKIP_CHURN_CLTV = {
 SKIP_NBO = {
     "online-retail": "no offers in the data",
     "btyd-sim": "no offers in the data",
+    "cdnow": "no offers in the data",
 }
 #: Seeds of the BG/NBD + Gamma-Gamma business (:mod:`benchmarks.btyd_sim`): its section shows the first; the table
 #: after it every one. One draw's holdout total moves by about 5% with the draw alone (the sum of a few thousand
@@ -149,15 +156,20 @@ class Result:
 
 # --- data ---------------------------------------------------------------------------------------------------
 def prepare(
-    name: str, out: Path, synthetic: SyntheticConfig = SYNTHETIC, btyd: BtydSimConfig | None = None
+    name: str,
+    out: Path,
+    synthetic: SyntheticConfig = SYNTHETIC,
+    btyd: BtydSimConfig | None = None,
+    source: Path | None = None,
 ) -> pd.DataFrame | None:
     """Write the canonical tables of data set ``name`` into ``out``.
 
     Args:
-        name: One of ``ALL_DATASETS``.
+        name: One of ``ALL_DATASETS`` or ``EXTRA_DATASETS``.
         out: Target data directory.
         synthetic: The generator's configuration for ``synthetic``.
         btyd: The simulation's configuration for ``btyd-sim`` (its defaults when ``None``).
+        source: The public data set's folder (default: its folder in ``../shared/datasets``).
 
     Returns:
         For ``synthetic``, the offers' true acceptance probabilities per arm
@@ -170,7 +182,7 @@ def prepare(
     if name == "btyd-sim":
         write_dataset({"transactions": simulate(btyd or BtydSimConfig())}, out)
         return None
-    run_import(name, SHARED / FOLDERS[name], out)
+    run_import(name, source or SHARED / FOLDERS[name], out)
     return None
 
 
@@ -1051,14 +1063,21 @@ def windows_section(results: list[Result]) -> list[str]:
     return lines
 
 
-def run(name: str, workdir: Path, synthetic: SyntheticConfig = SYNTHETIC, btyd: BtydSimConfig | None = None) -> Result:
+def run(
+    name: str,
+    workdir: Path,
+    synthetic: SyntheticConfig = SYNTHETIC,
+    btyd: BtydSimConfig | None = None,
+    source: Path | None = None,
+) -> Result:
     """Benchmark one data set.
 
     Args:
-        name: One of ``ALL_DATASETS``.
+        name: One of ``ALL_DATASETS`` or ``EXTRA_DATASETS``.
         workdir: Scratch directory for the canonical tables.
         synthetic: The generator's configuration for ``synthetic``.
         btyd: The simulation's configuration for ``btyd-sim`` (its defaults when ``None``).
+        source: The public data set's folder (default: its folder in ``../shared/datasets``).
 
     Returns:
         The measurements.
@@ -1073,7 +1092,7 @@ def run(name: str, workdir: Path, synthetic: SyntheticConfig = SYNTHETIC, btyd: 
         )
     t0 = time.perf_counter()
     data_dir = workdir / (name if seed is None else f"{name}-{seed}")
-    truth = prepare(name, data_dir, synthetic, btyd)
+    truth = prepare(name, data_dir, synthetic, btyd, source)
     # One DuckDB thread: with parallel aggregation the float sums (and so the features) vary in their last
     # bits from run to run, which is enough to change XGBoost splits; one thread makes reruns identical.
     con = connect()
@@ -1108,11 +1127,15 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated extra generator seeds for the synthetic targeting summary ('' for none)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-quality.md", help="Markdown output")
+    parser.add_argument("--cdnow", type=Path, help="folder holding CDNOW_master.txt (for the cdnow data set)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(ALL_DATASETS))
+    unknown = sorted(set(names) - set(ALL_DATASETS) - set(EXTRA_DATASETS))
     if unknown:
-        parser.error(f"unknown data set(s) {unknown}; choose from {', '.join(ALL_DATASETS)}")
+        parser.error(f"unknown data set(s) {unknown}; choose from {', '.join(ALL_DATASETS + EXTRA_DATASETS)}")
+    if "cdnow" in names and args.cdnow is None:
+        parser.error("the cdnow data set needs --cdnow DIR, the folder holding CDNOW_master.txt")
+    sources = {"cdnow": args.cdnow}
     try:
         seeds = [int(x) for x in args.synthetic_draws.split(",") if x.strip()] if "synthetic" in names else []
     except ValueError:
@@ -1120,13 +1143,16 @@ def main(argv: list[str] | None = None) -> int:
     command = ".venv/bin/python benchmarks/quality.py --datasets " + ",".join(names)
     if "synthetic" in names and tuple(seeds) != SYNTHETIC_DRAWS:
         command += f" --synthetic-draws '{','.join(str(x) for x in seeds)}'"
+    if "cdnow" in names:
+        command += " --cdnow DIR"
     if args.out != ROOT / "docs" / "benchmarks-quality.md":
-        command += f" --out {args.out}"
+        out = args.out.resolve()
+        command += f" --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
     start = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory(prefix="cxpredict-quality-") as tmp:
         for name in names:
-            res = run(name, Path(tmp))
+            res = run(name, Path(tmp), source=sources.get(name))
             print_result(res)
             results.append(res)
         draws = [run("synthetic", Path(tmp), SYNTHETIC.model_copy(update={"seed": seed})) for seed in seeds]

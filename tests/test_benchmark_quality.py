@@ -169,3 +169,18 @@ def test_the_btyd_simulation_follows_its_model(bench: ModuleType) -> None:
     gg = GammaGammaFitter().fit(repeat.frequency, repeat.monetary_value).params_
     mean_spend = config.p * config.v / (config.q - 1)
     assert gg["p"] * gg["v"] / (gg["q"] - 1) == pytest.approx(mean_spend, rel=0.15)
+
+
+def test_cdnow_runs_only_with_its_folder_and_from_it(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--datasets", "cdnow", "--out", str(tmp_path / "q.md")])
+    assert "--cdnow DIR" in capsys.readouterr().err and not (tmp_path / "q.md").exists()
+    # Its tables come from the folder given (the importer's own file name), not from ../shared/datasets.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "CDNOW_master.txt").write_text("00001 19970101 1 11.77\n00002 19970105 2 20.00\n")
+    bench.prepare("cdnow", tmp_path / "out", source=src)
+    tx = pd.read_parquet(tmp_path / "out" / "transactions.parquet")
+    assert tx.customer_id.tolist() == ["00001", "00002"] and tx.amount.sum() == pytest.approx(31.77)
