@@ -37,8 +37,8 @@ def load(source: Path) -> dict[str, pd.DataFrame]:
 
     Raises:
         FileNotFoundError: When the folder or ``CDNOW_master.txt`` is missing.
-        ValueError: When a line does not hold four fields, or a date, count or value does not parse (the message
-            names the line).
+        ValueError: When the file holds no purchase, a line does not hold four fields, or a date, count or value
+            does not parse (the message names the file and the line).
     """
     path = Path(source) / FILE_NAME
     if not path.is_file():
@@ -46,7 +46,14 @@ def load(source: Path) -> dict[str, pd.DataFrame]:
     with path.open() as handle:
         first = handle.readline().split()
     header = 1 if first and not first[0].isdigit() else 0
-    raw = pd.read_csv(path, sep=r"\s+", header=None, skiprows=header, names=COLUMNS, dtype=str, engine="python")
+    try:
+        raw = pd.read_csv(path, sep=r"\s+", header=None, skiprows=header, names=COLUMNS, dtype=str, engine="python")
+    except pd.errors.EmptyDataError:
+        raw = pd.DataFrame(columns=COLUMNS)
+    except pd.errors.ParserError as exc:  # more than four fields on a line: pandas names the line
+        raise ValueError(f"cdnow: {path}: {str(exc).split('. ')[0]} (expected {', '.join(COLUMNS)})") from exc
+    if raw.empty:
+        raise ValueError(f"cdnow: {path} holds no purchases")
     # The line number in the file, for the messages (1-based, header included).
     line = raw.index.to_numpy() + 1 + header
     bad = raw[COLUMNS].isna().any(axis=1).to_numpy()

@@ -66,6 +66,9 @@ def test_run_import_writes_a_data_dir_the_loader_reads(tmp_path: Path) -> None:
         ("00001 19970101 1\n", "line 1: expected 4 fields"),
         ("00001 19970101 1 11.77\n00002 1997-01-12 1 12.00\n", "line 2: date '1997-01-12' does not parse"),
         ("00001 19970101 1 eleven\n", "line 1: amount 'eleven' does not parse"),
+        ("00001 19970101 1 11.77\n00002 19970112 1 12.00 9\n", "CDNOW_master.txt: Expected 4 fields in line 2, saw 5"),
+        ("", "holds no purchases"),
+        (" customer_id date number_of_cds dollar_value\n", "holds no purchases"),
     ],
 )
 def test_a_bad_line_is_named(tmp_path: Path, text: str, says: str) -> None:
