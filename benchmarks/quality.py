@@ -63,7 +63,7 @@ from serving.target import POLICIES, Champions, compare_targeting, score_pairs  
 from training.baselines import LABELS, BTYDAtCut, churn_baselines, cltv_baselines  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.metrics import churn_metrics, cltv_metrics  # noqa: E402
-from training.nbo import train_offer_policy  # noqa: E402
+from training.nbo import ACCEPTANCE, CURRENCY_TEXT, SPEND, single_reference, train_offer_policy  # noqa: E402
 from training.policy import BEST_SINGLE  # noqa: E402
 from training.train import (  # noqa: E402
     encoder_input_columns,
@@ -73,6 +73,16 @@ from training.train import (  # noqa: E402
     snapshot_cutoffs,
     snapshot_history,
 )
+
+#: How the table of the currency that did not decide is named, and its caption.
+ALT_TITLE = {SPEND: "logged spend", ACCEPTANCE: "acceptance x the catalog's value"}
+ALT_CAPTION = {
+    SPEND: "The same policies valued in the spend the offers logged (doubly robust on `revenue`: uplift in spend over "
+    "no contact, minus cost; outcome model: acceptance x the arm's mean revenue per acceptance on the training "
+    "offers):",
+    ACCEPTANCE: "The same policies valued in acceptance x the catalog's value (doubly robust on `accepted`: uplift in "
+    "acceptance over no contact times the offer's value, minus cost; outcome model: the T-learner on acceptance):",
+}
 
 SHARED = ROOT.parent / "shared" / "datasets"
 ALL_DATASETS = ("online-retail", "complete-journey", "hillstrom", "synthetic", "btyd-sim")
@@ -138,10 +148,11 @@ class Result:
     churn: pd.DataFrame | None = None
     cltv: pd.DataFrame | None = None
     nbo: pd.DataFrame | None = None
-    #: The same policies valued in logged spend, where the offers log it.
-    nbo_spend: pd.DataFrame | None = None
-    #: The served policy's paired gain in spend over one offer for all: value, low, high.
-    spend_gain: tuple[float, float, float] | None = None
+    #: The same policies valued in the currency that did not decide (``nbo_alt_currency``), where there is one.
+    nbo_alt: pd.DataFrame | None = None
+    nbo_alt_currency: str = ""
+    #: The served policy's paired gain in that currency over one offer for all: value, low, high.
+    alt_gain: tuple[float, float, float] | None = None
     nbo_info: dict[str, Any] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     targeting: pd.DataFrame | None = None
@@ -320,9 +331,12 @@ def next_best_offer(
     ev, metrics, served = trained.evaluation, trained.metrics, trained.eval_bundle
     hold = frame[hold_mask].reset_index(drop=True)
     res.timings["nbo"] = time.perf_counter() - t0
-    picks = ev.picks.get(served.meta.learner) if ev.picks else None
+    picks = ev.picks.get(served.meta.candidate) if ev.picks else None
+    # The bundle whose averages rank one offer for all (the served one, or its peer on the decision's outcome).
+    single = trained.candidates.get(single_reference(trained.candidates, ev.currency), served)
     res.nbo_info = {
         "method (served)": served.meta.method,
+        "value saved (the decision's currency)": CURRENCY_TEXT[ev.currency],
         "policy decision": served.meta.policy_reason,
         "holdout split": split,
         "offer rows (train / holdout)": f"{int((~hold_mask).sum())} / {len(hold)}",
@@ -330,10 +344,10 @@ def next_best_offer(
             f"{k}: {v:.4f}" for k, v in hold.groupby("offer_id").accepted.mean().sort_index().items()
         ),
         "one offer for all gives (where eligible)": ev.best_single_offer,
-        "average value per offer on the training offers (value saved; acceptance x value - cost without a control "
-        "arm), which ranks one offer for all": ", ".join(
-            f"{o['offer_id']}: {served.meta.average_uplift[o['offer_id']] * o['value'] - o['cost']:.4f}"
-            for o in served.meta.offers
+        "average value per offer on the training offers (value saved in the decision's currency; acceptance x "
+        "value - cost without a control arm), which ranks one offer for all": ", ".join(
+            f"{o['offer_id']}: {single.meta.average_uplift[o['offer_id']] * u - o['cost']:.4f}"
+            for o, u in zip(single.meta.offers, single.meta.unit_values(), strict=True)
         ),
         "learned policy picks (best learner, share of holdout rows)": (
             ", ".join(
@@ -351,13 +365,18 @@ def next_best_offer(
                 per_offer.setdefault(key[len(prefix) :], {})[col] = value
     if ev.values is not None:
         res.nbo = _with_served(ev.values, metrics, "policy_value_model")
+        if ev.alt_values is not None:
+            prefix = "spend" if ev.alt_currency == SPEND else "acceptance"
+            res.nbo_alt = _with_served(ev.alt_values, metrics, f"{prefix}_value_model")
+            res.nbo_alt_currency = ev.alt_currency
+            key = f"{prefix}_gain_served_vs_single"
+            res.alt_gain = (metrics[key], metrics[f"{key}_low"], metrics[f"{key}_high"])
         if truth is not None and ev.single_pick is not None:
-            true = true_policy_values(hold, ev, truth, served)
-            res.nbo["true value"] = [true.get(str(name), float("nan")) for name in res.nbo.index]
-        if ev.spend_values is not None:
-            res.nbo_spend = _with_served(ev.spend_values, metrics, "spend_value_model")
-            key = "spend_gain_served_vs_single"
-            res.spend_gain = (metrics[key], metrics[f"{key}_low"], metrics[f"{key}_high"])
+            # The generator's truth is acceptance x value - cost: beside the table in that currency.
+            table = res.nbo if ev.currency == ACCEPTANCE else res.nbo_alt
+            if table is not None:
+                true = true_policy_values(hold, ev, truth, served)
+                table["true value"] = [true.get(str(name), float("nan")) for name in table.index]
     else:
         res.nbo = pd.DataFrame({"dr_value": {"logged policy": metrics.get("policy_value_logged", float("nan"))}})
     res.nbo_info["per_offer"] = pd.DataFrame(per_offer).T if per_offer else None
@@ -483,7 +502,7 @@ def true_policy_values(hold: pd.DataFrame, ev: Any, truth: pd.DataFrame, served:
         hold: The holdout offer rows (in the order ``ev``'s picks index them).
         ev: The offer evaluation (``picks``, ``single_pick``, ``arms``).
         truth: :func:`features.synthetic.generate_with_truth`'s probabilities.
-        served: The bundle serving decides by (its ``meta.policy`` and ``meta.learner``).
+        served: The bundle serving decides by (its ``meta.policy`` and ``meta.candidate``).
     """
     probs = _truth_at(hold, truth)
     catalog = {str(o["offer_id"]): (float(o["value"]), float(o["cost"])) for o in served.meta.offers}
@@ -501,7 +520,7 @@ def true_policy_values(hold: pd.DataFrame, ev: Any, truth: pd.DataFrame, served:
     out = {name: float(value[rows, pick].mean()) for name, pick in ev.policy_picks(logged).items()}
     out["random arm"] = float(value.mean())
     served_name = (
-        f"{served.meta.learner}-learner policy"
+        f"{served.meta.candidate}-learner policy"
         if served.meta.policy != BEST_SINGLE
         else f"best single offer ({ev.best_single_offer})"
     )
@@ -718,19 +737,20 @@ def verdict(res: Result) -> list[str]:
             + res.nbo_info["policy decision"]
             + "."
         )
-        if "true value" in res.nbo.columns:
-            true = res.nbo["true value"]
+        with_truth = next((t for t in (res.nbo, res.nbo_alt) if t is not None and "true value" in t.columns), None)
+        if with_truth is not None:
+            true = with_truth["true value"]
             best_true = max(learned, key=lambda k: true[k])
             out.append(
                 "Next best offer by the generator's truth (exact value per offer): served policy "
                 f"{true['served policy (what predict and serving do)']:.4f} vs {single_key} {true[single_key]:.4f}; "
                 f"best learned policy {best_true} {true[best_true]:.4f}."
             )
-        if res.nbo_spend is not None and res.spend_gain is not None:
-            sv = res.nbo_spend.dr_value
-            gain, low, high = res.spend_gain
+        if res.nbo_alt is not None and res.alt_gain is not None:
+            sv = res.nbo_alt.dr_value
+            gain, low, high = res.alt_gain
             out.append(
-                "Next best offer in logged spend: served policy "
+                f"Next best offer valued in {ALT_TITLE[res.nbo_alt_currency]}: served policy "
                 f"{sv['served policy (what predict and serving do)']:.4f} vs {single_key} {sv[single_key]:.4f}, "
                 f"paired gain {gain:+.4f} [{low:+.4f}, {high:+.4f}] ({_interval_word(gain, low, high)})."
             )
@@ -784,7 +804,7 @@ def print_result(res: Result) -> None:
             ("churn", res.churn),
             ("cltv (90-day spend)", res.cltv),
             ("next best offer", res.nbo),
-            ("next best offer, valued in logged spend", res.nbo_spend),
+            (f"next best offer, valued in {ALT_TITLE.get(res.nbo_alt_currency, '')}", res.nbo_alt),
         ):
             if df is not None:
                 print(f"\n  {title}\n{df.to_string()}")
@@ -869,10 +889,12 @@ def render(
         "admits), the top eligible one per customer, none where none pays; the best single arm chosen on the "
         "holdout itself is shown beside it as hindsight (it has seen the answers). The best learner is served only "
         "where its paired gain over one offer for all has a Bonferroni-corrected interval above 0, otherwise one "
-        "offer for all. Where the offers log spend (a `revenue` on every accepted row: Hillstrom, synthetic), the "
-        "same policies are also valued in that spend: doubly robust on `revenue`, the uplift in spend over no "
-        "contact minus cost (`training.nbo.spend_scores`). Retention targeting: on the holdout offers (first per "
-        "customer), `cxpredict target`'s "
+        "offer for all. Where the offers log spend (a `revenue` on every accepted row and a control arm: Hillstrom, "
+        "synthetic), spend is modelled as well (T- and DR-learners on `revenue`, `t_spend` and `dr_spend`) and the "
+        "decision is made in spend: every candidate's policy, and one offer for all ranked by the average uplift in "
+        "spend, is valued doubly robust on `revenue`, the uplift in spend over no contact minus cost "
+        "(`training.nbo.spend_scores`); the same policies in acceptance x value are shown beside them. "
+        "Retention targeting: on the holdout offers (first per customer), `cxpredict target`'s "
         "choice (`serving.target.compare_targeting`: per-customer value saved from the offer model's own uplift, "
         "the offer the served policy gives, a knapsack under the budget) against the same budget spent on the "
         "highest churn risk, the highest CLTV and random customers, each given the best single offer; values are "
@@ -906,22 +928,15 @@ def render(
                 if key not in ("per_offer", "single_logged_arm"):
                     lines.append(f"- {key}: {value}")
             lines += ["", markdown_table(res.nbo, "policy"), ""]
-            if "true value" in res.nbo.columns:
+            if "true value" in res.nbo.columns or (res.nbo_alt is not None and "true value" in res.nbo_alt.columns):
                 lines += [
                     "`true value`: the same policies' exact value saved per holdout offer, from the generator's "
                     "acceptance probabilities under every arm (`features.synthetic.generate_with_truth`; simulated "
                     "data only): what the doubly robust column estimates.",
                     "",
                 ]
-            if res.nbo_spend is not None:
-                lines += [
-                    "The same policies valued in the spend the offers logged (doubly robust on `revenue`: uplift in "
-                    "spend over no contact, minus cost; outcome model: acceptance x the arm's mean revenue per "
-                    "acceptance on the training offers):",
-                    "",
-                    markdown_table(res.nbo_spend, "policy"),
-                    "",
-                ]
+            if res.nbo_alt is not None:
+                lines += [ALT_CAPTION[res.nbo_alt_currency], "", markdown_table(res.nbo_alt, "policy"), ""]
             if res.nbo_info.get("per_offer") is not None:
                 lines += [markdown_table(res.nbo_info["per_offer"], "offer vs control (T-learner uplift)"), ""]
         if res.target_info:

@@ -183,6 +183,14 @@ def train_cmd(
     engine: Annotated[str, typer.Option(help="where the snapshots' feature and label SQL runs: duckdb or spark")] = (
         "duckdb"
     ),
+    offer_value: Annotated[
+        str,
+        typer.Option(
+            "--offer-value",
+            help="what the offer policy is decided in: auto (the logged spend where offers log it, else acceptance "
+            "x the catalog's value) or acceptance",
+        ),
+    ] = "auto",
 ) -> None:
     """Train churn, CLTV and next-best-offer models; log them to MLflow and register new versions."""
     from features.settings import load_settings
@@ -200,6 +208,7 @@ def train_cmd(
             promote=promote,
             seed=seed,
             engine=engine,
+            offer_value=offer_value,
         )
     except Exception as exc:  # pydantic's message names the bad field
         raise UsageError(str(exc)) from exc

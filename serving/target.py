@@ -125,8 +125,9 @@ def score_pairs(frame: pd.DataFrame, models: Champions) -> pd.DataFrame:
 
     The value saved is the customer's own: the uplift in acceptance the fitted offer model predicts for this
     customer and offer (:func:`features.policy_value.offer_outcomes`), times the offer's value, minus its cost
-    (CONTRACT §2). Targeting decides *whom* to contact, so it ranks by that even where the served policy gives one
-    offer for all (an average uplift tells no customer from another). ``allowed`` marks the offers the served
+    (CONTRACT §2); for a model of spend, the uplift in spend minus the cost. Targeting decides *whom* to contact,
+    so it ranks by that even where the served policy gives one offer for all (an average uplift tells no customer
+    from another). ``allowed`` marks the offers the served
     policy may give the customer: every eligible offer under a learned policy; under one offer for all, the one it
     serves (none where nothing pays on average). Without a control arm the "uplift" is the acceptance itself (the
     propensity fallback) and nothing is incremental.
@@ -136,10 +137,12 @@ def score_pairs(frame: pd.DataFrame, models: Champions) -> pd.DataFrame:
     records = frame.to_dict("records")
     ranked = nbo.offer_scores(x, records)
     base, uplift = offer_outcomes(nbo, x)
+    # The acceptance with and without the offer (for a spend model, its acceptance part).
+    accept_base, accept_uplift = nbo.acceptance_outcomes(x)
     has_control = bool(nbo.meta.has_control)
     one_for_all = nbo.meta.policy == "best_single"
     column = {o["offer_id"]: j for j, o in enumerate(nbo.meta.offers)}
-    value = {o["offer_id"]: float(o["value"]) for o in nbo.meta.offers}
+    value = dict(zip(column, nbo.meta.unit_values(), strict=True))
     cost = {o["offer_id"]: float(o["cost"]) for o in nbo.meta.offers}
     churn = (
         models.churn.churn_probability(models.churn.encoder.encode_frame(frame))
@@ -152,10 +155,11 @@ def score_pairs(frame: pd.DataFrame, models: Champions) -> pd.DataFrame:
         served = best_offer(offers, has_control)
         for r in offers:
             o = r["offer_id"]
-            u = float(uplift[i, column[o]])
-            control = float(base[i]) if has_control else 0.0
+            u, j = float(uplift[i, column[o]]), column[o]
+            control = float(accept_base[i]) if has_control else 0.0
             allowed = (served is not None and served["offer_id"] == o) if one_for_all else True
-            rows.append((cid, o, u * value[o] - cost[o], cost[o], control + u, control, allowed, churn[i], cltv[i], i))
+            p_accept = control + float(accept_uplift[i, j])
+            rows.append((cid, o, u * value[o] - cost[o], cost[o], p_accept, control, allowed, churn[i], cltv[i], i))
     names = ["customer_id", "offer_id", "value_saved", "cost", "p_accept", "p_control", "allowed"]
     out = pd.DataFrame(rows, columns=[*names, "churn_probability", "cltv", "row"])
     return out.astype({"churn_probability": float, "cltv": float, "allowed": bool})
@@ -291,7 +295,8 @@ def compare_targeting(
 
     Args:
         frame: One row per logged customer: the features at the offer's time, ``logged_offer`` (the arm logged, the
-            control included), ``accepted`` and ``propensity`` (NaN: the arm's share of the rows).
+            control included), ``accepted`` (``revenue`` where the offer model predicts spend) and ``propensity``
+            (NaN: the arm's share of the rows).
         models: The bundles deciding (churn and CLTV feed the baselines).
         budget_per_customer: Budget per logged customer, in the catalog's cost units (contacts with
             ``per_contact``).
@@ -325,10 +330,10 @@ def compare_targeting(
     logged = frame["logged_offer"].astype(str).to_numpy()
     known = np.isin(logged, list(mu))
     # A logged arm the model does not know is nobody's choice: its rows still count, with a zero correction.
-    dr = dr_arm_outcomes(
-        list(np.where(known, logged, "")), np.where(known, prop, 1.0), frame["accepted"].to_numpy(float), mu
-    )
-    value = {o["offer_id"]: float(o["value"]) for o in models.nbo.meta.offers}
+    # The outcome the offer model predicts: acceptance, or spend for a model of spend.
+    y = np.nan_to_num(frame[models.nbo.meta.outcome].to_numpy(float))
+    dr = dr_arm_outcomes(list(np.where(known, logged, "")), np.where(known, prop, 1.0), y, mu)
+    value = dict(zip((o["offer_id"] for o in models.nbo.meta.offers), models.nbo.meta.unit_values(), strict=True))
     cost = {o["offer_id"]: float(o["cost"]) for o in models.nbo.meta.offers}
     budget = budget_per_customer * n
     choices = baseline_choices(frame, pairs_all, budget, seed)
@@ -359,7 +364,7 @@ def evaluate(
     if len(outcomes) < 100 or CONTROL_OFFER not in set(outcomes["offer_id"]):
         return {"skipped": f"{len(outcomes)} logged offers in [{cut:%Y-%m-%d}, +{window_days}d) or no control arm"}
     frame = build_features(con, cut, FeatureConfig())
-    frame = frame.merge(outcomes[["customer_id", "offer_id", "accepted", "propensity"]], on="customer_id")
+    frame = frame.merge(outcomes[["customer_id", "offer_id", "accepted", "revenue", "propensity"]], on="customer_id")
     frame = frame.rename(columns={"offer_id": "logged_offer"}).reset_index(drop=True)
     out = compare_targeting(frame, models, budget_per_customer, seed)
     out["cut"] = cut.isoformat()

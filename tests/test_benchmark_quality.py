@@ -140,7 +140,7 @@ def test_true_policy_values_reads_each_policys_picks(bench: ModuleType) -> None:
         arms=["none", "gift"], picks={"t": np.array([1, 0])}, single_pick=np.array([1, 1]), best_single_offer="gift"
     )
     offers = [{"offer_id": "gift", "value": 10.0, "cost": 1.0}]
-    served = SimpleNamespace(meta=SimpleNamespace(offers=offers, policy=bench.BEST_SINGLE, learner="t"))
+    served = SimpleNamespace(meta=SimpleNamespace(offers=offers, policy=bench.BEST_SINGLE, candidate="t"))
     out = bench.true_policy_values(hold, ev, truth, served)
     assert out["t-learner policy"] == pytest.approx(1.5)
     assert out["best single offer (gift)"] == pytest.approx(0.5)

@@ -69,6 +69,10 @@ class TrainConfig(BaseModel):
             made a year earlier (:mod:`training.backtest`), where the history reaches that far; off, the fits are
             faster and keep the training windows' levels.
         engine: Where the snapshots' feature and label SQL runs (``--engine``): the same values either way.
+        offer_value: What the offer policy is decided in (``--offer-value``): ``auto``, the spend customers
+            logged where the offers log it (a ``revenue`` on every accepted row and a control arm; spend models
+            join the candidates), else acceptance x the catalog's value; ``acceptance``, always acceptance x the
+            catalog's value (spend is still reported beside it).
         xgb: Booster settings of churn, CLTV and the S-learner.
         effect_learners: Tree counts of the T-, X- and DR-learners.
     """
@@ -89,3 +93,4 @@ class TrainConfig(BaseModel):
     xgb: XGBParams = Field(default_factory=XGBParams)
     effect_learners: EffectLearnerParams = Field(default_factory=EffectLearnerParams)
     engine: EngineName = "duckdb"
+    offer_value: Literal["auto", "acceptance"] = "auto"

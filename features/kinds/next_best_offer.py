@@ -18,6 +18,12 @@ NO_OFFER_PAYS = "no eligible offer is expected to earn more than it costs: showi
 NONE_ELIGIBLE = "no offer in the catalog is eligible for this customer"
 #: The served policy when training found that one offer for all beats the per-customer ranking.
 BEST_SINGLE = "best_single"
+#: What an offer model values: acceptance (times the catalog's value) or the spend the offer brings.
+OfferOutcome = Literal["accepted", "revenue"]
+#: The candidate name's suffix of a spend model (``t_spend``: the T-learner's acceptance x the order value).
+SPEND_SUFFIX = "_spend"
+#: The booster of a spend model's order value (the spend of an accepted offer, per customer and arm).
+ORDER_VALUE = "order_value"
 #: Why no offer is made (contact policy, in this order, then the value), as the answer's ``reason`` says it.
 NoOfferReason = Literal["holdout", "opted_out", "contact_cap", "no_positive_value"]
 
@@ -44,6 +50,10 @@ class OfferMeta(BundleMeta):
         layout: ``s`` (one booster over customer x offer) or ``effect`` (T-, X- or DR-learner boosters).
         learner: Which learner fitted the boosters.
         x_weights: The X-learner's weights per offer.
+        outcome: What the model values: ``accepted`` (an offer's value saved is its uplift in acceptance times
+            the catalog's value, minus its cost) or ``revenue`` (spend, a two-part model: the acceptance boosters
+            times the ``order_value`` booster's spend per accepted offer; the value saved is the uplift in spend,
+            already money, minus the cost).
     """
 
     offers: list[OfferEntry] = Field(default_factory=list)
@@ -55,6 +65,18 @@ class OfferMeta(BundleMeta):
     layout: str | None = None
     learner: str | None = None
     x_weights: list[float] | None = None
+    outcome: OfferOutcome = "accepted"
+
+    @property
+    def candidate(self) -> str:
+        """The candidate's name in training metrics: the learner, with ``_spend`` where it models spend."""
+        return f"{self.learner}{SPEND_SUFFIX}" if self.outcome == "revenue" else str(self.learner)
+
+    def unit_values(self) -> np.ndarray:
+        """What one unit of the modelled outcome is worth, per offer: the catalog's value, or 1 for spend."""
+        if self.outcome == "revenue":
+            return np.ones(len(self.offers))
+        return np.array([float(o["value"]) for o in self.offers], dtype=np.float64)
 
 
 class OfferScore(TypedDict):
@@ -62,7 +84,13 @@ class OfferScore(TypedDict):
 
     offer_id: str
     expected_value: float
-    uplift: float
+    uplift: Annotated[
+        float,
+        Field(
+            description="the offer's effect over no contact: on the acceptance probability, or on spend where "
+            "`method` says spend uplift"
+        ),
+    ]
     p_accept: float
 
 
@@ -85,7 +113,8 @@ class NextBestOfferPart(TypedDict, total=False):
     method: Annotated[
         str | None,
         Field(
-            description="uplift, or propensity when offers had no control arm; with ', best single offer for all' "
+            description="uplift (of acceptance), spend uplift (where the offers log spend and a model of it won "
+            "on the holdout), or propensity when offers had no control arm; with ', best single offer for all' "
             "where training found that the per-customer policy does not beat one offer for all"
         ),
     ]
@@ -177,7 +206,36 @@ class OfferBundle(Bundle):
             self.rules = [compile_rule(o.get("eligible_if"), known) for o in self.meta.offers]
 
     def offer_outcomes(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Outcome without an offer ``(n,)`` (NaN without a control arm) and per offer: uplift ``(n, k)``."""
+        """Outcome without an offer ``(n,)`` (NaN without a control arm) and per offer: uplift ``(n, k)``.
+
+        The outcome the bundle values (``meta.outcome``): acceptance, or for a spend model the expected spend
+        (:meth:`spend_outcomes`).
+        """
+        base, uplift = self.acceptance_outcomes(x)
+        if self.meta.outcome == "revenue":
+            return self.spend_outcomes(x, base, uplift)
+        return base, uplift
+
+    def spend_outcomes(self, x: np.ndarray, base: np.ndarray, uplift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Expected spend without an offer and the uplift in spend per offer, from acceptance and order value.
+
+        A two-part (hurdle) model: spend under arm ``a`` is ``P(accept | x, a) * E[spend | accepted, x, a]``, the
+        first from the acceptance boosters (``base``, ``base + uplift``), the second from the ``order_value``
+        booster over ``[x | one-hot(arm)]``. Splitting them keeps the rare, heavy-tailed spend from driving the
+        acceptance trees (Cragg 1971).
+        """
+        n_off = len(self.meta.offers)
+        k = n_off + 1
+        idx = np.tile(np.arange(-1, n_off), x.shape[0])
+        order = self._predictor(ORDER_VALUE).predict(design_matrix(np.repeat(x, k, axis=0), n_off, idx))
+        order = np.clip(np.asarray(order, dtype=np.float64).reshape(x.shape[0], k), 0.0, None)
+        p_none = np.clip(base, 0.0, 1.0)
+        p_offer = np.clip(base[:, None] + uplift, 0.0, 1.0)
+        spend_none = p_none * order[:, 0]
+        return spend_none, p_offer * order[:, 1:] - spend_none[:, None]
+
+    def acceptance_outcomes(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Acceptance without an offer ``(n,)`` (NaN without a control arm) and per offer: its uplift ``(n, k)``."""
         n_off = len(self.meta.offers)
         if self.meta.layout == "effect":
             # Every booster's trees in one walk for a few rows (features.forest.ForestStack), then the learner's sums.
@@ -205,16 +263,19 @@ class OfferBundle(Bundle):
         """
         offers = self.meta.offers
         has_control = self.meta.has_control
-        base, uplift = self.offer_outcomes(x)
+        base, uplift = self.acceptance_outcomes(x)
+        # For a spend model, the uplift ranked is in spend; the acceptance is still reported.
+        spend = self.spend_outcomes(x, base, uplift)[1] if self.meta.outcome == "revenue" else uplift
         average = self.meta.average_uplift if self.meta.policy == BEST_SINGLE else None
+        unit = self.meta.unit_values()
         out = []
         for i, row in enumerate(feature_rows):
             ranked = []
             for j, offer in enumerate(offers):
                 if not self.rules[j](row):
                     continue
-                u = float(average[offer["offer_id"]]) if average else float(uplift[i, j])
-                ev = u * float(offer["value"]) - float(offer["cost"])
+                u = float(average[offer["offer_id"]]) if average else float(spend[i, j])
+                ev = u * unit[j] - float(offer["cost"])
                 # Without a control arm the "uplift" is the acceptance itself (propensity fallback).
                 p_accept = float(base[i] + uplift[i, j]) if has_control else float(uplift[i, j])
                 ranked.append(

@@ -15,7 +15,7 @@ from features.scoring import Encoder
 from training import plots
 from training.config import TrainConfig
 from training.kinds.base import Job, ModelResult, Trainer, log_table, warn_dropped
-from training.nbo import train_offer_policy
+from training.nbo import CURRENCY_TEXT, train_offer_policy
 
 
 def offer_frame(
@@ -71,11 +71,14 @@ class OfferTrainer(Trainer):
             meta = final.meta
             reason = meta.policy_reason or ""
             mlflow.set_tag("nbo_method", meta.method)
-            mlflow.set_tag("nbo_policy", f"{meta.policy} ({meta.learner}-learner)")
+            mlflow.set_tag("nbo_policy", f"{meta.policy} ({meta.candidate}-learner)")
             mlflow.set_tag("nbo_policy_reason", reason[:5000])
             mlflow.set_tag("best_single_offer", ev.best_single_offer)
+            mlflow.set_tag("nbo_value_saved", CURRENCY_TEXT[ev.currency])
             if ev.values is not None:
                 log_table(ev.values, "policy_values.csv", job.tmp)
+            if ev.alt_values is not None:
+                log_table(ev.alt_values, f"policy_values_in_{ev.alt_currency}.csv", job.tmp)
             if ev.qini_curves:
                 mlflow.log_artifact(str(plots.qini_plot(ev.qini_curves, job.tmp)), "plots")
             if split == "time":
