@@ -127,10 +127,9 @@ def score_pairs(frame: pd.DataFrame, models: Champions) -> pd.DataFrame:
     customer and offer (:func:`features.policy_value.offer_outcomes`), times the offer's value, minus its cost
     (CONTRACT §2); for a model of spend, the uplift in spend minus the cost. Targeting decides *whom* to contact,
     so it ranks by that even where the served policy gives one offer for all (an average uplift tells no customer
-    from another). ``allowed`` marks the offers the served
-    policy may give the customer: every eligible offer under a learned policy; under one offer for all, the one it
-    serves (none where nothing pays on average). Without a control arm the "uplift" is the acceptance itself (the
-    propensity fallback) and nothing is incremental.
+    from another). ``allowed`` marks the offers the served policy may give the customer: every eligible offer under
+    a learned policy; under one offer for all, the one it serves (none where nothing pays on average). Without a
+    control arm the "uplift" is the acceptance itself (the propensity fallback) and nothing is incremental.
     """
     nbo = models.nbo
     x = nbo.encoder.encode_frame(frame)

@@ -113,9 +113,9 @@ class NextBestOfferPart(TypedDict, total=False):
     method: Annotated[
         str | None,
         Field(
-            description="uplift (of acceptance), spend uplift (where the offers log spend and a model of it won "
-            "on the holdout), or propensity when offers had no control arm; with ', best single offer for all' "
-            "where training found that the per-customer policy does not beat one offer for all"
+            description="uplift (of acceptance x the offer's value), spend uplift (where the offers log spend: "
+            "the ranking is in spend), or propensity when offers had no control arm; with ', best single offer for "
+            "all' where training found that the per-customer policy does not beat one offer for all"
         ),
     ]
     reason: Annotated[

@@ -41,3 +41,8 @@ def test_demo_then_predict_and_evaluate(tmp_path, monkeypatch):
 def test_train_rejects_unknown_model_name(tmp_path):
     res = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--models", "churn,magic"])
     assert res.exit_code == 2 and "magic" in res.output
+
+
+def test_train_rejects_an_unknown_offer_value(tmp_path):
+    res = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--offer-value", "margin"])
+    assert res.exit_code == 2 and "offer_value" in res.output and "acceptance" in res.output
