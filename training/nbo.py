@@ -443,7 +443,6 @@ def evaluate_nbo(
     frame, a, prop, y = _holdout(ref, frame)
     logged = np.asarray(names, dtype=object)[a]
     ev = NBOEvaluation(arms=names, currency=currency, holdout=frame, logged=a)
-    ev.metrics["policy_value_in_spend"] = float(currency == SPEND)
     ev.qini_curves, qini = _qini(ref, frame, logged, y)
     ev.metrics.update(qini)
     if len(set(logged)) < 2:
@@ -454,10 +453,12 @@ def evaluate_nbo(
         reward = np.array([outcome[i] * value.get(o, 0.0) - cost.get(o, 0.0) for i, o in enumerate(logged)])
         ev.metrics["policy_value_logged"] = float(reward.mean()) if len(reward) else float("nan")
         ev.metrics["policy_value_evaluable"] = 0.0
+        ev.metrics["policy_value_in_spend"] = float(currency == SPEND)
         ev.reason = "the holdout logs a single arm: no policy comparison is possible, one offer for all is served"
         ev.best_single_offer = _top_single_offer(single_ref)
         return ev
     ev.metrics["policy_value_evaluable"] = 1.0
+    ev.metrics["policy_value_in_spend"] = float(currency == SPEND)
     rows = np.arange(len(a))
     by_currency = {ACCEPTANCE: value_scores(ref, frame, a, prop, y)}
     if in_spend:
