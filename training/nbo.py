@@ -142,14 +142,20 @@ def fit_nbo(
         }
     )
     bundle = new_bundle(kind=NEXT_BEST_OFFER.name, meta=meta, encoder=encoder, boosters=boosters)
+    _set_average_uplift(bundle, frame, y)
+    return bundle
+
+
+def _set_average_uplift(bundle: Bundle, frame: pd.DataFrame, y: np.ndarray) -> None:
+    """``bundle.meta.average_uplift``: each offer's mean uplift in ``y`` on the rows its ``eligible_if`` admits."""
     records = frame.to_dict("records")
     eligible = {
         o["offer_id"]: np.array([bool(rule(r)) for r in records])
-        for rule, o in zip(bundle.rules, meta["offers"], strict=True)
+        for rule, o in zip(bundle.rules, bundle.meta.offers, strict=True)
     }
+    offer = frame.offer_id.astype(str).to_numpy()
     # The bundle holds its own typed copy of ``meta``: set it there.
-    bundle.meta.average_uplift = average_uplift(offer, y, prop, CONTROL_OFFER, eligible)
-    return bundle
+    bundle.meta.average_uplift = average_uplift(offer, y, logged_propensity(frame), CONTROL_OFFER, eligible)
 
 
 def fit_order_value(frame: pd.DataFrame, bundle: Bundle, config: TrainConfig) -> xgb.Booster:
@@ -193,14 +199,7 @@ def spend_twin(bundle: Bundle, frame: pd.DataFrame, config: TrainConfig) -> Bund
     )
     boosters = {**bundle.boosters, ORDER_VALUE: fit_order_value(frame, bundle, config)}
     twin = new_bundle(kind=NEXT_BEST_OFFER.name, meta=meta, encoder=bundle.encoder, boosters=boosters)
-    records = frame.to_dict("records")
-    eligible = {
-        o["offer_id"]: np.array([bool(rule(r)) for r in records])
-        for rule, o in zip(twin.rules, meta.offers, strict=True)
-    }
-    offer = frame.offer_id.astype(str).to_numpy()
-    revenue = np.nan_to_num(frame.revenue.to_numpy(dtype=float))
-    twin.meta.average_uplift = average_uplift(offer, revenue, logged_propensity(frame), CONTROL_OFFER, eligible)
+    _set_average_uplift(twin, frame, np.nan_to_num(frame.revenue.to_numpy(dtype=float)))
     return twin
 
 
