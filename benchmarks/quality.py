@@ -310,7 +310,8 @@ def next_best_offer(
         as_of: Training time T.
         config: Training configuration.
         res: Filled in place (``nbo``, ``nbo_info``).
-        truth: The offers' true acceptance probabilities (synthetic data only), for the targeting's true values.
+        truth: The offers' true acceptance probabilities and expected revenues per arm (synthetic data only), for
+            the policies' and the targeting's true values.
         windows: Offer windows the targeting comparison runs on (``targeting_windows``, rolling origin).
     """
     t0 = time.perf_counter()
@@ -372,11 +373,11 @@ def next_best_offer(
             key = f"{prefix}_gain_served_vs_single"
             res.alt_gain = (metrics[key], metrics[f"{key}_low"], metrics[f"{key}_high"])
         if truth is not None and ev.single_pick is not None:
-            # The generator's truth is acceptance x value - cost: beside the table in that currency.
-            table = res.nbo if ev.currency == ACCEPTANCE else res.nbo_alt
-            if table is not None:
-                true = true_policy_values(hold, ev, truth, served)
-                table["true value"] = [true.get(str(name), float("nan")) for name in table.index]
+            # The generator knows both currencies: each table gets the exact values in its own.
+            for table, currency in ((res.nbo, ev.currency), (res.nbo_alt, ev.alt_currency)):
+                if table is not None:
+                    true = true_policy_values(hold, ev, truth, served, currency)
+                    table["true value"] = [true.get(str(name), float("nan")) for name in table.index]
     else:
         res.nbo = pd.DataFrame({"dr_value": {"logged policy": metrics.get("policy_value_logged", float("nan"))}})
     res.nbo_info["per_offer"] = pd.DataFrame(per_offer).T if per_offer else None
@@ -424,8 +425,9 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0, truth: p
         nbo: The offer bundle evaluated on them (fitted on the training offers, policy chosen).
         res: Filled in place (``targeting``, ``target_info``).
         seed: Seed of the random baseline.
-        truth: The offers' true acceptance probabilities per arm (synthetic data): each choice is then also valued
-            exactly (``true value saved``), which no estimate from the logged arm can do.
+        truth: The offers' true acceptance probabilities and expected revenues per arm (synthetic data): each choice
+            is then also valued exactly (``true value saved``, in the offer model's currency), which no estimate
+            from the logged arm can do.
     """
     frame = hold.drop_duplicates("customer_id").rename(columns={"offer_id": "logged_offer"}).reset_index(drop=True)
     models = Champions(nbo, res.models.get("churn"), res.models.get("cltv"))
@@ -440,6 +442,8 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0, truth: p
     else:
         res.target_info["churn risk and CLTV"] = "the churn and CLTV models above (fitted on the training snapshots)"
     costs = [float(o["cost"]) for o in nbo.meta.offers]
+    # The exact values are in the currency the offer model decides in (spend where it models spend).
+    currency = SPEND if nbo.meta.outcome == "revenue" else ACCEPTANCE
     per_contact = max(costs, default=0.0) <= 0.0
     res.target_info["logged customers (first holdout offer each)"] = len(frame)
     res.target_info["offer policy deciding the offer"] = nbo.meta.method
@@ -474,7 +478,7 @@ def targeting(hold: pd.DataFrame, nbo: Any, res: Result, seed: int = 0, truth: p
                 "diff high_95": diff.high if diff else float("nan"),
             }
         if truth is not None:
-            true = {p: true_value_saved(frame, out["choices"][p], truth, nbo.meta.offers) for p in POLICIES}
+            true = {p: true_value_saved(frame, out["choices"][p], truth, nbo.meta.offers, currency) for p in POLICIES}
             for p in POLICIES:
                 rows[(label, TARGET_NAMES[p])]["true value saved"] = true[p]
                 rows[(label, TARGET_NAMES[p])]["target minus policy (true)"] = (
@@ -492,29 +496,44 @@ def _truth_at(frame: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     return keys.merge(truth.astype({"offer_ts": "datetime64[ns]"}), on=["customer_id", "offer_ts"], how="left")
 
 
-def true_policy_values(hold: pd.DataFrame, ev: Any, truth: pd.DataFrame, served: Any) -> dict[str, float]:
+def _true_gains(
+    probs: pd.DataFrame, arms: list[str], catalog: dict[str, tuple[float, float]], currency: str
+) -> np.ndarray:
+    """Each row's exact value saved under every arm (a column each, 0 for no contact), from the generator's truth.
+
+    In acceptance an arm is worth ``(p_arm - p_none) * value - cost``; in spend ``s_arm - s_none - cost``, the
+    expected revenue the offer brings over no contact (:func:`features.synthetic.generate_with_truth`).
+    """
+    # Spend is money already; acceptance is a probability, worth the catalog's value per unit.
+    col, unit = ("s", lambda a: 1.0) if currency == SPEND else ("p", lambda a: catalog[a][0])
+    base = probs[f"{col}_{CONTROL_OFFER}"].to_numpy(float)
+    return np.column_stack(
+        [
+            np.zeros(len(probs))
+            if a == CONTROL_OFFER
+            else (probs[f"{col}_{a}"].to_numpy(float) - base) * unit(a) - catalog[a][1]
+            for a in arms
+        ]
+    )
+
+
+def true_policy_values(
+    hold: pd.DataFrame, ev: Any, truth: pd.DataFrame, served: Any, currency: str = ACCEPTANCE
+) -> dict[str, float]:
     """Each offer policy's exact value saved per holdout offer, from the generator's truth (synthetic data).
 
-    Row names as in the policy-value table (``ev.values``); an arm's value for a customer is
-    ``(p_arm - p_none) * value - cost``, 0 for no contact.
+    Row names as in the policy-value table (``ev.values``); an arm's value for a customer as :func:`_true_gains`
+    gives it in ``currency``, 0 for no contact.
 
     Args:
         hold: The holdout offer rows (in the order ``ev``'s picks index them).
         ev: The offer evaluation (``picks``, ``single_pick``, ``arms``).
-        truth: :func:`features.synthetic.generate_with_truth`'s probabilities.
+        truth: :func:`features.synthetic.generate_with_truth`'s probabilities and expected revenues.
         served: The bundle serving decides by (its ``meta.policy`` and ``meta.candidate``).
+        currency: ``acceptance`` (x the catalog's value) or ``spend`` (the expected revenue).
     """
-    probs = _truth_at(hold, truth)
     catalog = {str(o["offer_id"]): (float(o["value"]), float(o["cost"])) for o in served.meta.offers}
-    p0 = probs[f"p_{CONTROL_OFFER}"].to_numpy(float)
-    value = np.column_stack(
-        [
-            np.zeros(len(probs))
-            if arm == CONTROL_OFFER
-            else (probs[f"p_{arm}"].to_numpy(float) - p0) * catalog[arm][0] - catalog[arm][1]
-            for arm in ev.arms
-        ]
-    )
+    value = _true_gains(_truth_at(hold, truth), list(ev.arms), catalog, currency)
     rows = np.arange(len(value))
     logged = hold["offer_id"].astype(str).map({arm: i for i, arm in enumerate(ev.arms)}).to_numpy()
     out = {name: float(value[rows, pick].mean()) for name, pick in ev.policy_picks(logged).items()}
@@ -529,36 +548,39 @@ def true_policy_values(hold: pd.DataFrame, ev: Any, truth: pd.DataFrame, served:
 
 
 def true_value_saved(
-    frame: pd.DataFrame, choice: dict[str, str], truth: pd.DataFrame, offers: list[dict[str, Any]]
+    frame: pd.DataFrame,
+    choice: dict[str, str],
+    truth: pd.DataFrame,
+    offers: list[dict[str, Any]],
+    currency: str = ACCEPTANCE,
 ) -> float:
     """The exact value saved of ``choice`` on the logged customers of ``frame``, from the generator's truth.
 
-    For every customer given offer *a*: ``(p_a - p_none) * value_a - cost_a``, with the true acceptance probabilities
-    at the customer's logged offer (the same moment the doubly robust estimate scores); the catalog's value and
-    cost, as ``target`` uses them.
+    For every customer given offer *a*, :func:`_true_gains` in ``currency`` at the customer's logged offer (the
+    same moment the doubly robust estimate scores); the catalog's value and cost, as ``target`` uses them.
 
     Args:
         frame: The logged customers (``customer_id``, ``offer_ts``).
         choice: Customer -> offer of a policy (customers not in it are not contacted).
-        truth: :func:`features.synthetic.generate_with_truth`'s probabilities.
+        truth: :func:`features.synthetic.generate_with_truth`'s probabilities and expected revenues.
         offers: The catalog (``offer_id``, ``value``, ``cost``).
+        currency: ``acceptance`` (x the catalog's value) or ``spend`` (the expected revenue).
 
     Raises:
         ValueError: a chosen customer's logged offer is not in the truth.
     """
     probs = _truth_at(frame, truth).drop_duplicates("customer_id").set_index("customer_id")
     catalog = {str(o["offer_id"]): (float(o["value"]), float(o["cost"])) for o in offers}
-    total = 0.0
-    for cid, offer in choice.items():
-        p, p0 = probs.at[cid, f"p_{offer}"], probs.at[cid, f"p_{CONTROL_OFFER}"]
-        if pd.isna(p) or pd.isna(p0):
-            raise ValueError(f"customer {cid}: no true acceptance probability for its logged offer")
-        value, cost = catalog[offer]
-        total += (p - p0) * value - cost
-    return total
+    arms = [CONTROL_OFFER, *(a for a in catalog if a != CONTROL_OFFER)]
+    chosen = probs.reindex(list(choice))
+    if chosen[[f"p_{a}" for a in arms]].isna().any(axis=None):
+        missing = chosen.index[chosen[[f"p_{a}" for a in arms]].isna().any(axis=1)][0]
+        raise ValueError(f"customer {missing}: no true acceptance probability for its logged offer")
+    gains = _true_gains(chosen, arms, catalog, currency)
+    picked = np.array([arms.index(choice[c]) for c in chosen.index], dtype=np.intp)
+    return float(gains[np.arange(len(picked)), picked].sum())
 
 
-# --- synthetic draws ----------------------------------------------------------------------------------------
 def pooled(diffs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
     """Mean of independent estimates ``(value, low, high)`` with its 95% interval.
 
@@ -742,7 +764,8 @@ def verdict(res: Result) -> list[str]:
             true = with_truth["true value"]
             best_true = max(learned, key=lambda k: true[k])
             out.append(
-                "Next best offer by the generator's truth (exact value per offer): served policy "
+                "Next best offer by the generator's truth (exact value per offer, in the decision's currency): "
+                "served policy "
                 f"{true['served policy (what predict and serving do)']:.4f} vs {single_key} {true[single_key]:.4f}; "
                 f"best learned policy {best_true} {true[best_true]:.4f}."
             )
@@ -930,9 +953,10 @@ def render(
             lines += ["", markdown_table(res.nbo, "policy"), ""]
             if "true value" in res.nbo.columns or (res.nbo_alt is not None and "true value" in res.nbo_alt.columns):
                 lines += [
-                    "`true value`: the same policies' exact value saved per holdout offer, from the generator's "
-                    "acceptance probabilities under every arm (`features.synthetic.generate_with_truth`; simulated "
-                    "data only): what the doubly robust column estimates.",
+                    "`true value`: the same policies' exact value saved per holdout offer in the table's currency, "
+                    "from the generator's acceptance probabilities and expected revenues under every arm "
+                    "(`features.synthetic.generate_with_truth`; simulated data only): what the doubly robust column "
+                    "estimates.",
                     "",
                 ]
             if res.nbo_alt is not None:
@@ -949,8 +973,9 @@ def render(
                 lines += [markdown_table(table, "budget / policy"), ""]
                 if "true value saved" in table.columns:
                     lines += [
-                        "`true value saved`: each choice's exact total, from the generator's acceptance "
-                        "probabilities under every arm (simulated data only).",
+                        "`true value saved`: each choice's exact total in the offer model's currency, from the "
+                        "generator's acceptance probabilities and expected revenues under every arm (simulated data "
+                        "only).",
                         "",
                     ]
         elif res.name in SKIP_NBO:
@@ -980,9 +1005,11 @@ def render(
     if truth is not None:
         lines += [
             "The same choices valued exactly, which only simulated data allows: the generator knows every logged "
-            "customer's acceptance probability under every arm (`features.synthetic.generate_with_truth`), so each "
-            "policy's value saved is the sum over the customers it contacts of (p_offer - p_none) x value - cost, "
-            "with no estimation noise. Each cell: `target`'s true value saved minus the baseline's on that draw.",
+            "customer's acceptance probability and expected revenue under every arm "
+            "(`features.synthetic.generate_with_truth`), so each policy's value saved is the sum over the customers "
+            "it contacts of, in the currency the offer model decides in, s_offer - s_none - cost (spend: the "
+            "expected revenue of an offer) or (p_offer - p_none) x value - cost (acceptance), with no estimation "
+            "noise. Each cell: `target`'s true value saved minus the baseline's on that draw.",
             "",
             markdown_table(truth.T, "draw: target minus (true)"),
             "",

@@ -161,12 +161,17 @@ def generate_with_truth(config: SyntheticConfig) -> tuple[dict[str, pd.DataFrame
     can be computed exactly rather than estimated from the logged arm (for benchmarks: it is not a contract
     table and :func:`write_dataset` is never given it).
 
+    An accepted offer places one order, whose value is drawn around the customer's mean order value ``m_i``
+    (10% less under the discount, ``k_a = 0.9``; 1 otherwise) and logged as the offer's ``revenue``. So the
+    truth in spend, the expected revenue of the offer under arm *a*, is ``P(accept | i, a) * m_i * k_a``.
+
     Args:
         config: As for :func:`generate` (the tables are the same frames).
 
     Returns:
         The tables, and one row per row of ``offers`` (``customer_id``, ``offer_ts`` = the offer's ``ts``) with a
-        column ``p_<offer_id>`` per arm, the control's included; empty without offers.
+        column ``p_<offer_id>`` per arm (the acceptance probability), the control's included, then a column
+        ``s_<offer_id>`` per arm (the expected revenue); empty without offers.
     """
     rng = np.random.default_rng(config.seed)
     n = config.n_customers
@@ -228,6 +233,7 @@ def generate_with_truth(config: SyntheticConfig) -> tuple[dict[str, pd.DataFrame
     offer_parts: dict[str, list[np.ndarray]] = {k: [] for k in ("idx", "ts", "arm", "acc", "order_ts", "value")}
     campaign_weeks: set[int] = set()
     true_p: list[np.ndarray] = []  # per offer: acceptance probability under every arm (the truth)
+    true_s: list[np.ndarray] = []  # per offer: expected revenue under every arm (the truth in spend)
     if config.with_offers:
         w = int(rng.integers(2, 6))
         last_ok = (end_ns - start_ns - (_OFFER_WINDOW_DAYS + 2) * _DAY_NS) // _WEEK_NS
@@ -298,7 +304,10 @@ def generate_with_truth(config: SyntheticConfig) -> tuple[dict[str, pd.DataFrame
             acc = rng.random(target.size) < _sigmoid(base + uplift)
             true_p.append(_sigmoid(base[:, None] + arm_effects))
             order_ns = send_ns + (rng.uniform(0.02, _OFFER_WINDOW_DAYS, target.size) * _DAY_NS).astype(np.int64)
-            value = rng.gamma(5.0, spend[target] / 5.0) * np.where(arm == 1, 0.9, 1.0)
+            # The discount's order is 10% smaller; an order's mean value is the customer's mean order value.
+            order_scale = np.where(np.arange(len(OFFER_IDS)) == 1, 0.9, 1.0)
+            value = rng.gamma(5.0, spend[target] / 5.0) * order_scale[arm]
+            true_s.append(true_p[-1] * spend[target][:, None] * order_scale)
             for key, arr in zip(offer_parts, (target, send_ns, arm, acc, order_ns, value), strict=True):
                 offer_parts[key].append(arr)
             accepted_now[target[acc]] = True
@@ -487,10 +496,13 @@ def generate_with_truth(config: SyntheticConfig) -> tuple[dict[str, pd.DataFrame
         known = [c.name for c in spec.columns if c.name in frame.columns]
         tables[name] = frame[known + [c for c in frame.columns if c not in known]]
     probs = np.concatenate(true_p) if true_p else np.empty((0, len(OFFER_IDS)))
+    spends = np.concatenate(true_s) if true_s else np.empty((0, len(OFFER_IDS)))
     sent = parts.get("ts", np.empty(0)).astype(np.int64)
     truth = pd.DataFrame({"customer_id": cust_ids[o_idx], "offer_ts": _ts(sent)})
     for j, offer_id in enumerate(OFFER_IDS):
         truth[f"p_{offer_id}"] = probs[:, j]
+    for j, offer_id in enumerate(OFFER_IDS):
+        truth[f"s_{offer_id}"] = spends[:, j]
     return tables, truth
 
 

@@ -115,6 +115,11 @@ def test_true_value_saved_is_the_uplift_times_value_minus_cost_of_the_contacted(
     assert bench.true_value_saved(frame, {}, truth, offers) == 0.0
     with pytest.raises(ValueError, match="customer a"):
         bench.true_value_saved(frame, {"a": "gift"}, truth.iloc[1:], offers)
+    # In spend, the expected revenue the offer brings over no contact, minus cost: a 30 - 5 - 1, c 4 - 6 - 1.
+    truth["s_none"], truth["s_gift"] = [5.0, 4.0, 6.0, 0.0], [30.0, 4.0, 4.0, 99.0]
+    spend = bench.true_value_saved(frame, {"a": "gift", "c": "gift"}, truth, offers, bench.SPEND)
+    assert spend == pytest.approx(24.0 - 3.0)
+    assert bench.true_value_saved(frame, {"a": "gift", "c": "gift"}, truth, offers) == pytest.approx(3.0)
 
 
 def test_true_draws_table_counts_the_draws_target_is_ahead_in(bench: ModuleType) -> None:
@@ -149,6 +154,10 @@ def test_true_policy_values_reads_each_policys_picks(bench: ModuleType) -> None:
     assert out["served policy (what predict and serving do)"] == pytest.approx(0.5)
     served.meta.policy = "learned"
     assert bench.true_policy_values(hold, ev, truth, served)["served policy (what predict and serving do)"] == 1.5
+    # In spend: a gains 20 - 2 - 1 = 17 from the gift, b 3 - 8 - 1 = -6.
+    truth["s_none"], truth["s_gift"] = [2.0, 8.0], [20.0, 3.0]
+    spend = bench.true_policy_values(hold, ev, truth, served, bench.SPEND)
+    assert spend["t-learner policy"] == pytest.approx(8.5) and spend["best single offer (gift)"] == pytest.approx(5.5)
 
 
 def test_the_btyd_simulation_follows_its_model(bench: ModuleType) -> None:

@@ -245,7 +245,12 @@ def test_truth_is_the_acceptance_probability_of_every_arm() -> None:
     tables, truth = generate_with_truth(config)
     offers = tables["offers"]
     assert all(a.equals(b) for a, b in zip(tables.values(), generate(config).values(), strict=True))
-    assert list(truth.columns) == ["customer_id", "offer_ts", *(f"p_{o}" for o in OFFER_IDS)]
+    assert list(truth.columns) == [
+        "customer_id",
+        "offer_ts",
+        *(f"p_{o}" for o in OFFER_IDS),
+        *(f"s_{o}" for o in OFFER_IDS),
+    ]
     joined = offers.merge(truth, left_on=["customer_id", "ts"], right_on=["customer_id", "offer_ts"], how="left")
     assert len(truth) == len(offers) == len(joined) and joined["p_none"].notna().all()
     probs = truth.filter(like="p_").to_numpy()
@@ -255,6 +260,14 @@ def test_truth_is_the_acceptance_probability_of_every_arm() -> None:
     for arm, group in joined.groupby("offer_id"):
         p = drawn[group.index]
         assert abs(group["accepted"].mean() - p.mean()) < 4 * np.sqrt((p * (1 - p)).sum()) / len(p), arm
+    # The truth in spend is the expected revenue: per arm, the logged revenue's mean matches it (4-sigma band).
+    expected = joined.apply(lambda r: r[f"s_{r['offer_id']}"], axis=1)
+    for arm, group in joined.groupby("offer_id"):
+        spread = group["revenue"].std() / np.sqrt(len(group))
+        assert abs(group["revenue"].mean() - expected[group.index].mean()) < 4 * spread, arm
+    # Per customer, the order an offer brings is the same size under every arm but the discount's, 10% smaller.
+    order = truth.filter(like="s_").to_numpy() / truth.filter(like="p_").to_numpy()
+    assert np.allclose(order[:, 1], 0.9 * order[:, 0]) and np.allclose(order[:, 2:], order[:, [0]])
     # Effects differ by customer (the point of the generator): some gain from loyalty points, some lose.
     gain = truth["p_loyalty_points"] - truth["p_none"]
     assert (gain > 0.05).any() and (gain < 0).any()
